@@ -1,0 +1,51 @@
+# Every target sets itself up: a fresh clone needs only python3 (>= 3.10) and pip.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: help setup test lint typecheck unit demo serve bench bench-hot bench-soak clean
+
+help:
+	@echo "make demo       start a local server, run the example agent, print its timelines"
+	@echo "make test       lint, type-check and run the whole test suite"
+	@echo "make bench      run the benchmarks against the peers (hiveloop 0.2.0, OpenTelemetry)"
+	@echo "make bench-hot  per-block caller cost against the CPython floor"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check hiveloop_async tests benchmarks examples
+	$(BIN)/ruff format --check hiveloop_async tests benchmarks examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+demo: $(STAMP)
+	$(BIN)/python -m examples.demo
+
+serve: $(STAMP)
+	$(BIN)/hiveloop-async serve
+
+bench-hot: $(STAMP)
+	$(BIN)/python -m benchmarks.hot_path
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+bench-soak: $(STAMP)
+	$(BIN)/python -m benchmarks.run --soak
+
+clean:
+	rm -rf $(VENV) benchmarks/.peers-venv

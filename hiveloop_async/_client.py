@@ -1,0 +1,644 @@
+"""The HiveBoard client: settings, the bounded event queue, agents, and the sender's lifecycle.
+
+The queue is a ``collections.deque`` shared by every thread and the sender. Recording an
+event is one length check and one ``append`` (both atomic under the GIL); everything else
+(starting the sender, waking it once per batch, dropping on overflow, shutdown) happens on a
+slow path that only runs when the queue length reaches ``_wake_at``. Setting ``_wake_at`` to
+0 routes every event through the slow path, which is how "not started yet", "closed",
+"forked child" and "captured by a test" are handled at no cost to the fast path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import dataclasses
+import os
+import threading
+import time
+import weakref
+from collections import Counter, deque
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._agent import Agent, HeartbeatCallback
+from ._config import Settings, resolve_settings
+from ._events import FLUSH_MARK
+from ._exceptions import HiveLoopConfigError
+from ._internal import internal_error, warn_once
+
+if TYPE_CHECKING:
+    from ._transport import Engine, ThreadRunner
+
+__all__ = ["DROP_REASONS", "FlushResult", "HiveBoard"]
+
+#: Every reason an event can be dropped for; ``stats()["dropped"]`` has one count per reason.
+DROP_REASONS = (
+    "queue_full",
+    "rejected",
+    "oversize",
+    "unauthorized",
+    "retries_exhausted",
+    "shutdown",
+    "serialization",
+)
+
+_NEW, _RUNNING, _CLOSED = "new", "running", "closed"
+
+_clients: weakref.WeakSet[HiveBoard] = weakref.WeakSet()
+
+#: Active ``hiveloop_async.testing`` captures. While any is active every client routes
+#: events through the slow path, where the captures see them first.
+_captures: list[Any] = []
+
+
+def _offer(client: HiveBoard, rec: tuple[Any, ...]) -> bool:
+    """Give a record to the active captures; True when one of them keeps it from the queue."""
+    kept = False
+    for capture in list(_captures):
+        if capture._wants(client):
+            capture._records.append(rec)
+            kept = kept or not capture.send
+    return kept
+
+
+def _set_capturing(active: bool) -> None:
+    """Route every client's events through the slow path while a capture is active."""
+    for client in list(_clients):
+        with client._lock:
+            if active:
+                client._wake_at = 0
+            elif client._state == _RUNNING and client._engine is not None:
+                client._wake_at = client._batch
+
+
+@dataclasses.dataclass(frozen=True)
+class FlushResult:
+    """What a flush or shutdown achieved.
+
+    ``delivered``: events accepted by the server while waiting. ``dropped``: events given up
+    while waiting (by any reason). ``pending``: events still queued or in flight on return.
+    ``timed_out``: the timeout passed before everything recorded before the call was
+    delivered or given up. True when it did not time out.
+    """
+
+    delivered: int
+    dropped: int
+    pending: int
+    timed_out: bool
+
+    def __bool__(self) -> bool:
+        return not self.timed_out
+
+
+class _Waiter:
+    """Completion of a flush marker, observable from any thread and from a coroutine."""
+
+    __slots__ = ("_future", "_loop", "done")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._future: asyncio.Future[None] | None = None
+
+    def bind(self) -> asyncio.Future[None]:
+        self._loop = asyncio.get_running_loop()
+        self._future = self._loop.create_future()
+        if self.done.is_set():
+            self._future.set_result(None)
+        return self._future
+
+    def resolve(self) -> None:
+        self.done.set()
+        loop, fut = self._loop, self._future
+        if loop is not None and fut is not None:
+            try:
+                loop.call_soon_threadsafe(_set_done, fut)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class HiveBoard:
+    """A HiveBoard client: owns the event queue, the agents, and the sender.
+
+    Two ways to run it, one engine:
+
+    * on your event loop: ``async with HiveBoard(...) as hb:`` (or ``await hb.start()`` and
+      ``await hb.aclose()``, for example in a FastAPI lifespan);
+    * on a private loop in a daemon thread, started on first use when you never call
+      ``start()``: ``hb = HiveBoard(...)`` or ``hiveloop_async.init(...)`` from synchronous
+      code. An ``atexit`` hook drains it, bounded by ``shutdown_timeout``.
+
+    The constructor does no I/O. It raises :class:`HiveLoopConfigError` when the API key is
+    missing or does not start with ``hb_`` (unless ``enabled=False``); every other bad value
+    falls back to its default with one warning.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        endpoint: str | None = None,
+        environment: str | None = None,
+        group: str | None = None,
+        flush_interval: float | None = None,
+        batch_size: int | None = None,
+        max_queue_size: int | None = None,
+        debug: bool | None = None,
+        *,
+        enabled: bool | None = None,
+        shutdown_timeout: float | None = None,
+        request_timeout: float | None = None,
+        retry_deadline: float | None = None,
+        max_concurrent_requests: int | None = None,
+        drop_policy: str = "oldest",
+        read_local_config: bool = False,
+    ) -> None:
+        self.settings: Settings = resolve_settings(
+            api_key=api_key,
+            endpoint=endpoint,
+            environment=environment,
+            group=group,
+            flush_interval=flush_interval,
+            batch_size=batch_size,
+            max_queue_size=max_queue_size,
+            debug=debug,
+            enabled=enabled,
+            shutdown_timeout=shutdown_timeout,
+            request_timeout=request_timeout,
+            retry_deadline=retry_deadline,
+            max_concurrent_requests=max_concurrent_requests,
+            read_local_config=read_local_config,
+        )
+        if drop_policy not in ("oldest", "newest"):
+            raise HiveLoopConfigError("drop_policy must be 'oldest' or 'newest'")
+        self.environment = self.settings.environment
+        self.group = self.settings.group
+        self._drop_oldest = drop_policy == "oldest"
+        self._q: deque[tuple[Any, ...]] = deque()
+        self._max = self.settings.max_queue_size
+        self._batch = self.settings.batch_size
+        self._wake_at = 0
+        self._wake_pending = False
+        self._lock = threading.Lock()
+        self._state = _NEW
+        self._engine: Engine | None = None
+        self._thread: ThreadRunner | None = None
+        self._agents: dict[str, Agent] = {}
+        self._pid = os.getpid()
+        # Counters. ``_popped``, ``sent`` & co. are written by the sender only.
+        self._popped = 0
+        self._dropped: Counter[str] = Counter()
+        self.sent = 0
+        self.retries = 0
+        self.batches = 0
+        self.in_flight = 0
+        self.last_error: str | None = None
+        _clients.add(self)
+
+    # -- agents ------------------------------------------------------------------------------
+
+    def agent(
+        self,
+        agent_id: str,
+        type: str = "general",
+        version: str | None = None,
+        framework: str = "custom",
+        heartbeat_interval: float = 30.0,
+        stuck_threshold: int = 300,
+        heartbeat_payload: HeartbeatCallback | None = None,
+        queue_provider: HeartbeatCallback | None = None,
+    ) -> Agent:
+        """Return the agent ``agent_id``, registering it (``agent_registered``) when new.
+
+        A known id returns the same object with its type, version, framework and callbacks
+        updated, and records nothing. Starts heartbeats when the sender runs. Never blocks.
+        """
+        with self._lock:
+            existing = self._agents.get(agent_id)
+            if existing is not None:
+                existing.agent_type = type
+                existing.version = version
+                existing.framework = framework
+                existing.heartbeat_payload = heartbeat_payload
+                existing.queue_provider = queue_provider
+                existing._update_envelope()
+                return existing
+            agent = Agent(
+                self,
+                agent_id,
+                type,
+                version,
+                framework,
+                heartbeat_interval,
+                stuck_threshold,
+                heartbeat_payload,
+                queue_provider,
+            )
+            self._agents[agent_id] = agent
+        agent._emit(
+            "agent_registered",
+            {
+                "summary": f"Agent {agent_id} registered",
+                "data": {
+                    "type": type,
+                    "version": version,
+                    "framework": framework,
+                    "stuck_threshold": stuck_threshold,
+                },
+            },
+        )
+        engine = self._engine
+        if engine is not None:
+            engine.add_agent(agent)
+        return agent
+
+    def get_agent(self, agent_id: str) -> Agent | None:
+        """Return the registered agent ``agent_id`` or None."""
+        return self._agents.get(agent_id)
+
+    @property
+    def agents(self) -> list[Agent]:
+        """The registered agents."""
+        return list(self._agents.values())
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    def _put(self, rec: tuple[Any, ...]) -> None:
+        q = self._q
+        if len(q) < self._wake_at:
+            q.append(rec)
+        else:
+            self._put_slow(rec)
+
+    def _put_slow(self, rec: tuple[Any, ...]) -> None:
+        """Everything but the plain append: start, wake, overflow, closed, capture, fork."""
+        try:
+            if _captures and _offer(self, rec):
+                return
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._after_fork_locked()
+                if self._state == _CLOSED or not self.settings.enabled:
+                    self._discard(rec, "shutdown" if self._state == _CLOSED else None)
+                    return
+                if self._state == _NEW:
+                    self._start_thread_locked()
+                q = self._q
+                if len(q) >= self._max:
+                    if self._drop_oldest:
+                        try:
+                            self._discard(q.popleft(), "queue_full")
+                        except IndexError:
+                            pass
+                    else:
+                        self._discard(rec, "queue_full")
+                        return
+                q.append(rec)
+                if rec[0] == FLUSH_MARK or (len(q) >= self._batch and not self._wake_pending):
+                    self._wake_pending = True
+                    engine = self._engine
+                    if engine is not None:
+                        engine.wake()
+                self._wake_at = (
+                    0 if _captures else (self._max if self._wake_pending else self._batch)
+                )
+        except Exception:
+            internal_error("enqueue")
+
+    def _discard(self, rec: tuple[Any, ...], reason: str | None) -> None:
+        """Drop one record: count it under ``reason`` (None: not counted) or end a flush."""
+        if rec[0] == FLUSH_MARK:
+            rec[1].resolve()
+        elif reason is not None:
+            self._dropped[reason] += 1
+
+    def _count_dropped(self, reason: str, n: int) -> None:
+        with self._lock:
+            self._dropped[reason] += n
+
+    def _rearm(self) -> bool:
+        """Called by the sender after draining; True when the queue already needs it again."""
+        with self._lock:
+            self._wake_pending = False
+            if self._state == _RUNNING:
+                self._wake_at = 0 if _captures else self._batch
+            return len(self._q) >= self._batch
+
+    def _start_thread_locked(self) -> None:
+        from ._transport import ThreadRunner
+
+        self._state = _RUNNING
+        runner = ThreadRunner(self)
+        self._thread = runner
+        self._engine = runner.engine
+        runner.start()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Run the sender and heartbeats on the running event loop.
+
+        Returns once the sender is ready. If a private-thread sender had already started
+        (because events were recorded before this call), it hands the queue over. Idempotent
+        while running; raises :class:`HiveLoopUsageError` if the client was closed.
+        """
+        from ._exceptions import HiveLoopUsageError
+        from ._transport import Engine
+
+        with self._lock:
+            if self._state == _CLOSED:
+                raise HiveLoopUsageError("this HiveBoard client was shut down; create a new one")
+            if self._engine is not None and self._thread is None:
+                return
+            old_thread = self._thread
+            engine = Engine(self)
+            self._engine = engine
+            self._thread = None
+            self._state = _RUNNING
+            self._wake_at = 0  # the next event re-arms the threshold through the slow path
+        if old_thread is not None:
+            await asyncio.to_thread(old_thread.hand_over, 2.0)
+        await engine.start_on_loop()
+        if not self.settings.enabled:
+            return
+        engine.wake()
+
+    async def aclose(self, timeout: float | None = None) -> FlushResult:
+        """Stop heartbeats, deliver what is queued, close the HTTP session.
+
+        Returns within ``timeout`` (default ``shutdown_timeout``) whatever the server does;
+        what could not be delivered by then is counted as dropped (``shutdown``). Idempotent.
+        Never raises.
+        """
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        before = self._snapshot()
+        engine, thread = self._close_locked()
+        try:
+            deadline = time.monotonic() + timeout
+            if engine is not None:
+                if thread is not None:
+                    await asyncio.to_thread(thread.close, deadline)
+                else:
+                    await engine.close(deadline)
+        except Exception:
+            internal_error("aclose")
+        return self._result(before, timed_out=self._pending() > 0)
+
+    def shutdown(self, timeout: float | None = None) -> FlushResult:
+        """Blocking twin of :meth:`aclose`, for synchronous code. Never raises.
+
+        From inside the event loop the client runs on, use ``await hb.aclose()``: this call
+        then only starts the shutdown and returns at once.
+        """
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        before = self._snapshot()
+        engine, thread = self._close_locked()
+        try:
+            deadline = time.monotonic() + timeout
+            if thread is not None:
+                thread.close(deadline)
+            elif engine is not None:
+                if engine.on_current_thread():
+                    engine.request_close(deadline)
+                    warn_once(
+                        "shutdown-on-loop",
+                        "hiveloop_async: shutdown() called on the SDK's own event loop; "
+                        "use 'await hb.aclose()' to wait for delivery",
+                    )
+                else:
+                    engine.close_threadsafe(deadline)
+        except Exception:
+            internal_error("shutdown")
+        return self._result(before, timed_out=self._pending() > 0)
+
+    def _close_locked(self) -> tuple[Engine | None, ThreadRunner | None]:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._after_fork_locked()
+            if self._state == _CLOSED:
+                return self._engine, self._thread
+            self._state = _CLOSED
+            self._wake_at = 0
+            for agent in self._agents.values():
+                agent._heartbeat_stopped = True
+            return self._engine, self._thread
+
+    @property
+    def closed(self) -> bool:
+        """True once ``shutdown()`` or ``aclose()`` was called."""
+        return self._state == _CLOSED
+
+    async def __aenter__(self) -> HiveBoard:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> HiveBoard:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    # -- flush -------------------------------------------------------------------------------
+
+    def _mark(self) -> _Waiter | None:
+        """Queue a flush marker; None when there is nothing to wait for."""
+        with self._lock:
+            nothing = self._engine is None and not self._q
+            if self._state == _CLOSED or not self.settings.enabled or nothing:
+                return None
+        waiter = _Waiter()
+        self._put_slow((FLUSH_MARK, waiter))
+        return waiter
+
+    def flush(self, timeout: float | None = None) -> FlushResult:
+        """Block until every event recorded before this call is delivered or given up.
+
+        Returns on delivery, or when ``timeout`` (default ``shutdown_timeout``) passes.
+        Call it from any thread but the one running the SDK's own loop; there it returns at
+        once (use ``await hb.aflush()``). Never raises.
+        """
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        before = self._snapshot()
+        engine = self._engine
+        if engine is not None and engine.on_current_thread():
+            warn_once(
+                "flush-on-loop",
+                "hiveloop_async: flush() called on the SDK's own event loop would block it; "
+                "use 'await hb.aflush()'",
+            )
+            engine.wake()
+            return self._result(before, timed_out=True)
+        waiter = self._mark()
+        done = waiter is None or waiter.done.wait(max(0.0, timeout))
+        return self._result(before, timed_out=not done)
+
+    async def aflush(self, timeout: float | None = None) -> FlushResult:
+        """Wait, without blocking the loop, until every event recorded before the call is
+        delivered or given up, or ``timeout`` (default ``shutdown_timeout``) passes.
+        Never raises.
+        """
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        before = self._snapshot()
+        waiter = self._mark()
+        done = True
+        if waiter is not None:
+            fut = waiter.bind()
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), max(0.0, timeout))
+            except asyncio.TimeoutError:
+                done = False
+        return self._result(before, timed_out=not done)
+
+    # -- statistics --------------------------------------------------------------------------
+
+    def _pending(self) -> int:
+        return sum(1 for r in list(self._q) if r[0] != FLUSH_MARK) + self.in_flight
+
+    def _snapshot(self) -> tuple[int, int]:
+        return self.sent, sum(self._dropped.values())
+
+    def _result(self, before: tuple[int, int], *, timed_out: bool) -> FlushResult:
+        sent, dropped = self._snapshot()
+        return FlushResult(
+            delivered=sent - before[0],
+            dropped=dropped - before[1],
+            pending=self._pending(),
+            timed_out=timed_out,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the client's own accounting. Never blocks or raises.
+
+        Keys: ``recorded`` (events accepted into the queue), ``sent`` (accepted by the
+        server), ``dropped`` (count per reason, every reason present), ``dropped_total``,
+        ``retries``, ``batches``, ``queue_depth``, ``in_flight``, ``last_error``, ``state``,
+        ``mode`` (``"loop"``, ``"thread"`` or None) and ``endpoint``.
+        """
+        with self._lock:
+            dropped = {reason: self._dropped.get(reason, 0) for reason in DROP_REASONS}
+            depth = sum(1 for r in list(self._q) if r[0] != FLUSH_MARK)
+            popped = self._popped
+            queue_full = self._dropped.get("queue_full", 0)
+        mode = None if self._engine is None else ("thread" if self._thread else "loop")
+        return {
+            "recorded": popped + depth + queue_full,
+            "sent": self.sent,
+            "dropped": dropped,
+            "dropped_total": sum(dropped.values()),
+            "retries": self.retries,
+            "batches": self.batches,
+            "queue_depth": depth,
+            "in_flight": self.in_flight,
+            "last_error": self.last_error,
+            "state": self._state,
+            "mode": mode,
+            "endpoint": self.settings.endpoint,
+        }
+
+    # -- fork --------------------------------------------------------------------------------
+
+    def _after_fork_locked(self) -> None:
+        """In a forked child: forget the parent's buffer, sender and counters."""
+        self._pid = os.getpid()
+        self._q.clear()
+        self._engine = None
+        self._thread = None
+        if self._state == _RUNNING:
+            self._state = _NEW
+        self._wake_at = 0
+        self._wake_pending = False
+        self._popped = self.sent = self.retries = self.batches = self.in_flight = 0
+        self._dropped = Counter()
+        self.last_error = None
+        for agent in self._agents.values():
+            if agent.heartbeat_interval > 0 and self._state != _CLOSED:
+                agent._heartbeat_stopped = False
+        _register_mp_finalizer()
+
+    def _after_fork_child(self) -> None:
+        self._lock = threading.Lock()
+        with self._lock:
+            self._after_fork_locked()
+
+    def __repr__(self) -> str:
+        return (
+            f"<HiveBoard endpoint={self.settings.endpoint!r} state={self._state} "
+            f"agents={len(self._agents)}>"
+        )
+
+
+# -- process hooks ---------------------------------------------------------------------------
+
+
+def _after_fork_in_child() -> None:
+    from . import _internal
+
+    _internal._lock = threading.Lock()
+    for client in list(_clients):
+        try:
+            client._after_fork_child()
+        except Exception:
+            internal_error("after fork")
+
+
+def _shutdown_all_at_exit() -> None:
+    """Drain every live client at interpreter exit, each bounded by its shutdown_timeout."""
+    for client in list(_clients):
+        try:
+            if client.closed:
+                continue
+            if client._engine is not None and client._thread is None:
+                if not client._engine.loop_alive():
+                    _drain_orphaned(client)
+                continue
+            client.shutdown()
+        except Exception:
+            internal_error("atexit")
+
+
+def _drain_orphaned(client: HiveBoard) -> None:
+    """A client whose event loop ended without ``aclose()``: drain it on a private thread."""
+    with client._lock:
+        client._engine = None
+        client._state = _NEW
+    if client._q:
+        client._put_slow((FLUSH_MARK, _Waiter()))
+    client.shutdown()
+
+
+_mp_registered_pid = 0
+
+
+def _register_mp_finalizer() -> None:
+    """multiprocessing children leave through os._exit: atexit never runs there."""
+    global _mp_registered_pid
+    import sys
+
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is None or _mp_registered_pid == os.getpid():
+        return
+    _mp_registered_pid = os.getpid()
+    mp_util.Finalize(None, _shutdown_all_at_exit, exitpriority=100)
+
+
+atexit.register(_shutdown_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

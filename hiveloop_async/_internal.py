@@ -1,0 +1,61 @@
+"""The SDK's own logging and its guard against internal errors.
+
+Every recording path catches ``Exception`` from the SDK's internals and hands it to
+:func:`internal_error`, which logs once per call site and counts the rest. Nothing here raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable
+
+logger = logging.getLogger("hiveloop_async")
+
+#: Names of loggers whose records the SDK must never turn into events (no feedback loop).
+SDK_LOGGER_PREFIX = "hiveloop_async"
+
+_lock = threading.Lock()
+_seen: dict[str, int] = {}
+
+#: Test hook: when set, every swallowed internal error is also passed to it.
+error_hook: Callable[[BaseException, str], None] | None = None
+
+
+def internal_error(where: str) -> None:
+    """Record the exception being handled as an SDK-internal error; never raises.
+
+    The first occurrence per ``where`` is logged with its traceback at WARNING; later ones are
+    only counted (see :func:`internal_error_counts`).
+    """
+    exc = sys.exc_info()[1]
+    try:
+        with _lock:
+            n = _seen.get(where, 0) + 1
+            _seen[where] = n
+        if n == 1:
+            logger.warning("hiveloop_async internal error in %s (logged once)", where, exc_info=exc)
+        hook = error_hook
+        if hook is not None and exc is not None:
+            hook(exc, where)
+    except Exception:  # pragma: no cover - logging itself failed; nothing left to do
+        pass
+
+
+def internal_error_counts() -> dict[str, int]:
+    """Return how many internal errors were swallowed, by call site. Never raises."""
+    with _lock:
+        return dict(_seen)
+
+
+_warned: set[str] = set()
+
+
+def warn_once(key: str, msg: str, *args: object) -> None:
+    """Log ``msg`` at WARNING the first time ``key`` is seen in this process. Never raises."""
+    with _lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    logger.warning(msg, *args)

@@ -1,0 +1,389 @@
+"""Queue records to wire dicts, and wire dicts to JSON bodies HiveBoard will accept.
+
+Runs in the sender, never on the hot path. Pure functions and small stateful helpers with no
+I/O. Everything here guarantees that nothing the SDK sends is rejected for its shape:
+
+* ids become strings, ``duration_ms`` an int, oversized ids and summaries are cut to the
+  server's limits;
+* payload values that JSON cannot carry are converted one value at a time (datetime,
+  Decimal, bytes, sets, dataclasses, arbitrary objects, NaN/inf, cycles), so one odd value
+  never costs the rest of its event or batch;
+* a payload over 32,768 bytes, measured as the server measures it (``json.dumps`` with
+  ``ensure_ascii``), is shrunk and marked ``"_truncated": true``;
+* an unknown event type is sent as ``custom`` with ``payload.original_type``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as _dt
+import enum
+import json
+import math
+import uuid
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ._events import (
+    ACTION_ENDED,
+    ACTION_STARTED,
+    EVENT,
+    EVENT_TYPES,
+    SEVERITIES,
+    SEVERITY_DEFAULTS,
+    TASK_ENDED,
+    TASK_STARTED,
+    TimestampFormatter,
+    format_id,
+    new_id_str,
+    wall_offset_ns,
+)
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+    from ._task import Task
+    from ._track import ActionScope
+
+MAX_PAYLOAD_BYTES = 32_768
+MAX_ID_LEN = 256
+MAX_SUMMARY_LEN = 512
+MAX_ENVIRONMENT_LEN = 64
+MAX_GROUP_LEN = 128
+MAX_BATCH_BYTES = 1_000_000
+MAX_BATCH_EVENTS = 500
+
+_ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
+_TASK_KEYS = ("task_id", "project_id", "task_type", "task_run_id", "correlation_id")
+_ISSUE_SEVERITY = {"critical": "error", "high": "error", "medium": "warn", "low": "info"}
+
+
+def _as_str(value: Any, limit: int = MAX_ID_LEN) -> str:
+    text = value if type(value) is str else str(value)
+    return text if len(text) <= limit else text[:limit]
+
+
+def default_severity(event_type: str, payload: Mapping[str, Any] | None) -> str:
+    """The severity HiveBoard's event schema gives an event that does not name one.
+
+    By event type, then by payload kind where the schema says so: ``queue_snapshot`` is
+    debug, a failed ``todo`` warn, a failed ``plan_step`` error, and an ``issue`` maps its
+    own severity (critical/high → error, medium → warn, low → info).
+    """
+    severity = SEVERITY_DEFAULTS.get(event_type, "info")
+    if event_type == "custom" and payload:
+        kind = payload.get("kind")
+        if kind is not None:
+            data = payload.get("data")
+            data = data if isinstance(data, Mapping) else {}
+            if kind == "queue_snapshot":
+                severity = "debug"
+            elif kind == "todo" and data.get("action") == "failed":
+                severity = "warn"
+            elif kind == "plan_step" and data.get("action") == "failed":
+                severity = "error"
+            elif kind == "issue" and data.get("action") != "resolved":
+                severity = _ISSUE_SEVERITY.get(str(data.get("severity")), severity)
+    return severity
+
+
+class RecordEncoder:
+    """Turns queued records into wire event dicts. One per sender; not thread-safe."""
+
+    def __init__(self) -> None:
+        self._ts = TimestampFormatter()
+        self._offset = wall_offset_ns()
+
+    def recalibrate(self) -> None:
+        """Re-read wall minus monotonic time (follows NTP adjustments between batches)."""
+        self._offset = wall_offset_ns()
+
+    def _task_fields(self, ev: dict[str, Any], task: Task) -> None:
+        fields = task._fields
+        if fields is None:
+            fields = {}
+            for key in _TASK_KEYS:
+                value = getattr(task, key)
+                if value is not None:
+                    fields[key] = _as_str(value)
+            task._fields = fields
+        ev.update(fields)
+
+    def encode(self, rec: tuple[Any, ...]) -> tuple[Agent, dict[str, Any]] | None:
+        """Return ``(agent, event dict)`` for one record, or None for a non-event record."""
+        code = rec[0]
+        if code == ACTION_STARTED or code == ACTION_ENDED:
+            return self._action(rec[1], code == ACTION_ENDED)
+        if code == TASK_STARTED or code == TASK_ENDED:
+            return self._task(rec[1], code == TASK_ENDED)
+        if code == EVENT:
+            return self._event(rec)
+        return None
+
+    def _action(self, s: ActionScope, ended: bool) -> tuple[Agent, dict[str, Any]]:
+        payload: dict[str, Any] = {"action_name": s.name}
+        if s.function is not None:
+            payload["function"] = s.function
+        if ended:
+            if s.exc_type is None:
+                event_type, status = "action_completed", "success"
+            else:
+                event_type, status = "action_failed", "failure"
+                _add_exception(payload, s.exc_type, s.exc_msg)
+            if s.payload:
+                payload.update(s.payload)
+        else:
+            event_type = "action_started"
+        ev: dict[str, Any] = {
+            "event_id": new_id_str(),
+            "timestamp": self._ts((s.t1 if ended else s.t0) + self._offset),
+            "event_type": event_type,
+            "severity": SEVERITY_DEFAULTS[event_type],
+        }
+        if s.task is not None:
+            self._task_fields(ev, s.task)
+        ev["action_id"] = format_id(s.action_id)
+        if s.parent is not None:
+            ev["parent_action_id"] = format_id(s.parent.action_id)
+        if ended:
+            ev["status"] = status
+            ev["duration_ms"] = (s.t1 - s.t0) // 1_000_000
+        ev["payload"] = payload
+        return s.agent, ev
+
+    def _task(self, t: Task, ended: bool) -> tuple[Agent, dict[str, Any]]:
+        if ended:
+            if t.exc_type is None and t.status != "failure":
+                event_type = "task_completed"
+                payload: dict[str, Any] = {"summary": f"Task {t.task_id} completed"}
+            else:
+                event_type = "task_failed"
+                payload = {"summary": f"Task {t.task_id} failed"}
+                if t.exc_type is not None:
+                    _add_exception(payload, t.exc_type, t.exc_msg)
+            if t.payload:
+                payload.update(t.payload)
+        else:
+            event_type = "task_started"
+            payload = {"summary": f"Task {t.task_id} started"}
+        ev: dict[str, Any] = {
+            "event_id": new_id_str(),
+            "timestamp": self._ts((t.t1 if ended else t.t0) + self._offset),
+            "event_type": event_type,
+            "severity": SEVERITY_DEFAULTS[event_type],
+        }
+        self._task_fields(ev, t)
+        if ended:
+            ev["status"] = _as_str(t.status)
+            ev["duration_ms"] = (t.t1 - t.t0) // 1_000_000
+        ev["payload"] = payload
+        return t.agent, ev
+
+    def _event(self, rec: tuple[Any, ...]) -> tuple[Agent, dict[str, Any]]:
+        _, agent, t_ns, event_type, task, action_id, payload, severity, parent = rec
+        if type(event_type) is not str or event_type not in EVENT_TYPES:
+            original = event_type if type(event_type) is str else str(event_type)
+            payload = dict(payload) if isinstance(payload, Mapping) else {}
+            payload["original_type"] = original
+            event_type = "custom"
+        elif payload is not None and not isinstance(payload, dict):
+            payload = dict(payload) if isinstance(payload, Mapping) else {"value": payload}
+        if severity not in SEVERITIES:
+            severity = default_severity(event_type, payload)
+        ev: dict[str, Any] = {
+            "event_id": new_id_str(),
+            "timestamp": self._ts(t_ns + self._offset),
+            "event_type": event_type,
+            "severity": severity,
+        }
+        if task is not None:
+            self._task_fields(ev, task)
+        if action_id is not None:
+            ev["action_id"] = format_id(action_id)
+        if parent is not None:
+            ev["parent_event_id"] = _as_str(parent)
+        if payload is not None:
+            summary = payload.get("summary")
+            if summary is not None and (type(summary) is not str or len(summary) > 512):
+                payload = dict(payload)
+                payload["summary"] = _as_str(summary, MAX_SUMMARY_LEN)
+            ev["payload"] = payload
+        return agent, ev
+
+
+def _add_exception(payload: dict[str, Any], exc_type: type[BaseException], msg: str) -> None:
+    payload["exception_type"] = exc_type.__name__
+    payload["exception_message"] = msg
+    if issubclass(exc_type, asyncio.CancelledError):
+        payload["cancelled"] = True
+
+
+# -- JSON ---------------------------------------------------------------------------------
+
+
+def _default(obj: Any) -> Any:
+    """orjson fallback for values it cannot encode natively."""
+    if isinstance(obj, Decimal):
+        return float(obj) if obj.is_finite() else None
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj).decode("utf-8", "replace")
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if isinstance(obj, Iterable) and not isinstance(obj, (str, bytes)):
+        return list(obj)
+    return _safe_repr(obj)
+
+
+def _safe_repr(obj: Any) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<unrepresentable {type(obj).__name__}>"
+    return text if len(text) <= 1000 else text[:1000] + "…"
+
+
+def dumps(obj: Any) -> bytes:
+    """Encode ``obj`` as JSON; falls back to a value-by-value conversion. Never raises."""
+    try:
+        return orjson.dumps(obj, default=_default, option=_ORJSON_OPTS)
+    except (TypeError, orjson.JSONEncodeError):
+        return orjson.dumps(json_safe(obj), option=_ORJSON_OPTS)
+
+
+def json_safe(obj: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) -> Any:
+    """Return a copy of ``obj`` made of JSON types only, converting value by value.
+
+    Cycles become ``"<cycle>"``, integers beyond 64 bits strings, NaN/inf null, unknown
+    objects their (cut) repr. Never raises.
+    """
+    try:
+        if obj is None or isinstance(obj, (bool, str)):
+            return obj
+        if isinstance(obj, int):
+            return obj if -(2**63) <= obj < 2**64 else str(obj)
+        if isinstance(obj, float):
+            return obj if math.isfinite(obj) else None
+        if _depth > 100:
+            return "<too deep>"
+        if id(obj) in _seen:
+            return "<cycle>"
+        seen = _seen | {id(obj)}
+        if isinstance(obj, Mapping):
+            return {
+                (k if isinstance(k, str) else str(k)): json_safe(v, _depth + 1, seen)
+                for k, v in obj.items()
+            }
+        if isinstance(obj, (list, tuple, set, frozenset)):
+            return [json_safe(v, _depth + 1, seen) for v in obj]
+        if isinstance(obj, (_dt.datetime, _dt.date, _dt.time)):
+            return obj.isoformat()
+        if isinstance(obj, enum.Enum):
+            return json_safe(obj.value, _depth + 1, seen)
+        if isinstance(obj, uuid.UUID):
+            return str(obj)
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return {
+                f.name: json_safe(getattr(obj, f.name, None), _depth + 1, seen)
+                for f in dataclasses.fields(obj)
+            }
+        converted = _default(obj)
+        if isinstance(converted, str):
+            return converted
+        return json_safe(converted, _depth + 1, seen)
+    except Exception:
+        return f"<unserializable {type(obj).__name__}>"
+
+
+def server_payload_size(payload: Any) -> int:
+    """The payload's size as HiveBoard measures it: ``len(json.dumps(payload))``."""
+    return len(json.dumps(payload))
+
+
+def _fits(payload: Any) -> bool:
+    return server_payload_size(payload) <= MAX_PAYLOAD_BYTES
+
+
+def shrink_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """Cut a JSON-safe payload until HiveBoard accepts its size; mark it ``_truncated``.
+
+    Long strings are cut first (keeping every key); if that is not enough the payload is
+    replaced by its kind, summary, action name and a preview of the original text.
+    """
+    original = server_payload_size(payload)
+    limit = 4096
+    while limit >= 64:
+        cut: dict[str, Any] = dict(_cut_strings(payload, limit))
+        cut["_truncated"] = True
+        cut["_original_size"] = original
+        if _fits(cut):
+            return cut
+        limit //= 4
+    small: dict[str, Any] = {"_truncated": True, "_original_size": original}
+    for key in ("kind", "action_name", "summary", "exception_type", "exception_message"):
+        if key in payload:
+            small[key] = _cut_strings(payload[key], 512)
+    text = json.dumps(payload)
+    small["preview"] = text[:4000]
+    return small
+
+
+def _cut_strings(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "…"
+    if isinstance(value, dict):
+        return {str(k): _cut_strings(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cut_strings(v, limit) for v in value]
+    return value
+
+
+def encode_event(ev: dict[str, Any]) -> tuple[bytes, bool]:
+    """Encode one wire event as JSON bytes HiveBoard will accept.
+
+    :return: the bytes, and whether the payload had to be converted or shrunk.
+    """
+    try:
+        data = orjson.dumps(ev, default=_default, option=_ORJSON_OPTS)
+        changed = False
+    except (TypeError, orjson.JSONEncodeError):
+        ev = json_safe(ev)
+        data = orjson.dumps(ev, option=_ORJSON_OPTS)
+        changed = True
+    # ensure_ascii JSON is at most 4x the UTF-8 compact size (6-char escapes for 2+ byte
+    # characters, one space per separator), so only large events need the exact measure.
+    if len(data) > MAX_PAYLOAD_BYTES // 4:
+        payload = ev.get("payload")
+        if payload is not None:
+            if changed:
+                safe = payload
+            else:
+                safe = orjson.loads(orjson.dumps(payload, default=_default, option=_ORJSON_OPTS))
+            if not _fits(safe):
+                ev = dict(ev)
+                ev["payload"] = shrink_payload(safe)
+                data = orjson.dumps(ev, option=_ORJSON_OPTS)
+                changed = True
+    return data, changed
+
+
+def encode_envelope(agent: Agent) -> bytes:
+    """Encode an agent's envelope, cutting fields to HiveBoard's limits."""
+    env = dict(agent.envelope)
+    env["agent_id"] = _as_str(env["agent_id"])
+    for key, limit in (("environment", MAX_ENVIRONMENT_LEN), ("group", MAX_GROUP_LEN)):
+        if env.get(key) is not None:
+            env[key] = _as_str(env[key], limit)
+    for key in ("agent_type", "agent_version", "framework"):
+        if env.get(key) is not None:
+            env[key] = _as_str(env[key])
+    return dumps(env)
+
+
+def build_body(envelope: bytes, events: list[bytes]) -> bytes:
+    """Join an encoded envelope and encoded events into one ingest request body."""
+    return b'{"envelope":' + envelope + b',"events":[' + b",".join(events) + b"]}"

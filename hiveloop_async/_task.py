@@ -1,0 +1,396 @@
+"""Tasks: one scope class for ``with``, ``async with``, ``start_task()`` and manual calls.
+
+Entering a task records ``task_started`` and makes the task (and its agent) current for
+everything below it, in this context only. Leaving records ``task_completed`` or
+``task_failed`` and restores whatever was current before, so nested tasks restore the outer
+one. Recording never blocks, awaits or raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._context import current_scope
+from ._events import EVENT, TASK_ENDED, TASK_STARTED, new_id_str, now_ns
+from ._exceptions import HiveLoopUsageError
+from ._internal import internal_error
+from ._payloads import llm_payload
+from ._track import ActionScope, _restore_foreign, exception_message
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+
+_NEW, _OPEN, _CLOSED = 0, 1, 2
+
+
+class Task:
+    """One run of an agent task. Created by ``agent.task(...)`` or ``agent.start_task(...)``.
+
+    Public attributes (as in hiveloop 0.2.0): ``task_id``, ``project_id``, ``task_type``,
+    ``task_run_id``, ``correlation_id`` and ``agent``.
+
+    Use it as ``with`` or ``async with`` (one implementation serves both), through manual
+    ``__enter__()`` / ``__exit__()``, or through ``start_task()`` then ``complete()`` /
+    ``fail()``. Only the first ``complete``, ``fail`` or exit records the closing event.
+    No method blocks, awaits or raises (except :class:`HiveLoopUsageError` when entered
+    twice).
+    """
+
+    exc_type: builtins.type[BaseException] | None
+
+    __slots__ = (
+        "_fields",
+        "_plan_revision",
+        "_plan_total",
+        "_state",
+        "_token",
+        "agent",
+        "correlation_id",
+        "exc_msg",
+        "exc_type",
+        "payload",
+        "project_id",
+        "status",
+        "t0",
+        "t1",
+        "task_id",
+        "task_run_id",
+        "task_type",
+    )
+
+    def __init__(
+        self,
+        agent: Agent,
+        task_id: str,
+        project: str | None = None,
+        type: str | None = None,
+        task_run_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        self.agent = agent
+        self.task_id = task_id
+        self.project_id = project
+        self.task_type = type
+        self.task_run_id = task_run_id if task_run_id is not None else new_id_str()
+        self.correlation_id = correlation_id
+        self.status: str | None = None
+        self.payload: dict[str, Any] | None = None
+        self.t0 = self.t1 = 0
+        self.exc_type = None
+        self.exc_msg = ""
+        self._plan_total: int | None = None
+        self._plan_revision = 0
+        self._fields: dict[str, Any] | None = None  # wire fields, cached by the serializer
+        self._token: Any = None
+        self._state = _NEW
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._state != _NEW:
+            raise HiveLoopUsageError(f"task {self.task_id!r} was already started")
+        self._state = _OPEN
+        self.t0 = now_ns()
+        self._token = current_scope.set(self)
+        self.agent._client._put((TASK_STARTED, self))
+
+    def _end(
+        self,
+        status: str,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        payload: dict[str, Any] | None = None,
+    ) -> None:
+        """Record the closing event once, then restore the context the task was entered in."""
+        try:
+            if self._state == _OPEN:
+                self._state = _CLOSED
+                self.t1 = now_ns()
+                self.status = status
+                self.exc_type = exc_type
+                self.exc_msg = exception_message(exc)
+                if payload:
+                    self.payload = dict(payload)
+                self.agent._client._put((TASK_ENDED, self))
+            token = self._token
+            if token is not None:
+                self._token = None
+                try:
+                    current_scope.reset(token)
+                except ValueError:
+                    _restore_foreign(self, token)
+        except Exception:
+            internal_error("task end")
+
+    def __enter__(self) -> Task:
+        try:
+            self._start()
+        except HiveLoopUsageError:
+            raise
+        except Exception:
+            internal_error("task enter")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self._end("success", None, None)
+        else:
+            self._end("failure", exc_type, exc)
+
+    async def __aenter__(self) -> Task:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def complete(self, status: str = "success", payload: dict[str, Any] | None = None) -> None:
+        """Record ``task_completed`` with ``status`` (sent verbatim). Never raises.
+
+        ``payload``, when truthy, replaces what :meth:`set_payload` stored. Only the first
+        ``complete``/``fail`` records an event; the task stops being current here.
+        """
+        self._end(status, None, None, payload)
+
+    def fail(
+        self, exception: BaseException | None = None, payload: dict[str, Any] | None = None
+    ) -> None:
+        """Record ``task_failed``; with ``exception``, its type and message. Never raises."""
+        self._end("failure", type(exception) if exception is not None else None, exception, payload)
+
+    def set_payload(self, payload: dict[str, Any]) -> None:
+        """Replace the data merged into the closing event's payload. Never raises."""
+        try:
+            self.payload = dict(payload)
+        except Exception:
+            internal_error("task set_payload")
+
+    # -- events inside the task --------------------------------------------------------------
+
+    def _emit(
+        self,
+        event_type: str,
+        payload: dict[str, Any] | None,
+        severity: str | None = None,
+        parent_event_id: str | None = None,
+    ) -> None:
+        try:
+            cur = current_scope.get()
+            action_id = cur.action_id if type(cur) is ActionScope else None
+            self.agent._client._put(
+                (
+                    EVENT,
+                    self.agent,
+                    now_ns(),
+                    event_type,
+                    self,
+                    action_id,
+                    payload,
+                    severity,
+                    parent_event_id,
+                )
+            )
+        except Exception:
+            internal_error("task event")
+
+    def event(
+        self,
+        event_type: str,
+        payload: dict[str, Any] | None = None,
+        severity: str | None = None,
+        parent_event_id: str | None = None,
+    ) -> None:
+        """Record an event of ``event_type`` in this task.
+
+        An ``event_type`` that HiveBoard does not know is sent as ``custom`` with
+        ``payload.original_type`` (as the spec promises). Never blocks or raises.
+        """
+        self._emit(event_type, payload, severity, parent_event_id)
+
+    def llm_call(
+        self,
+        name: str,
+        model: str,
+        *,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        cost: float | None = None,
+        duration_ms: int | None = None,
+        prompt_preview: str | None = None,
+        response_preview: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Record an LLM call (a purple node), attached to the current action if any.
+
+        Never blocks or raises.
+        """
+        self._emit(
+            "custom",
+            llm_payload(
+                name,
+                model,
+                tokens_in,
+                tokens_out,
+                cost,
+                duration_ms,
+                prompt_preview,
+                response_preview,
+                metadata,
+            ),
+        )
+
+    def plan(self, goal: str, steps: list[str], *, revision: int = 0) -> None:
+        """Record the task's plan (``plan_created``). Never raises."""
+        try:
+            self._plan_total = len(steps)
+            self._plan_revision = revision
+            data = {
+                "goal": goal,
+                "steps": [{"index": i, "description": s} for i, s in enumerate(steps)],
+                "revision": revision,
+            }
+        except Exception:
+            internal_error("plan")
+            return
+        self._emit(
+            "custom",
+            {"kind": "plan_created", "summary": goal, "data": data, "tags": ["plan", "created"]},
+        )
+
+    def plan_step(
+        self,
+        step_index: int,
+        action: str,
+        summary: str,
+        *,
+        total_steps: int | None = None,
+        turns: int | None = None,
+        tokens: int | None = None,
+        plan_revision: int | None = None,
+    ) -> None:
+        """Record progress on one plan step (``plan_step``). Never raises."""
+        data: dict[str, Any] = {
+            "step_index": step_index,
+            "total_steps": total_steps if total_steps is not None else self._plan_total,
+            "action": action,
+        }
+        if turns is not None:
+            data["turns"] = turns
+        if tokens is not None:
+            data["tokens"] = tokens
+        data["plan_revision"] = plan_revision if plan_revision is not None else self._plan_revision
+        self._emit(
+            "custom",
+            {
+                "kind": "plan_step",
+                "summary": f"Step {step_index} {action}: {summary}",
+                "data": data,
+                "tags": ["plan", f"step_{action}"],
+            },
+        )
+
+    def escalate(
+        self,
+        summary: str | None = None,
+        *,
+        assigned_to: str | None = None,
+        reason: str | None = None,
+        parent_event_id: str | None = None,
+    ) -> None:
+        """Record ``escalated``. ``summary`` may be omitted when ``reason`` is given."""
+        if summary is None:
+            summary = reason or (f"Escalated to {assigned_to}" if assigned_to else "Escalated")
+        self._emit(
+            "escalated",
+            _summary_payload(summary, assigned_to=assigned_to, reason=reason),
+            parent_event_id=parent_event_id,
+        )
+
+    def request_approval(
+        self,
+        summary: str | None = None,
+        *,
+        approver: str | None = None,
+        reason: str | None = None,
+        parent_event_id: str | None = None,
+    ) -> None:
+        """Record ``approval_requested``. ``summary`` may be omitted (spec form)."""
+        if summary is None:
+            summary = reason or (
+                f"Approval requested from {approver}" if approver else "Approval requested"
+            )
+        self._emit(
+            "approval_requested",
+            _summary_payload(summary, approver=approver, reason=reason),
+            parent_event_id=parent_event_id,
+        )
+
+    def approval_received(
+        self,
+        summary: str | None = None,
+        *,
+        approved_by: str | None = None,
+        decision: str = "approved",
+        parent_event_id: str | None = None,
+    ) -> None:
+        """Record ``approval_received``. ``summary`` may be omitted (spec form)."""
+        if summary is None:
+            summary = f"Approval {decision}" + (f" by {approved_by}" if approved_by else "")
+        data: dict[str, Any] = {"decision": decision}
+        if approved_by is not None:
+            data["approved_by"] = approved_by
+        self._emit(
+            "approval_received",
+            {"summary": summary, "data": data},
+            parent_event_id=parent_event_id,
+        )
+
+    def retry(
+        self,
+        summary: str | None = None,
+        *,
+        attempt: int | None = None,
+        reason: str | None = None,
+        backoff_seconds: float | None = None,
+        parent_event_id: str | None = None,
+    ) -> None:
+        """Record ``retry_started``. ``summary`` may be omitted (spec form)."""
+        if summary is None:
+            summary = reason or (f"Retry attempt {attempt}" if attempt is not None else "Retry")
+        self._emit(
+            "retry_started",
+            _summary_payload(
+                summary, attempt=attempt, backoff_seconds=backoff_seconds, reason=reason
+            ),
+            parent_event_id=parent_event_id,
+        )
+
+    @property
+    def is_cancelled(self) -> bool:
+        """True when the task ended with a cancellation."""
+        return self.exc_type is not None and issubclass(self.exc_type, asyncio.CancelledError)
+
+    def __repr__(self) -> str:
+        state = ("new", "open", "closed")[self._state]
+        return f"<Task {self.task_id!r} agent={self.agent.agent_id!r} {state}>"
+
+
+def _summary_payload(summary: str, **data: Any) -> dict[str, Any]:
+    """``{"summary": ...}`` plus ``"data"`` with the non-None keywords, if any."""
+    payload: dict[str, Any] = {"summary": summary}
+    kept = {k: v for k, v in data.items() if v is not None}
+    if kept:
+        payload["data"] = kept
+    return payload

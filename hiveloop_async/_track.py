@@ -1,0 +1,335 @@
+"""Tracked actions: one scope class behind ``with``, ``async with`` and ``@agent.track``.
+
+``ActionScope`` records ``action_started`` when entered and ``action_completed`` or
+``action_failed`` when left. Entering and leaving do no I/O, no formatting and never await,
+so the same two methods serve the sync and the async protocol. The decorator wraps sync
+functions, coroutine functions, generators and async generators; for the generator kinds the
+action spans the whole iteration and is current only while the generator body runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncGenerator, Callable, Generator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from ._context import current_scope
+from ._events import ACTION_ENDED, ACTION_STARTED, ID_BITS, new_id, now_ns
+from ._exceptions import HiveLoopUsageError
+from ._internal import internal_error, logger
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+    from ._task import Task
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_NEW, _OPEN, _CLOSED = 0, 1, 2
+
+_get = current_scope.get
+_set = current_scope.set
+_reset = current_scope.reset
+
+
+class ActionScope:
+    """One tracked action. Returned by ``agent.track_context(name)``.
+
+    Use it once, as ``with``, ``async with``, or with manual ``__enter__()`` /
+    ``__exit__(None, None, None)``. Entering records ``action_started`` and makes the action
+    current, so blocks opened inside become its children; leaving records
+    ``action_completed`` (status ``success``) or, for any exception including
+    ``CancelledError`` and ``KeyboardInterrupt``, ``action_failed`` with ``exception_type``
+    and ``exception_message``. The exception is never swallowed. Neither call blocks, awaits
+    or raises, except :class:`HiveLoopUsageError` when a scope is entered twice.
+    """
+
+    __slots__ = (
+        "_state",
+        "_token",
+        "action_id",
+        "agent",
+        "exc_msg",
+        "exc_type",
+        "function",
+        "name",
+        "parent",
+        "payload",
+        "t0",
+        "t1",
+        "task",
+    )
+
+    def __init__(self, agent: Agent, name: str, function: str | None = None) -> None:
+        self.agent = agent
+        self.name = name
+        self.function = function
+        self.payload: dict[str, Any] | None = None
+        self.parent: ActionScope | None = None
+        self.task: Task | None = None
+        self.action_id = 0
+        self.t0 = self.t1 = 0
+        self.exc_type: type[BaseException] | None = None
+        self.exc_msg = ""
+        self._token: Any = None
+        self._state = _NEW
+
+    # -- the two halves shared by every form -------------------------------------------
+
+    def _start(self) -> None:
+        """Take parent and task from the current context and record ``action_started``."""
+        if self._state != _NEW:
+            raise HiveLoopUsageError(
+                f"track_context({self.name!r}) was already entered; use a new one per block"
+            )
+        self._state = _OPEN
+        cur = _get()
+        if cur is not None:
+            if type(cur) is ActionScope:
+                self.parent = cur
+                self.task = cur.task
+            else:
+                self.task = cur
+        self.action_id = new_id(ID_BITS)
+        self.t0 = now_ns()
+        c = self.agent._client
+        q = c._q
+        if len(q) < c._wake_at:
+            q.append((ACTION_STARTED, self))
+        else:
+            c._put_slow((ACTION_STARTED, self))
+
+    def _finish(self, exc_type: type[BaseException] | None, exc: BaseException | None) -> None:
+        """Record ``action_completed`` or ``action_failed``."""
+        self.t1 = now_ns()
+        self._state = _CLOSED
+        if exc_type is not None:
+            self.exc_type = exc_type
+            self.exc_msg = exception_message(exc)
+        c = self.agent._client
+        q = c._q
+        if len(q) < c._wake_at:
+            q.append((ACTION_ENDED, self))
+        else:
+            c._put_slow((ACTION_ENDED, self))
+
+    # -- context manager protocol -------------------------------------------------------
+
+    def __enter__(self) -> ActionScope:
+        try:
+            self._start()
+            self._token = _set(self)
+        except HiveLoopUsageError:
+            raise
+        except Exception:
+            internal_error("action enter")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._state != _OPEN:
+            return
+        try:
+            self._finish(exc_type, exc)
+            token = self._token
+            self._token = None
+            if token is not None:
+                try:
+                    _reset(token)
+                except ValueError:
+                    _restore_foreign(self, token)
+        except Exception:
+            internal_error("action exit")
+
+    async def __aenter__(self) -> ActionScope:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- data ------------------------------------------------------------------------------
+
+    def set_payload(self, payload: dict[str, Any]) -> None:
+        """Replace the data merged into the closing event. Never blocks or raises.
+
+        The dict is copied (shallowly) when set; calls after the block has closed are
+        ignored.
+        """
+        if self._state != _CLOSED:
+            try:
+                self.payload = dict(payload)
+            except Exception:
+                internal_error("set_payload")
+
+    @property
+    def action_id_str(self) -> str | None:
+        """The action id as sent on the wire (a uuid4 string), or None before entry."""
+        from ._events import format_id
+
+        return format_id(self.action_id) if self._state != _NEW else None
+
+    def __repr__(self) -> str:
+        state = ("new", "open", "closed")[self._state]
+        return f"<ActionScope {self.name!r} {state}>"
+
+
+def exception_message(exc: BaseException | None) -> str:
+    """``str(exc)``, or a placeholder when the exception's ``__str__`` itself fails."""
+    if exc is None:
+        return ""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__}>"
+
+
+def _restore_foreign(scope: Task | ActionScope, token: Any) -> None:
+    """Leave a scope from a context other than the one that entered it, without raising.
+
+    Happens when a manually entered scope is closed from another task or thread. The
+    entering context keeps its own value; here we only undo our mark if it is visible.
+    """
+    logger.debug("hiveloop_async: %r left from another context than it was entered in", scope)
+    if _get() is scope:
+        old = token.old_value
+        _set(None if old is token.MISSING else old)
+
+
+# -- the decorator ------------------------------------------------------------------------
+
+
+def track_function(agent: Agent, action_name: str, fn: _F) -> _F:
+    """Wrap ``fn`` so each call (or each whole iteration) is one tracked action."""
+    function = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    wrapper: Callable[..., Any]
+    if inspect.isasyncgenfunction(fn):
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return _traced_asyncgen(ActionScope(agent, action_name, function), fn(*args, **kwargs))
+
+    elif inspect.iscoroutinefunction(fn):
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with ActionScope(agent, action_name, function):
+                return await fn(*args, **kwargs)
+
+    elif inspect.isgeneratorfunction(fn):
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return _traced_gen(ActionScope(agent, action_name, function), fn(*args, **kwargs))
+
+    else:
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with ActionScope(agent, action_name, function):
+                return fn(*args, **kwargs)
+
+    return cast(_F, functools.wraps(fn)(wrapper))
+
+
+def _safe_start(scope: ActionScope) -> bool:
+    try:
+        scope._start()
+        return True
+    except Exception:
+        internal_error("action enter")
+        return False
+
+
+def _safe_finish(
+    scope: ActionScope, exc_type: type[BaseException] | None, exc: BaseException | None
+) -> None:
+    try:
+        scope._finish(exc_type, exc)
+    except Exception:
+        internal_error("action exit")
+
+
+def _traced_gen(scope: ActionScope, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    """Drive ``gen`` step by step, with ``scope`` current only while its body runs."""
+    tracked = _safe_start(scope)
+    send_value: Any = None
+    throw: BaseException | None = None
+    try:
+        while True:
+            token = _set(scope) if tracked else None
+            try:
+                if throw is not None:
+                    exc, throw = throw, None
+                    value = gen.throw(exc)
+                else:
+                    value = gen.send(send_value)
+            finally:
+                if token is not None:
+                    _reset(token)
+            try:
+                send_value = yield value
+            except GeneratorExit:
+                token = _set(scope) if tracked else None
+                try:
+                    gen.close()
+                finally:
+                    if token is not None:
+                        _reset(token)
+                raise
+            except BaseException as e:  # thrown in by the consumer: pass it to the body
+                throw = e
+    except StopIteration as stop:
+        if tracked:
+            _safe_finish(scope, None, None)
+        return stop.value
+    except BaseException as e:
+        if tracked:
+            _safe_finish(scope, type(e), e)
+        raise
+
+
+async def _traced_asyncgen(
+    scope: ActionScope, agen: AsyncGenerator[Any, Any]
+) -> AsyncGenerator[Any, Any]:
+    """Drive ``agen`` step by step, with ``scope`` current only while its body runs."""
+    tracked = _safe_start(scope)
+    send_value: Any = None
+    throw: BaseException | None = None
+    try:
+        while True:
+            token = _set(scope) if tracked else None
+            try:
+                if throw is not None:
+                    exc, throw = throw, None
+                    value = await agen.athrow(exc)
+                else:
+                    value = await agen.asend(send_value)
+            finally:
+                if token is not None:
+                    _reset(token)
+            try:
+                send_value = yield value
+            except GeneratorExit:
+                token = _set(scope) if tracked else None
+                try:
+                    await agen.aclose()
+                finally:
+                    if token is not None:
+                        _reset(token)
+                raise
+            except BaseException as e:
+                throw = e
+    except StopAsyncIteration:
+        if tracked:
+            _safe_finish(scope, None, None)
+        return
+    except BaseException as e:
+        if tracked:
+            _safe_finish(scope, type(e), e)
+        raise
