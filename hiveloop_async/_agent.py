@@ -11,7 +11,7 @@ import platform
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._events import EVENT, now_ns
+from ._events import now_ns
 from ._internal import internal_error
 from ._payloads import llm_payload, queue_summary
 from ._task import Task
@@ -98,7 +98,7 @@ class Agent:
     ) -> None:
         try:
             self._client._put(
-                (EVENT, self, now_ns(), event_type, None, None, payload, severity, parent_event_id)
+                (self, now_ns(), event_type, None, None, payload, severity, parent_event_id)
             )
         except Exception:
             internal_error("agent event")

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from ._agent import Agent, HeartbeatCallback
 from ._config import Settings, resolve_settings
-from ._events import FLUSH_MARK
 from ._exceptions import HiveLoopConfigError
 from ._internal import internal_error, warn_once
 
@@ -52,12 +51,14 @@ _clients: weakref.WeakSet[HiveBoard] = weakref.WeakSet()
 _captures: list[Any] = []
 
 
-def _offer(client: HiveBoard, rec: tuple[Any, ...]) -> bool:
+def _offer(client: HiveBoard, rec: Any) -> bool:
     """Give a record to the active captures; True when one of them keeps it from the queue."""
+    if type(rec) is _Waiter:
+        return False
     kept = False
     for capture in list(_captures):
         if capture._wants(client):
-            capture._records.append(rec)
+            capture._take(rec)
             kept = kept or not capture.send
     return kept
 
@@ -179,7 +180,7 @@ class HiveBoard:
         self.environment = self.settings.environment
         self.group = self.settings.group
         self._drop_oldest = drop_policy == "oldest"
-        self._q: deque[tuple[Any, ...]] = deque()
+        self._q: deque[Any] = deque()
         self._max = self.settings.max_queue_size
         self._batch = self.settings.batch_size
         self._wake_at = 0
@@ -268,14 +269,14 @@ class HiveBoard:
 
     # -- the queue ---------------------------------------------------------------------------
 
-    def _put(self, rec: tuple[Any, ...]) -> None:
+    def _put(self, rec: Any) -> None:
         q = self._q
         if len(q) < self._wake_at:
             q.append(rec)
         else:
             self._put_slow(rec)
 
-    def _put_slow(self, rec: tuple[Any, ...]) -> None:
+    def _put_slow(self, rec: Any) -> None:
         """Everything but the plain append: start, wake, overflow, closed, capture, fork."""
         try:
             if _captures and _offer(self, rec):
@@ -299,7 +300,7 @@ class HiveBoard:
                         self._discard(rec, "queue_full")
                         return
                 q.append(rec)
-                if rec[0] == FLUSH_MARK or (len(q) >= self._batch and not self._wake_pending):
+                if type(rec) is _Waiter or (len(q) >= self._batch and not self._wake_pending):
                     self._wake_pending = True
                     engine = self._engine
                     if engine is not None:
@@ -310,11 +311,15 @@ class HiveBoard:
         except Exception:
             internal_error("enqueue")
 
-    def _discard(self, rec: tuple[Any, ...], reason: str | None) -> None:
+    def _discard(self, rec: Any, reason: str | None) -> None:
         """Drop one record: count it under ``reason`` (None: not counted) or end a flush."""
-        if rec[0] == FLUSH_MARK:
-            rec[1].resolve()
-        elif reason is not None:
+        if type(rec) is _Waiter:
+            rec.resolve()
+            return
+        if type(rec) is not tuple and not rec._sent:
+            # The opening record of a scope or task: its closing one must not be taken for it.
+            rec._sent = True
+        if reason is not None:
             self._dropped[reason] += 1
 
     def _count_dropped(self, reason: str, n: int) -> None:
@@ -465,7 +470,7 @@ class HiveBoard:
             if self._state == _CLOSED or not self.settings.enabled or nothing:
                 return None
         waiter = _Waiter()
-        self._put_slow((FLUSH_MARK, waiter))
+        self._put_slow(waiter)
         return waiter
 
     def flush(self, timeout: float | None = None) -> FlushResult:
@@ -510,7 +515,7 @@ class HiveBoard:
     # -- statistics --------------------------------------------------------------------------
 
     def _pending(self) -> int:
-        return sum(1 for r in list(self._q) if r[0] != FLUSH_MARK) + self.in_flight
+        return sum(1 for r in list(self._q) if type(r) is not _Waiter) + self.in_flight
 
     def _snapshot(self) -> tuple[int, int]:
         return self.sent, sum(self._dropped.values())
@@ -534,7 +539,7 @@ class HiveBoard:
         """
         with self._lock:
             dropped = {reason: self._dropped.get(reason, 0) for reason in DROP_REASONS}
-            depth = sum(1 for r in list(self._q) if r[0] != FLUSH_MARK)
+            depth = sum(1 for r in list(self._q) if type(r) is not _Waiter)
             popped = self._popped
             queue_full = self._dropped.get("queue_full", 0)
         mode = None if self._engine is None else ("thread" if self._thread else "loop")
@@ -620,7 +625,7 @@ def _drain_orphaned(client: HiveBoard) -> None:
         client._engine = None
         client._state = _NEW
     if client._q:
-        client._put_slow((FLUSH_MARK, _Waiter()))
+        client._put_slow(_Waiter())
     client.shutdown()
 
 

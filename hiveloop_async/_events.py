@@ -1,8 +1,17 @@
 """Event records as they sit in the queue, and the cheap ids and clocks they carry.
 
-The hot path (entering and leaving a tracked block) must not format anything: it stores a
-tuple ``(code, object)`` or ``(code, agent, t_ns, ...)`` in the queue, with integer ids and an
-integer monotonic time. The sender turns those records into wire dicts (:mod:`._serialize`).
+The hot path (entering and leaving a tracked block) must not format anything. The queue holds
+records of four kinds, told apart by type:
+
+* an ``ActionScope`` or a ``Task``, appended once when it opens and once when it closes (the
+  same object: no allocation per event; the sender tells the two apart with the object's
+  ``_sent`` flag, set when it encodes the opening event);
+* a tuple ``(agent, t_ns, event_type, task, action_id, payload, severity, parent_event_id)``
+  for every other event;
+* a flush waiter, which marks a point in the queue.
+
+Ids are integers and times integer monotonic nanoseconds; the sender turns records into wire
+dicts (:mod:`._serialize`).
 """
 
 from __future__ import annotations
@@ -10,14 +19,6 @@ from __future__ import annotations
 import random
 import time
 from typing import Final
-
-# Record codes: the first item of every queued record.
-ACTION_STARTED: Final = 1  # (ACTION_STARTED, scope)
-ACTION_ENDED: Final = 2  # (ACTION_ENDED, scope)
-TASK_STARTED: Final = 3  # (TASK_STARTED, task)
-TASK_ENDED: Final = 4  # (TASK_ENDED, task)
-EVENT: Final = 5  # (EVENT, agent, t_ns, event_type, task, action_id, payload, severity, parent)
-FLUSH_MARK: Final = 6  # (FLUSH_MARK, waiter)
 
 EVENT_TYPES: Final = frozenset(
     {

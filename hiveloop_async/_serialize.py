@@ -29,24 +29,19 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._events import (
-    ACTION_ENDED,
-    ACTION_STARTED,
-    EVENT,
     EVENT_TYPES,
     SEVERITIES,
     SEVERITY_DEFAULTS,
-    TASK_ENDED,
-    TASK_STARTED,
     TimestampFormatter,
     format_id,
     new_id_str,
     wall_offset_ns,
 )
+from ._task import Task
+from ._track import ActionScope
 
 if TYPE_CHECKING:
     from ._agent import Agent
-    from ._task import Task
-    from ._track import ActionScope
 
 MAX_PAYLOAD_BYTES = 32_768
 MAX_ID_LEN = 256
@@ -112,14 +107,29 @@ class RecordEncoder:
             task._fields = fields
         ev.update(fields)
 
-    def encode(self, rec: tuple[Any, ...]) -> tuple[Agent, dict[str, Any]] | None:
-        """Return ``(agent, event dict)`` for one record, or None for a non-event record."""
-        code = rec[0]
-        if code == ACTION_STARTED or code == ACTION_ENDED:
-            return self._action(rec[1], code == ACTION_ENDED)
-        if code == TASK_STARTED or code == TASK_ENDED:
-            return self._task(rec[1], code == TASK_ENDED)
-        if code == EVENT:
+    def encode(self, rec: Any) -> tuple[Agent, dict[str, Any]] | None:
+        """Return ``(agent, event dict)`` for one queued record, or None for a non-event.
+
+        A scope or task seen for the first time gives its opening event, the second time its
+        closing one (the record's ``_sent`` flag remembers which).
+        """
+        kind = type(rec)
+        if kind is ActionScope or kind is Task:
+            ended = rec._sent
+            rec._sent = True
+            return self.encode_phase(rec, ended)
+        if kind is tuple:
+            return self._event(rec)
+        return None
+
+    def encode_phase(self, rec: Any, ended: bool) -> tuple[Agent, dict[str, Any]] | None:
+        """Like :meth:`encode`, with the phase of a scope or task given by the caller."""
+        kind = type(rec)
+        if kind is ActionScope:
+            return self._action(rec, ended)
+        if kind is Task:
+            return self._task(rec, ended)
+        if kind is tuple:
             return self._event(rec)
         return None
 
@@ -183,7 +193,7 @@ class RecordEncoder:
         return t.agent, ev
 
     def _event(self, rec: tuple[Any, ...]) -> tuple[Agent, dict[str, Any]]:
-        _, agent, t_ns, event_type, task, action_id, payload, severity, parent = rec
+        agent, t_ns, event_type, task, action_id, payload, severity, parent = rec
         if type(event_type) is not str or event_type not in EVENT_TYPES:
             original = event_type if type(event_type) is str else str(event_type)
             payload = dict(payload) if isinstance(payload, Mapping) else {}

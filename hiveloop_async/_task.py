@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._context import current_scope
-from ._events import EVENT, TASK_ENDED, TASK_STARTED, new_id_str, now_ns
+from ._events import new_id_str, now_ns
 from ._exceptions import HiveLoopUsageError
 from ._internal import internal_error
 from ._payloads import llm_payload
@@ -45,6 +45,7 @@ class Task:
         "_fields",
         "_plan_revision",
         "_plan_total",
+        "_sent",
         "_state",
         "_token",
         "agent",
@@ -86,6 +87,7 @@ class Task:
         self._fields: dict[str, Any] | None = None  # wire fields, cached by the serializer
         self._token: Any = None
         self._state = _NEW
+        self._sent = False  # set by the sender once it encoded task_started
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -95,7 +97,7 @@ class Task:
         self._state = _OPEN
         self.t0 = now_ns()
         self._token = current_scope.set(self)
-        self.agent._client._put((TASK_STARTED, self))
+        self.agent._client._put(self)
 
     def _end(
         self,
@@ -114,7 +116,7 @@ class Task:
                 self.exc_msg = exception_message(exc)
                 if payload:
                     self.payload = dict(payload)
-                self.agent._client._put((TASK_ENDED, self))
+                self.agent._client._put(self)
             token = self._token
             if token is not None:
                 self._token = None
@@ -191,7 +193,6 @@ class Task:
             action_id = cur.action_id if type(cur) is ActionScope else None
             self.agent._client._put(
                 (
-                    EVENT,
                     self.agent,
                     now_ns(),
                     event_type,

@@ -9,6 +9,7 @@ action spans the whole iteration and is current only while the generator body ru
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator
@@ -16,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._context import current_scope
-from ._events import ACTION_ENDED, ACTION_STARTED, ID_BITS, new_id, now_ns
+from ._events import new_id, now_ns
 from ._exceptions import HiveLoopUsageError
 from ._internal import internal_error, logger
 
@@ -45,7 +46,13 @@ class ActionScope:
     or raises, except :class:`HiveLoopUsageError` when a scope is entered twice.
     """
 
+    _token: contextvars.Token[Any] | None
+    parent: ActionScope | None
+    task: Task | None
+    exc_type: type[BaseException] | None
+
     __slots__ = (
+        "_sent",
         "_state",
         "_token",
         "action_id",
@@ -62,66 +69,42 @@ class ActionScope:
     )
 
     def __init__(self, agent: Agent, name: str, function: str | None = None) -> None:
+        # Only what exists before entry; __enter__ and __exit__ set the rest.
         self.agent = agent
         self.name = name
         self.function = function
         self.payload: dict[str, Any] | None = None
-        self.parent: ActionScope | None = None
-        self.task: Task | None = None
-        self.action_id = 0
-        self.t0 = self.t1 = 0
-        self.exc_type: type[BaseException] | None = None
-        self.exc_msg = ""
-        self._token: Any = None
         self._state = _NEW
+        self._sent = False  # set by the sender once it encoded action_started
 
-    # -- the two halves shared by every form -------------------------------------------
+    # One implementation for every form: ``with`` and ``async with`` call these two, the
+    # decorator uses ``with``, and the generator wrappers call them around the iteration.
 
-    def _start(self) -> None:
-        """Take parent and task from the current context and record ``action_started``."""
-        if self._state != _NEW:
+    def __enter__(self) -> ActionScope:
+        if self._state:
             raise HiveLoopUsageError(
                 f"track_context({self.name!r}) was already entered; use a new one per block"
             )
         self._state = _OPEN
-        cur = _get()
-        if cur is not None:
-            if type(cur) is ActionScope:
+        try:
+            cur = _get()
+            if cur is None:
+                self.parent = self.task = None
+            elif type(cur) is ActionScope:
                 self.parent = cur
                 self.task = cur.task
             else:
+                self.parent = None
                 self.task = cur
-        self.action_id = new_id(ID_BITS)
-        self.t0 = now_ns()
-        c = self.agent._client
-        q = c._q
-        if len(q) < c._wake_at:
-            q.append((ACTION_STARTED, self))
-        else:
-            c._put_slow((ACTION_STARTED, self))
-
-    def _finish(self, exc_type: type[BaseException] | None, exc: BaseException | None) -> None:
-        """Record ``action_completed`` or ``action_failed``."""
-        self.t1 = now_ns()
-        self._state = _CLOSED
-        if exc_type is not None:
-            self.exc_type = exc_type
-            self.exc_msg = exception_message(exc)
-        c = self.agent._client
-        q = c._q
-        if len(q) < c._wake_at:
-            q.append((ACTION_ENDED, self))
-        else:
-            c._put_slow((ACTION_ENDED, self))
-
-    # -- context manager protocol -------------------------------------------------------
-
-    def __enter__(self) -> ActionScope:
-        try:
-            self._start()
+            self.action_id = new_id(128)
             self._token = _set(self)
-        except HiveLoopUsageError:
-            raise
+            self.t0 = now_ns()
+            c = self.agent._client
+            q = c._q
+            if len(q) < c._wake_at:
+                q.append(self)
+            else:
+                c._put_slow(self)
         except Exception:
             internal_error("action enter")
         return self
@@ -132,17 +115,27 @@ class ActionScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        t1 = now_ns()
         if self._state != _OPEN:
             return
+        self._state = _CLOSED
         try:
-            self._finish(exc_type, exc)
+            self.t1 = t1
+            self.exc_type = exc_type
+            if exc_type is not None:
+                self.exc_msg = exception_message(exc)
             token = self._token
-            self._token = None
             if token is not None:
                 try:
                     _reset(token)
                 except ValueError:
                     _restore_foreign(self, token)
+            c = self.agent._client
+            q = c._q
+            if len(q) < c._wake_at:
+                q.append(self)
+            else:
+                c._put_slow(self)
         except Exception:
             internal_error("action exit")
 
@@ -162,14 +155,11 @@ class ActionScope:
     def set_payload(self, payload: dict[str, Any]) -> None:
         """Replace the data merged into the closing event. Never blocks or raises.
 
-        The dict is copied (shallowly) when set; calls after the block has closed are
-        ignored.
+        The dict is read when the event is sent: do not change it after the block closes.
+        Calls after the block has closed are ignored.
         """
         if self._state != _CLOSED:
-            try:
-                self.payload = dict(payload)
-            except Exception:
-                internal_error("set_payload")
+            self.payload = payload
 
     @property
     def action_id_str(self) -> str | None:
@@ -237,27 +227,23 @@ def track_function(agent: Agent, action_name: str, fn: _F) -> _F:
     return cast(_F, functools.wraps(fn)(wrapper))
 
 
-def _safe_start(scope: ActionScope) -> bool:
-    try:
-        scope._start()
-        return True
-    except Exception:
-        internal_error("action enter")
+def _detached_start(scope: ActionScope) -> bool:
+    """Enter ``scope`` for a generator: record the start, but leave the context unchanged.
+
+    The generator wrappers make the scope current only while the generator body runs.
+    """
+    scope.__enter__()
+    if scope._state != _OPEN:
         return False
-
-
-def _safe_finish(
-    scope: ActionScope, exc_type: type[BaseException] | None, exc: BaseException | None
-) -> None:
-    try:
-        scope._finish(exc_type, exc)
-    except Exception:
-        internal_error("action exit")
+    token, scope._token = scope._token, None
+    if token is not None:
+        _reset(token)
+    return True
 
 
 def _traced_gen(scope: ActionScope, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
     """Drive ``gen`` step by step, with ``scope`` current only while its body runs."""
-    tracked = _safe_start(scope)
+    tracked = _detached_start(scope)
     send_value: Any = None
     throw: BaseException | None = None
     try:
@@ -286,11 +272,11 @@ def _traced_gen(scope: ActionScope, gen: Generator[Any, Any, Any]) -> Generator[
                 throw = e
     except StopIteration as stop:
         if tracked:
-            _safe_finish(scope, None, None)
+            scope.__exit__(None, None, None)
         return stop.value
     except BaseException as e:
         if tracked:
-            _safe_finish(scope, type(e), e)
+            scope.__exit__(type(e), e, e.__traceback__)
         raise
 
 
@@ -298,7 +284,7 @@ async def _traced_asyncgen(
     scope: ActionScope, agen: AsyncGenerator[Any, Any]
 ) -> AsyncGenerator[Any, Any]:
     """Drive ``agen`` step by step, with ``scope`` current only while its body runs."""
-    tracked = _safe_start(scope)
+    tracked = _detached_start(scope)
     send_value: Any = None
     throw: BaseException | None = None
     try:
@@ -327,9 +313,9 @@ async def _traced_asyncgen(
                 throw = e
     except StopAsyncIteration:
         if tracked:
-            _safe_finish(scope, None, None)
+            scope.__exit__(None, None, None)
         return
     except BaseException as e:
         if tracked:
-            _safe_finish(scope, type(e), e)
+            scope.__exit__(type(e), e, e.__traceback__)
         raise

@@ -26,7 +26,7 @@ import anyio
 import anyio.lowlevel
 import orjson
 
-from ._events import FLUSH_MARK
+from ._client import _Waiter
 from ._internal import internal_error, logger, warn_once
 from ._payloads import queue_summary
 from ._serialize import (
@@ -40,7 +40,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._agent import Agent, HeartbeatCallback
-    from ._client import HiveBoard, _Waiter
+    from ._client import HiveBoard
 
 #: Backoff for 5xx and network errors: full jitter over an exponential ceiling.
 BACKOFF_BASE = 0.5
@@ -240,7 +240,7 @@ class Engine:
                     except IndexError:
                         break
                     client._discard(rec, "shutdown")
-                    if rec[0] != FLUSH_MARK:
+                    if type(rec) is not _Waiter:
                         left += 1
                 client._popped += left
             if client.in_flight:
@@ -306,11 +306,11 @@ class Engine:
                 rec = q.popleft()
             except IndexError:
                 break
-            if rec[0] == FLUSH_MARK:
+            if type(rec) is _Waiter:
                 for agent, group in groups.items():
                     await self._dispatch(agent, group.events)
                 groups.clear()
-                self._add_flush_waiter(rec[1])
+                self._add_flush_waiter(rec)
                 continue
             client._popped += 1
             try:

@@ -28,6 +28,7 @@ import orjson
 
 from . import _client
 from ._serialize import RecordEncoder, encode_event
+from ._track import _CLOSED
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -42,7 +43,7 @@ class EventCapture:
     def __init__(self, client: HiveBoard | None = None, *, send: bool = False) -> None:
         self.client = client
         self.send = send
-        self._records: list[tuple[Any, ...]] = []
+        self._records: list[tuple[bool, Any]] = []
         self._encoded: list[tuple[Agent, dict[str, Any]]] = []
         self._encoder = RecordEncoder()
         self._lock = threading.Lock()
@@ -50,10 +51,15 @@ class EventCapture:
     def _wants(self, client: HiveBoard) -> bool:
         return self.client is None or client is self.client
 
+    def _take(self, rec: Any) -> None:
+        # A scope or task is offered open (its opening event) and closed (its closing one).
+        self._records.append((getattr(rec, "_state", 0) == _CLOSED, rec))
+
     def _encode_new(self) -> list[tuple[Agent, dict[str, Any]]]:
         with self._lock:
             while len(self._encoded) < len(self._records):
-                out = self._encoder.encode(self._records[len(self._encoded)])
+                ended, rec = self._records[len(self._encoded)]
+                out = self._encoder.encode_phase(rec, ended)
                 if out is None:
                     self._records.pop(len(self._encoded))
                     continue
