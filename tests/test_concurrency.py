@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import dataclasses
 import random
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -240,10 +241,15 @@ def test_threads_keep_their_own_trees(agents: list[Agent], cap: EventCapture) ->
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(N_THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, so their steps interleave
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert errors == []
     _check_trees(cap, plans, observed, run_ids)
 
@@ -427,3 +433,20 @@ def test_start_task_is_invisible_to_other_threads_and_contexts(
     assert ctx.run(hiveloop_async.current_task) is None
     outside = cap.of_type("action_started")[0]
     assert "task_id" not in outside
+
+
+def test_task_completed_inside_an_action_does_not_stay_current(
+    agents: list[Agent], cap: EventCapture
+) -> None:
+    """complete() called inside an action of the task leaves no finished task current after."""
+    agent = agents[0]
+    with agent.task("finish-inside") as task:
+        with agent.track_context("finish_tool"):
+            task.complete(status="done")
+        assert hiveloop_async.current_task() is None
+    assert hiveloop_async.current_task() is None
+    with agent.track_context("later"):
+        pass
+    later = cap.of_type("action_started")[-1]
+    assert later["payload"]["action_name"] == "later"
+    assert "task_id" not in later

@@ -598,3 +598,28 @@ def test_decorator_keeps_function_metadata(
     assert wrapped.__wrapped__ is fn  # type: ignore[attr-defined]
     assert inspect.signature(wrapped) == inspect.signature(fn)
     assert inspect.iscoroutinefunction(wrapped) == inspect.iscoroutinefunction(fn)
+
+
+@pytest.mark.anyio
+async def test_decorated_functions_pass_arguments_and_return_values(
+    agent: Agent, cap: EventCapture
+) -> None:
+    """Decorated sync and async functions get their arguments and return their results."""
+
+    @agent.track("add")
+    def add(a: int, b: int = 0, *, scale: int = 1) -> int:
+        return (a + b) * scale
+
+    @agent.track("aadd")
+    async def aadd(a: int, b: int = 0, *, scale: int = 1) -> int:
+        await anyio.lowlevel.checkpoint()
+        return (a + b) * scale
+
+    assert add(1, 2, scale=3) == 9
+    assert await aadd(2, b=3, scale=2) == 10
+    assert [e["event_type"] for e in cap.events] == [
+        "action_started",
+        "action_completed",
+        "action_started",
+        "action_completed",
+    ]
