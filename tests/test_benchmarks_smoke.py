@@ -1,0 +1,127 @@
+"""The benchmarks run end to end on tiny sizes (our SDK only; no timing is asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from benchmarks import _harness, hot_path, sdk_ours
+from benchmarks.sink import Sink, count_otlp_protobuf, count_sentry_envelope
+
+
+@pytest.fixture(scope="module")
+def sinks() -> Iterator[dict[str, Sink]]:
+    with Sink("ok") as ok, Sink("refuse") as refuse, Sink("never") as never:
+        yield {"ok": ok, "refuse": refuse, "never": never}
+
+
+def test_hot_path_runs_every_shape_in_both_variants() -> None:
+    result = hot_path.run(300)
+    for variant in ("live", "undrained"):
+        res = result[variant]
+        assert res["floor"]["gc_on"]["n"] == 300
+        assert set(res["shapes"]) == {"with", "async with", "sync decorator", "async decorator"}
+        for fig in res["shapes"].values():
+            assert fig["gc_on"]["n"] == fig["gc_off"]["n"] == 300
+            assert fig["ratio"] > 0
+    # the live variant delivered what it recorded; the undrained one could not
+    assert result["live"]["shapes"]["with"]["stats"]["dropped_total"] == 0
+    assert result["undrained"]["shapes"]["with"]["stats"]["sent"] == 0
+    assert "floor" in hot_path.table(result)
+
+
+@pytest.mark.parametrize(
+    ("queue", "mode"), [("big", "thread"), ("big", "loop"), ("default", "thread")]
+)
+def test_burst_counts_delivery_at_the_sink(sinks: dict[str, Sink], queue: str, mode: str) -> None:
+    res = sdk_ours.burst(sinks["ok"].url, 500, queue=queue, mode=mode)
+    assert res["delivered_block_events"] == 1000
+    assert res["share"] == 1.0
+    assert res["events_per_s"] > 0 and res["cpu_us_per_block"] > 0
+
+
+def test_memory_with_the_sink_refusing(sinks: dict[str, Sink]) -> None:
+    res = sdk_ours.memory(sinks["refuse"].url, 1000)
+    assert res["tracemalloc"]["queue_depth"] >= 2000
+    assert res["tracemalloc"]["per_event"] > 0
+
+
+def test_loop_lag_runs_in_both_modes(sinks: dict[str, Sink]) -> None:
+    res = sdk_ours.loop_lag(sinks["ok"].url, seconds=0.3, events_per_s=2000)
+    for kind in ("baseline", "loop", "thread"):
+        assert res[kind]["ticks"] > 0
+    assert res["loop"]["dropped_total"] == 0
+
+
+def test_shutdown_against_a_sink_that_never_answers(sinks: dict[str, Sink]) -> None:
+    res = sdk_ours.shutdown_never(sinks["never"].url, blocks=50, timeout=0.3)
+    for mode in ("thread", "loop"):
+        assert res[mode]["timed_out"] is True
+        assert res[mode]["seconds"] < 5
+    assert res["sender_threads_left"] == []
+
+
+def test_server_ingest_is_optional() -> None:
+    if importlib.util.find_spec("benchmarks.server_ingest") is not None:
+        pytest.skip("benchmarks/server_ingest.py exists; make bench runs it")
+    assert sdk_ours.server_ingest(10)["summary"].startswith("n/a")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def test_sink_counts_otlp_protobuf_spans_by_name() -> None:
+    def span(name: str) -> bytes:
+        # trace_id (1), span_id (2), name (5), kind (6, varint), start time (7, fixed64)
+        return (
+            _field(1, b"t" * 16)
+            + _field(2, b"s" * 8)
+            + _field(5, name.encode())
+            + _varint(6 << 3)
+            + b"\x01"
+            + _varint(7 << 3 | 1)
+            + b"\x00" * 8
+        )
+
+    scope = _field(1, _field(1, b"bench")) + b"".join(
+        _field(2, span(n)) for n in ("step", "step", "task")
+    )
+    resource = _field(1, b"") + _field(2, scope) + _field(2, _field(2, span("step")))
+    body = _field(1, resource) + _field(1, _field(2, _field(2, span("step"))))
+    assert count_otlp_protobuf(body) == {"step": 4, "task": 1}
+
+
+def test_sink_counts_sentry_spans() -> None:
+    tx = json.dumps({"type": "transaction", "spans": [{"op": "step"}] * 3}).encode()
+    body = (
+        b'{"event_id":"x"}\n'
+        + json.dumps({"type": "transaction", "length": len(tx)}).encode()
+        + b"\n"
+        + tx
+        + b"\n"
+        + b'{"type":"client_report"}\n{}\n'
+    )
+    assert count_sentry_envelope(body) == (1, 3)
+
+
+def test_percentile_and_summary() -> None:
+    samples = _harness.new_samples(100)
+    for i in range(100):
+        samples[i] = (i + 1) * 1000
+    s = _harness.summarize(samples, overhead_ns=0)
+    assert s["median_us"] == 50.0
+    assert s["p99_us"] == 99.0
