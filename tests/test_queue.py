@@ -52,6 +52,15 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.001)
 
 
+async def poll(condition: Callable[[], bool], seconds: float) -> bool:
+    """Check ``condition`` every millisecond on the loop; True once it holds."""
+    for _ in range(int(seconds * 1000)):
+        if condition():
+            return True
+        await anyio.sleep(0.001)
+    return condition()
+
+
 def stuck_client(max_queue_size: int, drop_policy: str = "oldest") -> HiveBoard:
     return HiveBoard(
         api_key="hb_x",
@@ -85,6 +94,7 @@ def stuck(request: pytest.FixtureRequest) -> Iterator[tuple[HiveBoard, Agent]]:
     hb = stuck_client(10, getattr(request, "param", "oldest"))
     agent = hb.agent("queue-agent")
     agent.event("custom", {"i": -1})
+    hb.flush(timeout=0)  # wakes the sender even if it went back to sleep between the two
     wait_until(lambda: hb.in_flight == 2 and not hb._q)
     yield hb, agent
     hb.shutdown(timeout=0.2)
@@ -169,6 +179,27 @@ async def test_queue_bound_holds_when_smaller_than_batch_size() -> None:
         assert stats["queue_depth"] == 4
         assert stats["dropped"]["queue_full"] == 5
         assert_balanced(stats)
+
+
+@pytest.mark.anyio
+async def test_reaching_batch_size_wakes_the_sender() -> None:
+    """The sender drains as soon as the queue holds batch_size events, not one event later."""
+    async with HiveBoard(
+        api_key="hb_x",
+        endpoint="http://127.0.0.1:9",
+        batch_size=3,
+        flush_interval=60,
+        retry_deadline=60,
+        shutdown_timeout=0.2,
+    ) as hb:
+        agent = hb.agent("batcher")
+        # The start-up drain takes the registration and re-arms the threshold.
+        assert await poll(lambda: not hb._q and not hb._wake_pending, 5.0)
+        for i in range(3):
+            agent.event("custom", {"i": i})
+        drained = await poll(lambda: hb.stats()["queue_depth"] == 0, 2.0)
+        assert drained, "a full batch waited for the flush interval"
+        assert hb.stats()["in_flight"] == 4
 
 
 @pytest.mark.parametrize("stuck", ["newest"], indirect=True)
