@@ -301,3 +301,27 @@ def sink_counts(url: str) -> dict[str, Any]:
 
 def delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int:
     return int(after.get(key, 0)) - int(before.get(key, 0))
+
+
+def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge results of repeated rounds: the median of every number (``n``: the sum).
+
+    Rounds interleave the floor and every shape, so a noisy moment on a shared machine
+    spoils one round of each rather than one figure.
+    """
+    first = rounds[0]
+    out: dict[str, Any] = {}
+    for key, value in first.items():
+        values = [r.get(key) for r in rounds]
+        if isinstance(value, dict):
+            out[key] = merge_rounds([v for v in values if isinstance(v, dict)])
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            out[key] = value
+        elif key == "n":
+            out[key] = sum(v for v in values if isinstance(v, (int, float)))
+        else:
+            nums = sorted(float(v) for v in values if isinstance(v, (int, float)))
+            mid = len(nums) // 2
+            med = nums[mid] if len(nums) % 2 else (nums[mid - 1] + nums[mid]) / 2
+            out[key] = round(med, 3)
+    return out

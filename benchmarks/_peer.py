@@ -66,12 +66,23 @@ def _wait_delivered(ad: Adapter, endpoint: str, before: dict[str, Any], expected
         time.sleep(0.005)
 
 
-def caller_cost(ad: Adapter, endpoint: str, blocks: int) -> dict[str, Any]:
-    """Per-block cost of the ``with`` block, sender live and drained after every burst."""
+def caller_cost(ad: Adapter, endpoint: str, blocks: int, rounds: int = 3) -> dict[str, Any]:
+    """Per-block cost of the ``with`` block, sender live and drained after every burst;
+    ``rounds`` rounds (floor, then the SDK) merged by median."""
+    per = max(1, blocks // rounds)
+    ad.start(endpoint, None)
+    results = [_caller_round(ad, endpoint, per) for _ in range(rounds)]
+    ad.shutdown(10)
+    out = h.merge_rounds(results)
+    out["blocks"] = per * rounds
+    out["rounds"] = rounds
+    return out
+
+
+def _caller_round(ad: Adapter, endpoint: str, blocks: int) -> dict[str, Any]:
     floor = h.floor_figures(blocks)
     overhead = floor["timer_overhead_ns"]
     out: dict[str, Any] = {"sdk": ad.name, "blocks": blocks, "floor": floor}
-    ad.start(endpoint, None)
     out["defaults"] = ad.defaults()
     shape: dict[str, Any] = {}
     recorded = 0
@@ -103,7 +114,6 @@ def caller_cost(ad: Adapter, endpoint: str, blocks: int) -> dict[str, Any]:
     shape["delivered"] = _delivered(ad, base, h.sink_counts(endpoint))
     shape["recorded"] = recorded * ad.per_block
     out["shapes"] = {"with": shape}
-    ad.shutdown(10)
     return out
 
 
@@ -207,13 +217,15 @@ def shutdown_never(
     return out
 
 
+FIGURES: dict[str, Callable[..., dict[str, Any]]] = {
+    "caller_cost": caller_cost,
+    "burst": burst,
+    "memory": memory,
+    "shutdown_never": shutdown_never,
+}
+
+
 def run_figure(ad: Adapter, figure: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    fn = {
-        "caller_cost": caller_cost,
-        "burst": burst,
-        "memory": memory,
-        "shutdown_never": shutdown_never,
-    }[figure]
-    result: dict[str, Any] = fn(ad, **kwargs)
+    result = FIGURES[figure](ad, **kwargs)
     result["python"] = sys.version.split()[0]
     return result

@@ -330,8 +330,10 @@ def rows(res: dict[str, Any], peers: tuple[str, ...]) -> list[tuple[str, list[st
     lag_text = (
         "error"
         if "error" in lag
-        else f"+{lag.get('added_p99_ms_loop', 0):.2f} ms loop; "
-        f"+{lag.get('added_p99_ms_thread', 0):.2f} ms thread"
+        else f"{lag.get('added_p99_ms_loop', 0):+.2f} ms loop, "
+        f"{lag.get('added_p99_ms_thread', 0):+.2f} ms thread (p99 "
+        f"{_get(lag, 'loop', 'p99_ms')} / {_get(lag, 'thread', 'p99_ms')} vs "
+        f"{lag.get('baseline_p99_ms')} ms without SDK)"
     )
     row(
         "event-loop lag p99 added, 50,000 events/s",
@@ -393,8 +395,9 @@ def notes(res: dict[str, Any], peers: tuple[str, ...]) -> str:
     for p in peers:
         d = _get(res, p, "burst_default", "defaults") or _get(res, p, "caller", "defaults") or {}
         cap = _get(res, p, "burst_big", "capacity")
+        what = "max_spans per transaction" if p == "sentry" else "queue"
         out.append(
-            f"- {NAMES[p]}: defaults {json.dumps(d)}; queue resized to {cap} for the "
+            f"- {NAMES[p]}: defaults {json.dumps(d)}; {what} resized to {cap} for the "
             "'queue holds the burst' and memory figures."
         )
     out.append(
