@@ -16,8 +16,6 @@ Layering, bottom to top (a module imports only from the layers below it)::
     _server, _render, _cli                      the local HiveBoard-compatible server, CLI
 """
 
-from __future__ import annotations
-
 from ._agent import Agent as Agent
 from ._client import FlushResult as FlushResult
 from ._client import HiveBoard as HiveBoard

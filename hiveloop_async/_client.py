@@ -40,6 +40,7 @@ DROP_REASONS = (
     "retries_exhausted",
     "shutdown",
     "serialization",
+    "disabled",
 )
 
 _NEW, _RUNNING, _CLOSED = "new", "running", "closed"
@@ -69,8 +70,8 @@ def _set_capturing(active: bool) -> None:
         with client._lock:
             if active:
                 client._wake_at = 0
-            elif client._state == _RUNNING and client._engine is not None:
-                client._wake_at = client._batch
+            else:
+                client._set_threshold_locked()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,6 +194,7 @@ class HiveBoard:
         self._pid = os.getpid()
         # Counters. ``_popped``, ``sent`` & co. are written by the sender only.
         self._popped = 0
+        self._put_dropped = 0  # records discarded on their way into (or out of) the queue
         self._dropped: Counter[str] = Counter()
         self.sent = 0
         self.retries = 0
@@ -285,31 +287,57 @@ class HiveBoard:
                 if self._pid != os.getpid():
                     self._after_fork_locked()
                 if self._state == _CLOSED or not self.settings.enabled:
-                    self._discard(rec, "shutdown" if self._state == _CLOSED else None)
+                    self._discard(rec, "shutdown" if self._state == _CLOSED else "disabled")
                     return
                 if self._state == _NEW:
                     self._start_thread_locked()
                 q = self._q
-                if len(q) >= self._max:
+                waiter = type(rec) is _Waiter
+                if len(q) >= self._max and not waiter:  # a flush marker is never dropped
                     if self._drop_oldest:
-                        try:
-                            self._discard(q.popleft(), "queue_full")
-                        except IndexError:
-                            pass
+                        self._drop_oldest_locked()
                     else:
                         self._discard(rec, "queue_full")
                         return
                 q.append(rec)
-                if type(rec) is _Waiter or (len(q) >= self._batch and not self._wake_pending):
+                if waiter or (len(q) >= self._batch and not self._wake_pending):
                     self._wake_pending = True
                     engine = self._engine
                     if engine is not None:
                         engine.wake()
-                self._wake_at = (
-                    0 if _captures else (self._max if self._wake_pending else self._batch)
-                )
+                self._set_threshold_locked()
         except Exception:
             internal_error("enqueue")
+
+    def _set_threshold_locked(self) -> None:
+        """Where the fast path hands over to the slow path (see the module docstring).
+
+        Below ``batch_size - 1`` events the fast path appends; the append that fills a batch
+        goes through the slow path, which wakes the sender once and lets the fast path run
+        up to ``max_queue_size`` until the sender has drained.
+        """
+        if _captures or self._state != _RUNNING or self._engine is None:
+            self._wake_at = 0
+        elif self._wake_pending:
+            self._wake_at = self._max
+        else:
+            self._wake_at = min(self._batch - 1, self._max)
+
+    def _drop_oldest_locked(self) -> None:
+        """Drop the oldest event in the queue, stepping over flush markers (kept in place)."""
+        q = self._q
+        markers = []
+        try:
+            while True:
+                old = q.popleft()
+                if type(old) is not _Waiter:
+                    self._discard(old, "queue_full")
+                    break
+                markers.append(old)
+        except IndexError:
+            pass
+        for marker in reversed(markers):
+            q.appendleft(marker)
 
     def _discard(self, rec: Any, reason: str | None) -> None:
         """Drop one record: count it under ``reason`` (None: not counted) or end a flush."""
@@ -319,6 +347,7 @@ class HiveBoard:
         if type(rec) is not tuple and not rec._sent:
             # The opening record of a scope or task: its closing one must not be taken for it.
             rec._sent = True
+        self._put_dropped += 1
         if reason is not None:
             self._dropped[reason] += 1
 
@@ -330,8 +359,7 @@ class HiveBoard:
         """Called by the sender after draining; True when the queue already needs it again."""
         with self._lock:
             self._wake_pending = False
-            if self._state == _RUNNING:
-                self._wake_at = 0 if _captures else self._batch
+            self._set_threshold_locked()
             return len(self._q) >= self._batch
 
     def _start_thread_locked(self) -> None:
@@ -392,7 +420,7 @@ class HiveBoard:
                     await engine.close(deadline)
         except Exception:
             internal_error("aclose")
-        return self._result(before, timed_out=self._pending() > 0)
+        return self._closed_result(before)
 
     def shutdown(self, timeout: float | None = None) -> FlushResult:
         """Blocking twin of :meth:`aclose`, for synchronous code. Never raises.
@@ -419,7 +447,7 @@ class HiveBoard:
                     engine.close_threadsafe(deadline)
         except Exception:
             internal_error("shutdown")
-        return self._result(before, timed_out=self._pending() > 0)
+        return self._closed_result(before)
 
     def _close_locked(self) -> tuple[Engine | None, ThreadRunner | None]:
         with self._lock:
@@ -517,17 +545,22 @@ class HiveBoard:
     def _pending(self) -> int:
         return sum(1 for r in list(self._q) if type(r) is not _Waiter) + self.in_flight
 
-    def _snapshot(self) -> tuple[int, int]:
-        return self.sent, sum(self._dropped.values())
+    def _snapshot(self) -> tuple[int, int, int]:
+        return self.sent, sum(self._dropped.values()), self._dropped.get("shutdown", 0)
 
-    def _result(self, before: tuple[int, int], *, timed_out: bool) -> FlushResult:
-        sent, dropped = self._snapshot()
+    def _result(self, before: tuple[int, int, int], *, timed_out: bool) -> FlushResult:
+        sent, dropped, _ = self._snapshot()
         return FlushResult(
             delivered=sent - before[0],
             dropped=dropped - before[1],
             pending=self._pending(),
             timed_out=timed_out,
         )
+
+    def _closed_result(self, before: tuple[int, int, int]) -> FlushResult:
+        """After a close: it timed out if anything is left or was cut off by the deadline."""
+        cut = self._dropped.get("shutdown", 0) > before[2]
+        return self._result(before, timed_out=cut or self._pending() > 0)
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of the client's own accounting. Never blocks or raises.
@@ -541,10 +574,10 @@ class HiveBoard:
             dropped = {reason: self._dropped.get(reason, 0) for reason in DROP_REASONS}
             depth = sum(1 for r in list(self._q) if type(r) is not _Waiter)
             popped = self._popped
-            queue_full = self._dropped.get("queue_full", 0)
+            put_dropped = self._put_dropped
         mode = None if self._engine is None else ("thread" if self._thread else "loop")
         return {
-            "recorded": popped + depth + queue_full,
+            "recorded": popped + depth + put_dropped,
             "sent": self.sent,
             "dropped": dropped,
             "dropped_total": sum(dropped.values()),
@@ -570,7 +603,8 @@ class HiveBoard:
             self._state = _NEW
         self._wake_at = 0
         self._wake_pending = False
-        self._popped = self.sent = self.retries = self.batches = self.in_flight = 0
+        self._popped = self._put_dropped = 0
+        self.sent = self.retries = self.batches = self.in_flight = 0
         self._dropped = Counter()
         self.last_error = None
         for agent in self._agents.values():

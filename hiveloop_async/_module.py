@@ -16,7 +16,7 @@ from ._client import FlushResult, HiveBoard
 from ._context import current_scope
 from ._internal import logger
 from ._task import Task
-from ._track import ActionScope
+from ._track import ActionScope, live_scope
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -89,7 +89,7 @@ def flush(timeout: float | None = None) -> FlushResult | None:
 
 def current_task() -> Task | None:
     """The task open in this context (innermost), or None. Never raises."""
-    cur = current_scope.get()
+    cur = live_scope(current_scope.get())
     if cur is None:
         return None
     if type(cur) is ActionScope:
@@ -99,13 +99,13 @@ def current_task() -> Task | None:
 
 def current_agent() -> Agent | None:
     """The agent of the innermost task or action open in this context, or None."""
-    cur = current_scope.get()
+    cur = live_scope(current_scope.get())
     return cur.agent if cur is not None else None
 
 
 def current_action_id() -> str | None:
     """The wire id (uuid4 string) of the innermost open action, or None."""
-    cur = current_scope.get()
+    cur = live_scope(current_scope.get())
     if type(cur) is ActionScope:
         return cur.action_id_str
     return None

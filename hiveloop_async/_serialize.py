@@ -144,7 +144,7 @@ class RecordEncoder:
                 event_type, status = "action_failed", "failure"
                 _add_exception(payload, s.exc_type, s.exc_msg)
             if s.payload:
-                payload.update(s.payload)
+                _merge(payload, s.payload)
         else:
             event_type = "action_started"
         ev: dict[str, Any] = {
@@ -166,7 +166,7 @@ class RecordEncoder:
 
     def _task(self, t: Task, ended: bool) -> tuple[Agent, dict[str, Any]]:
         if ended:
-            if t.exc_type is None and t.status != "failure":
+            if not t.failed:
                 event_type = "task_completed"
                 payload: dict[str, Any] = {"summary": f"Task {t.task_id} completed"}
             else:
@@ -175,7 +175,7 @@ class RecordEncoder:
                 if t.exc_type is not None:
                     _add_exception(payload, t.exc_type, t.exc_msg)
             if t.payload:
-                payload.update(t.payload)
+                _merge(payload, t.payload)
         else:
             event_type = "task_started"
             payload = {"summary": f"Task {t.task_id} started"}
@@ -216,12 +216,16 @@ class RecordEncoder:
         if parent is not None:
             ev["parent_event_id"] = _as_str(parent)
         if payload is not None:
-            summary = payload.get("summary")
-            if summary is not None and (type(summary) is not str or len(summary) > 512):
-                payload = dict(payload)
-                payload["summary"] = _as_str(summary, MAX_SUMMARY_LEN)
             ev["payload"] = payload
         return agent, ev
+
+
+def _merge(payload: dict[str, Any], extra: Any) -> None:
+    """Merge ``set_payload`` data into an event payload; a non-mapping lands under "value"."""
+    if isinstance(extra, Mapping):
+        payload.update(extra)
+    else:
+        payload["value"] = extra
 
 
 def _add_exception(payload: dict[str, Any], exc_type: type[BaseException], msg: str) -> None:
@@ -357,6 +361,13 @@ def encode_event(ev: dict[str, Any]) -> tuple[bytes, bool]:
 
     :return: the bytes, and whether the payload had to be converted or shrunk.
     """
+    payload = ev.get("payload")
+    if payload is not None:
+        summary = payload.get("summary")
+        if summary is not None and (type(summary) is not str or len(summary) > MAX_SUMMARY_LEN):
+            ev = dict(ev)
+            ev["payload"] = payload = dict(payload)
+            payload["summary"] = _as_str(summary, MAX_SUMMARY_LEN)
     try:
         data = orjson.dumps(ev, default=_default, option=_ORJSON_OPTS)
         changed = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from ._events import new_id_str, now_ns
 from ._exceptions import HiveLoopUsageError
 from ._internal import internal_error
 from ._payloads import llm_payload
-from ._track import ActionScope, _restore_foreign, exception_message
+from ._track import ActionScope, _restore_foreign, exception_message, live_scope
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -45,6 +46,7 @@ class Task:
         "_fields",
         "_plan_revision",
         "_plan_total",
+        "_prev",
         "_sent",
         "_state",
         "_token",
@@ -52,6 +54,7 @@ class Task:
         "correlation_id",
         "exc_msg",
         "exc_type",
+        "failed",
         "payload",
         "project_id",
         "status",
@@ -78,7 +81,9 @@ class Task:
         self.task_run_id = task_run_id if task_run_id is not None else new_id_str()
         self.correlation_id = correlation_id
         self.status: str | None = None
-        self.payload: dict[str, Any] | None = None
+        self.payload: Any = None
+        self.failed = False
+        self._prev: Any = None
         self.t0 = self.t1 = 0
         self.exc_type = None
         self.exc_msg = ""
@@ -95,6 +100,7 @@ class Task:
         if self._state != _NEW:
             raise HiveLoopUsageError(f"task {self.task_id!r} was already started")
         self._state = _OPEN
+        self._prev = live_scope(current_scope.get())
         self.t0 = now_ns()
         self._token = current_scope.set(self)
         self.agent._client._put(self)
@@ -104,7 +110,9 @@ class Task:
         status: str,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
-        payload: dict[str, Any] | None = None,
+        payload: Any = None,
+        *,
+        failed: bool = False,
     ) -> None:
         """Record the closing event once, then restore the context the task was entered in."""
         try:
@@ -112,10 +120,11 @@ class Task:
                 self._state = _CLOSED
                 self.t1 = now_ns()
                 self.status = status
+                self.failed = failed
                 self.exc_type = exc_type
                 self.exc_msg = exception_message(exc)
                 if payload:
-                    self.payload = dict(payload)
+                    self.payload = payload
                 self.agent._client._put(self)
             token = self._token
             if token is not None:
@@ -124,6 +133,9 @@ class Task:
                     current_scope.reset(token)
                 except ValueError:
                     _restore_foreign(self, token)
+                else:
+                    if self._prev is not None and self._prev._state == _CLOSED:
+                        current_scope.set(live_scope(self._prev))
         except Exception:
             internal_error("task end")
 
@@ -145,7 +157,7 @@ class Task:
         if exc_type is None:
             self._end("success", None, None)
         else:
-            self._end("failure", exc_type, exc)
+            self._end("failure", exc_type, exc, failed=True)
 
     async def __aenter__(self) -> Task:
         return self.__enter__()
@@ -158,7 +170,7 @@ class Task:
     ) -> None:
         self.__exit__(exc_type, exc, tb)
 
-    def complete(self, status: str = "success", payload: dict[str, Any] | None = None) -> None:
+    def complete(self, status: str = "success", payload: Mapping[str, Any] | None = None) -> None:
         """Record ``task_completed`` with ``status`` (sent verbatim). Never raises.
 
         ``payload``, when truthy, replaces what :meth:`set_payload` stored. Only the first
@@ -167,17 +179,19 @@ class Task:
         self._end(status, None, None, payload)
 
     def fail(
-        self, exception: BaseException | None = None, payload: dict[str, Any] | None = None
+        self, exception: BaseException | None = None, payload: Mapping[str, Any] | None = None
     ) -> None:
         """Record ``task_failed``; with ``exception``, its type and message. Never raises."""
-        self._end("failure", type(exception) if exception is not None else None, exception, payload)
+        exc_type = type(exception) if exception is not None else None
+        self._end("failure", exc_type, exception, payload, failed=True)
 
-    def set_payload(self, payload: dict[str, Any]) -> None:
-        """Replace the data merged into the closing event's payload. Never raises."""
-        try:
-            self.payload = dict(payload)
-        except Exception:
-            internal_error("task set_payload")
+    def set_payload(self, payload: Mapping[str, Any]) -> None:
+        """Replace the data merged into the closing event's payload. Never raises.
+
+        The mapping is read when the event is sent: do not change it after the task ends.
+        """
+        if self._state != _CLOSED:
+            self.payload = payload
 
     # -- events inside the task --------------------------------------------------------------
 
@@ -189,7 +203,7 @@ class Task:
         parent_event_id: str | None = None,
     ) -> None:
         try:
-            cur = current_scope.get()
+            cur = live_scope(current_scope.get())
             action_id = cur.action_id if type(cur) is ActionScope else None
             self.agent._client._put(
                 (

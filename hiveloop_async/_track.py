@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -73,7 +73,7 @@ class ActionScope:
         self.agent = agent
         self.name = name
         self.function = function
-        self.payload: dict[str, Any] | None = None
+        self.payload: Any = None
         self._state = _NEW
         self._sent = False  # set by the sender once it encoded action_started
 
@@ -88,6 +88,8 @@ class ActionScope:
         self._state = _OPEN
         try:
             cur = _get()
+            if cur is not None and cur._state == _CLOSED:
+                cur = live_scope(cur)  # closed elsewhere (another thread, out of order)
             if cur is None:
                 self.parent = self.task = None
             elif type(cur) is ActionScope:
@@ -130,6 +132,10 @@ class ActionScope:
                     _reset(token)
                 except ValueError:
                     _restore_foreign(self, token)
+                else:
+                    prev = self.parent if self.parent is not None else self.task
+                    if prev is not None and prev._state == _CLOSED:
+                        _set(live_scope(prev))  # the enclosing scope ended first
             c = self.agent._client
             q = c._q
             if len(q) < c._wake_at:
@@ -152,7 +158,7 @@ class ActionScope:
 
     # -- data ------------------------------------------------------------------------------
 
-    def set_payload(self, payload: dict[str, Any]) -> None:
+    def set_payload(self, payload: Mapping[str, Any]) -> None:
         """Replace the data merged into the closing event. Never blocks or raises.
 
         The dict is read when the event is sent: do not change it after the block closes.
@@ -183,6 +189,16 @@ def exception_message(exc: BaseException | None) -> str:
         return f"<unprintable {type(exc).__name__}>"
 
 
+def live_scope(scope: Any) -> Any:
+    """The innermost scope still open, from ``scope`` outwards (None when all have closed)."""
+    while scope is not None and scope._state == _CLOSED:
+        if type(scope) is ActionScope:
+            scope = scope.parent if scope.parent is not None else scope.task
+        else:
+            scope = scope._prev
+    return scope
+
+
 def _restore_foreign(scope: Task | ActionScope, token: Any) -> None:
     """Leave a scope from a context other than the one that entered it, without raising.
 
@@ -192,20 +208,49 @@ def _restore_foreign(scope: Task | ActionScope, token: Any) -> None:
     logger.debug("hiveloop_async: %r left from another context than it was entered in", scope)
     if _get() is scope:
         old = token.old_value
-        _set(None if old is token.MISSING else old)
+        _set(live_scope(None if old is token.MISSING else old))
 
 
 # -- the decorator ------------------------------------------------------------------------
 
 
 def track_function(agent: Agent, action_name: str, fn: _F) -> _F:
-    """Wrap ``fn`` so each call (or each whole iteration) is one tracked action."""
+    """Wrap ``fn`` so each call (or each whole iteration) is one tracked action.
+
+    Generator and async-generator functions stay generator functions (``inspect`` still
+    recognizes them), and their action is current only inside the generator body, in a
+    context of its own that lives across ``yield``: blocks the body opens stay open across
+    its yields, and nothing leaks into the consumer's context.
+    """
     function = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
     wrapper: Callable[..., Any]
     if inspect.isasyncgenfunction(fn):
 
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return _traced_asyncgen(ActionScope(agent, action_name, function), fn(*args, **kwargs))
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            scope = ActionScope(agent, action_name, function)
+            agen = fn(*args, **kwargs)
+            ctx = _start_in_own_context(scope)
+            send_value: Any = None
+            throw: BaseException | None = None
+            try:
+                while True:
+                    if throw is not None:
+                        exc, throw = throw, None
+                        value = await _InContext(ctx, agen.athrow(exc))
+                    else:
+                        value = await _InContext(ctx, agen.asend(send_value))
+                    try:
+                        send_value = yield value
+                    except GeneratorExit:
+                        await _InContext(ctx, agen.aclose())
+                        raise
+                    except BaseException as e:  # thrown in by the consumer: pass it on
+                        throw = e
+            except StopAsyncIteration:
+                ctx.run(scope.__exit__, None, None, None)
+            except BaseException as e:
+                ctx.run(scope.__exit__, type(e), e, e.__traceback__)
+                raise
 
     elif inspect.iscoroutinefunction(fn):
 
@@ -216,7 +261,8 @@ def track_function(agent: Agent, action_name: str, fn: _F) -> _F:
     elif inspect.isgeneratorfunction(fn):
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return _traced_gen(ActionScope(agent, action_name, function), fn(*args, **kwargs))
+            scope = ActionScope(agent, action_name, function)
+            return (yield from _traced_gen(scope, fn(*args, **kwargs)))
 
     else:
 
@@ -227,95 +273,68 @@ def track_function(agent: Agent, action_name: str, fn: _F) -> _F:
     return cast(_F, functools.wraps(fn)(wrapper))
 
 
-def _detached_start(scope: ActionScope) -> bool:
-    """Enter ``scope`` for a generator: record the start, but leave the context unchanged.
-
-    The generator wrappers make the scope current only while the generator body runs.
-    """
-    scope.__enter__()
-    if scope._state != _OPEN:
-        return False
-    token, scope._token = scope._token, None
-    if token is not None:
-        _reset(token)
-    return True
+def _start_in_own_context(scope: ActionScope) -> contextvars.Context:
+    """Enter ``scope`` in a copy of the current context, kept for the whole iteration."""
+    ctx = contextvars.copy_context()
+    ctx.run(scope.__enter__)
+    return ctx
 
 
 def _traced_gen(scope: ActionScope, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
-    """Drive ``gen`` step by step, with ``scope`` current only while its body runs."""
-    tracked = _detached_start(scope)
+    """Drive ``gen`` step by step inside its own context, with ``scope`` current there."""
+    ctx = _start_in_own_context(scope)
     send_value: Any = None
     throw: BaseException | None = None
     try:
         while True:
-            token = _set(scope) if tracked else None
-            try:
-                if throw is not None:
-                    exc, throw = throw, None
-                    value = gen.throw(exc)
-                else:
-                    value = gen.send(send_value)
-            finally:
-                if token is not None:
-                    _reset(token)
+            if throw is not None:
+                exc, throw = throw, None
+                value = ctx.run(gen.throw, exc)
+            else:
+                value = ctx.run(gen.send, send_value)
             try:
                 send_value = yield value
             except GeneratorExit:
-                token = _set(scope) if tracked else None
-                try:
-                    gen.close()
-                finally:
-                    if token is not None:
-                        _reset(token)
+                ctx.run(gen.close)
                 raise
             except BaseException as e:  # thrown in by the consumer: pass it to the body
                 throw = e
     except StopIteration as stop:
-        if tracked:
-            scope.__exit__(None, None, None)
+        ctx.run(scope.__exit__, None, None, None)
         return stop.value
     except BaseException as e:
-        if tracked:
-            scope.__exit__(type(e), e, e.__traceback__)
+        ctx.run(scope.__exit__, type(e), e, e.__traceback__)
         raise
 
 
-async def _traced_asyncgen(
-    scope: ActionScope, agen: AsyncGenerator[Any, Any]
-) -> AsyncGenerator[Any, Any]:
-    """Drive ``agen`` step by step, with ``scope`` current only while its body runs."""
-    tracked = _detached_start(scope)
-    send_value: Any = None
-    throw: BaseException | None = None
-    try:
+class _InContext:
+    """Await a coroutine with every one of its steps run inside ``ctx``.
+
+    What ``asyncio.Task`` does for a task's own context, for one awaitable: each ``send`` or
+    ``throw`` into the coroutine runs in ``ctx``, so context changes made by the coroutine
+    stay in ``ctx`` across its suspensions.
+    """
+
+    __slots__ = ("_coro", "_ctx")
+
+    def __init__(self, ctx: contextvars.Context, coro: Any) -> None:
+        self._ctx = ctx
+        self._coro = coro
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        ctx, coro = self._ctx, self._coro
+        send_value: Any = None
+        throw: BaseException | None = None
         while True:
-            token = _set(scope) if tracked else None
             try:
                 if throw is not None:
                     exc, throw = throw, None
-                    value = await agen.athrow(exc)
+                    yielded = ctx.run(coro.throw, exc)
                 else:
-                    value = await agen.asend(send_value)
-            finally:
-                if token is not None:
-                    _reset(token)
+                    yielded = ctx.run(coro.send, send_value)
+            except StopIteration as stop:
+                return stop.value
             try:
-                send_value = yield value
-            except GeneratorExit:
-                token = _set(scope) if tracked else None
-                try:
-                    await agen.aclose()
-                finally:
-                    if token is not None:
-                        _reset(token)
-                raise
-            except BaseException as e:
+                send_value = yield yielded
+            except BaseException as e:  # cancellation and friends go to the coroutine
                 throw = e
-    except StopAsyncIteration:
-        if tracked:
-            scope.__exit__(None, None, None)
-        return
-    except BaseException as e:
-        if tracked:
-            scope.__exit__(type(e), e, e.__traceback__)
-        raise

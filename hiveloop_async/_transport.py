@@ -233,16 +233,12 @@ class Engine:
         client = self.client
         try:
             if not self._handover and client.closed:
-                left = 0
                 while True:
                     try:
                         rec = client._q.popleft()
                     except IndexError:
                         break
                     client._discard(rec, "shutdown")
-                    if type(rec) is not _Waiter:
-                        left += 1
-                client._popped += left
             if client.in_flight:
                 client._count_dropped("shutdown", client.in_flight)
                 client.in_flight = 0

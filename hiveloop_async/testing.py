@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import _client
-from ._serialize import RecordEncoder, encode_event
+from ._serialize import RecordEncoder, encode_envelope, encode_event
 from ._track import _CLOSED
 
 if TYPE_CHECKING:
@@ -82,10 +82,11 @@ class EventCapture:
         return [ev for ev in self.events if ev["event_type"] in event_types]
 
     def envelope(self, event: dict[str, Any]) -> dict[str, Any]:
-        """The envelope that would carry ``event`` (its agent's)."""
+        """The envelope that would carry ``event`` (its agent's), as sent on the wire."""
         for agent, ev in self._encode_new():
             if ev is event or ev["event_id"] == event.get("event_id"):
-                return dict(agent.envelope)
+                envelope: dict[str, Any] = orjson.loads(encode_envelope(agent))
+                return envelope
         raise KeyError("event not captured here")
 
     def clear(self) -> None:

@@ -34,6 +34,7 @@ STATS_KEYS = {
 }
 DROP_REASONS = {
     "queue_full",
+    "disabled",
     "rejected",
     "oversize",
     "unauthorized",
