@@ -14,6 +14,7 @@ import asyncio
 import atexit
 import dataclasses
 import os
+import sys
 import threading
 import time
 import weakref
@@ -610,7 +611,6 @@ class HiveBoard:
         for agent in self._agents.values():
             if agent.heartbeat_interval > 0 and self._state != _CLOSED:
                 agent._heartbeat_stopped = False
-        _register_mp_finalizer()
 
     def _after_fork_child(self) -> None:
         self._lock = threading.Lock()
@@ -663,21 +663,29 @@ def _drain_orphaned(client: HiveBoard) -> None:
     client.shutdown()
 
 
-_mp_registered_pid = 0
+class _ForkToken:
+    """Kept alive for multiprocessing's after-fork registry (which holds weak references)."""
 
 
-def _register_mp_finalizer() -> None:
-    """multiprocessing children leave through os._exit: atexit never runs there."""
-    global _mp_registered_pid
-    import sys
+_fork_token = _ForkToken()
+_mp_hooked = False
 
+
+def _before_fork() -> None:
+    """multiprocessing children leave through ``os._exit``, so ``atexit`` never runs there:
+    ask multiprocessing to register our exit drain in each child it starts."""
+    global _mp_hooked
     mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is None or _mp_registered_pid == os.getpid():
-        return
-    _mp_registered_pid = os.getpid()
+    if mp_util is not None and not _mp_hooked:
+        _mp_hooked = True
+        mp_util.register_after_fork(_fork_token, _in_multiprocessing_child)
+
+
+def _in_multiprocessing_child(_: object) -> None:
+    mp_util = sys.modules["multiprocessing.util"]
     mp_util.Finalize(None, _shutdown_all_at_exit, exitpriority=100)
 
 
 atexit.register(_shutdown_all_at_exit)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

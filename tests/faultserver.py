@@ -36,6 +36,7 @@ class FaultServer:
         self.behavior = behavior
         self.events: list[dict[str, Any]] = []
         self.envelopes: list[dict[str, Any]] = []
+        self.agent_of: dict[str, str] = {}  # event_id -> the envelope's agent_id
         self.statuses: list[int | str] = []
         self.auth_headers: list[str | None] = []
         self._lock = threading.RLock()
@@ -77,6 +78,8 @@ class FaultServer:
             self.events.extend(events)
             if events:
                 self.envelopes.append(env)
+                for e in events:
+                    self.agent_of[e["event_id"]] = env["agent_id"]
             self._cond.notify_all()
 
     async def _ingest(self, request: web.Request) -> web.StreamResponse:
@@ -123,9 +126,7 @@ class FaultServer:
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
             await site.start()
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.port = int(self._runner.addresses[0][1])
             self._ready.set()
             await self._stop.wait()
             await self._runner.cleanup()

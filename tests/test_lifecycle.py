@@ -1,0 +1,357 @@
+"""Lifecycle of the client: heartbeats, both ways to run, fork, exit, configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hiveloop_async as hl
+from hiveloop_async import HiveLoopConfigError
+from hiveloop_async._config import resolve_settings
+
+from .faultserver import FaultServer
+
+KEY = "hb_test_lifecycle_abcdef0123456789"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def heartbeats(srv: FaultServer, agent_id: str | None = None) -> list[dict[str, Any]]:
+    with srv._lock:
+        return [
+            e
+            for e in srv.events
+            if e["event_type"] == "heartbeat"
+            and (agent_id is None or srv.agent_of[e["event_id"]] == agent_id)
+        ]
+
+
+def test_heartbeats_at_the_interval_and_stop_on_shutdown_thread_mode() -> None:
+    """Thread mode: heartbeats arrive about every interval with the callback's payload,
+    and none after shutdown."""
+    with FaultServer() as srv:
+        hb = hl.HiveBoard(api_key=KEY, endpoint=srv.url, flush_interval=0.05)
+        hb.agent("beat", heartbeat_interval=0.2, heartbeat_payload=lambda: {"summary": "ok"})
+        assert srv.wait_for(lambda: len(heartbeats(srv)) >= 3, timeout=10)
+        hb.shutdown(2)
+        count = len(heartbeats(srv))
+        beats = heartbeats(srv)
+        assert all(b["payload"] == {"summary": "ok"} for b in beats)
+        assert all(b["severity"] == "debug" for b in beats)
+        stamps = [b["timestamp"] for b in beats]
+        assert stamps == sorted(stamps)
+        hb2 = hl.HiveBoard(api_key=KEY, endpoint=srv.url, flush_interval=0.05)
+        hb2.agent("other", heartbeat_interval=0)
+        assert hb2.flush(5)
+        assert len(heartbeats(srv)) == count
+
+
+async def test_heartbeats_on_the_app_loop_with_async_callbacks() -> None:
+    """Loop mode: async heartbeat_payload and queue_provider callbacks are awaited; a failing
+    callback is skipped (heartbeat still sent); heartbeats stop when the block ends."""
+    calls = {"n": 0}
+
+    async def payload() -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("callback broke")
+        await asyncio.sleep(0)
+        return {"summary": f"beat {calls['n']}"}
+
+    async def queue() -> dict[str, Any]:
+        return {"depth": 3, "oldest_age_seconds": 7}
+
+    with FaultServer() as srv:
+        async with hl.HiveBoard(api_key=KEY, endpoint=srv.url, flush_interval=0.05) as hb:
+            hb.agent(
+                "loop-beat", heartbeat_interval=0.1, heartbeat_payload=payload, queue_provider=queue
+            )
+            ok = await asyncio.to_thread(srv.wait_for, lambda: len(heartbeats(srv)) >= 3, 10)
+            assert ok
+        count = len(heartbeats(srv))
+        beats = heartbeats(srv)
+        assert beats[0]["payload"] == {"summary": "beat 1"}
+        assert "payload" not in beats[1]
+        snaps = [e for e in srv.events if e.get("payload", {}).get("kind") == "queue_snapshot"]
+        assert snaps[0]["payload"]["summary"] == "Queue: 3 items, oldest 7s"
+        assert snaps[0]["payload"]["data"] == {"depth": 3, "oldest_age_seconds": 7}
+        assert hb.closed
+        assert len(heartbeats(srv)) == count
+
+
+def test_an_agent_can_stop_its_own_heartbeat() -> None:
+    """stop_heartbeat() ends one agent's heartbeats while the others go on."""
+    with FaultServer() as srv:
+        hb = hl.HiveBoard(api_key=KEY, endpoint=srv.url, flush_interval=0.05)
+        quiet = hb.agent("quiet", heartbeat_interval=0.1)
+        hb.agent("loud", heartbeat_interval=0.1)
+        assert srv.wait_for(lambda: len(heartbeats(srv, "quiet")) >= 2, 10)
+        quiet.stop_heartbeat()
+        hb.flush(2)
+        quiet_count = len(heartbeats(srv, "quiet"))
+        loud_count = len(heartbeats(srv, "loud"))
+        assert srv.wait_for(lambda: len(heartbeats(srv, "loud")) >= loud_count + 4, 10)
+        hb.shutdown(2)
+        assert len(heartbeats(srv, "quiet")) <= quiet_count + 1  # one may have been in flight
+
+
+async def test_start_takes_over_from_a_thread_sender() -> None:
+    """An agent created before ``await hb.start()`` (thread sender) hands its queue over to
+    the app loop: nothing is lost or sent twice."""
+    with FaultServer() as srv:
+        hb = hl.HiveBoard(api_key=KEY, endpoint=srv.url, flush_interval=0.05)
+        agent = hb.agent("early", heartbeat_interval=0)
+        for i in range(100):
+            agent.event("custom", {"kind": "probe", "i": i})
+        assert hb.stats()["mode"] == "thread"
+        await hb.start()
+        assert hb.stats()["mode"] == "loop"
+        for i in range(100, 200):
+            agent.event("custom", {"kind": "probe", "i": i})
+        assert await hb.aflush(5)
+        await hb.aclose()
+        got = sorted(e["payload"]["i"] for e in srv.events if e["payload"].get("kind") == "probe")
+        assert got == list(range(200))
+
+
+def test_init_after_shutdown_starts_a_fresh_client() -> None:
+    """hiveloop 0.2.0 returned the dead client; here init() after shutdown() works."""
+    with FaultServer() as srv:
+        first = hl.init(api_key=KEY, endpoint=srv.url)
+        hl.shutdown(1)
+        second = hl.init(api_key=KEY, endpoint=srv.url, flush_interval=0.05)
+        assert second is not first
+        second.agent("again", heartbeat_interval=0).event("custom", {"kind": "probe"})
+        assert hl.flush(5)
+        assert any(e["payload"].get("kind") == "probe" for e in srv.events)
+
+
+def _child(url: str) -> None:
+    client = hl.get_client()
+    assert client is not None
+    agent = client.agent("parent-agent", heartbeat_interval=0)
+    agent.event("custom", {"kind": "probe", "who": "child"})
+    # No flush: the multiprocessing exit hook must deliver it.
+
+
+def test_forked_child_sends_its_own_events_and_never_the_parents() -> None:
+    """fork: the child starts its own sender on first use and never resends the parent's
+    buffer; the parent's events arrive once."""
+    with FaultServer() as srv:
+        hb = hl.init(api_key=KEY, endpoint=srv.url, flush_interval=60)
+        agent = hb.agent("parent-agent", heartbeat_interval=0)
+        for i in range(10):
+            agent.event("custom", {"kind": "probe", "who": "parent", "i": i})
+        ctx = multiprocessing.get_context("fork")
+        proc = ctx.Process(target=_child, args=(srv.url,))
+        proc.start()
+        proc.join(20)
+        assert proc.exitcode == 0
+        assert hb.flush(5)
+        probes = [e["payload"] for e in srv.events if e["payload"].get("kind") == "probe"]
+        parents = [p for p in probes if p["who"] == "parent"]
+        children = [p for p in probes if p["who"] == "child"]
+        assert sorted(p["i"] for p in parents) == list(range(10))
+        assert len(children) == 1
+        ids = srv.event_ids()
+        assert len(ids) == len(set(ids))
+
+
+def test_atexit_drains_a_script_that_never_calls_shutdown(tmp_path: Path) -> None:
+    """A plain script that records and exits delivers its events through the atexit hook,
+    bounded by shutdown_timeout."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            import hiveloop_async as hiveloop
+            hb = hiveloop.init(api_key="hb_test_exit", endpoint=sys.argv[1], flush_interval=60)
+            agent = hb.agent("exit-agent", heartbeat_interval=0)
+            with agent.task("t-exit") as task:
+                with agent.track_context("step"):
+                    pass
+            """
+        )
+    )
+    with FaultServer() as srv:
+        subprocess.run([sys.executable, str(script), srv.url], check=True, timeout=30)
+        types = [e["event_type"] for e in srv.events]
+        assert types == [
+            "agent_registered",
+            "task_started",
+            "action_started",
+            "action_completed",
+            "task_completed",
+        ]
+
+
+def test_atexit_is_bounded_when_the_server_hangs(tmp_path: Path) -> None:
+    """The exit drain against a hung server ends within shutdown_timeout (+ interpreter)."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys, hiveloop_async as h\n"
+        "hb = h.init(api_key='hb_x', endpoint=sys.argv[1], shutdown_timeout=1.0)\n"
+        "hb.agent('a', heartbeat_interval=0).event('custom', {'kind': 'x'})\n"
+    )
+    with FaultServer(lambda n, ev: "hang") as srv:
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, str(script), srv.url], check=True, timeout=30)
+        assert time.monotonic() - t0 < 5.0
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+def settings(env: dict[str, str] | None = None, **kw: Any) -> Any:
+    args: dict[str, Any] = dict(
+        api_key=None,
+        endpoint=None,
+        environment=None,
+        group=None,
+        flush_interval=None,
+        batch_size=None,
+        max_queue_size=None,
+        debug=None,
+        enabled=None,
+        shutdown_timeout=None,
+    )
+    args.update(kw)
+    return resolve_settings(env=env or {}, **args)
+
+
+def test_keywords_beat_environment_variables() -> None:
+    """Keyword arguments win over HIVELOOP_* variables, which win over defaults."""
+    env = {
+        "HIVELOOP_API_KEY": "hb_env_key",
+        "HIVELOOP_ENDPOINT": "http://127.0.0.1:9999/",
+        "HIVELOOP_ENVIRONMENT": "staging",
+        "HIVELOOP_GROUP": "g-env",
+        "HIVELOOP_BATCH_SIZE": "250",
+    }
+    s = settings(env)
+    assert (s.api_key, s.endpoint, s.environment, s.group, s.batch_size) == (
+        "hb_env_key",
+        "http://127.0.0.1:9999",
+        "staging",
+        "g-env",
+        250,
+    )
+    s = settings(env, api_key="hb_kw", environment="prod-kw", batch_size=10)
+    assert (s.api_key, s.environment, s.batch_size) == ("hb_kw", "prod-kw", 10)
+
+
+def test_invalid_values_fall_back_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Unparsable or out-of-range values use the default and warn once each."""
+    with caplog.at_level(logging.WARNING, logger="hiveloop_async"):
+        s = settings(
+            {"HIVELOOP_FLUSH_INTERVAL": "soon", "HIVELOOP_MAX_QUEUE_SIZE": "-5"},
+            api_key="hb_x",
+            batch_size=5000,
+        )
+        settings({"HIVELOOP_FLUSH_INTERVAL": "soon"}, api_key="hb_x")
+    assert s.flush_interval == 5.0
+    assert s.max_queue_size == 10_000
+    assert s.batch_size == 500
+    texts = [r.getMessage() for r in caplog.records]
+    assert sum("flush_interval" in t for t in texts) == 1
+    assert sum("max_queue_size" in t for t in texts) == 1
+    assert sum("batch_size" in t for t in texts) == 1
+
+
+def test_bad_keys_raise_without_showing_them() -> None:
+    """A key without hb_ raises HiveLoopConfigError naming none of its characters."""
+    with pytest.raises(HiveLoopConfigError) as info:
+        hl.HiveBoard(api_key="sk-live-supersecretvalue")
+    assert "supersecret" not in str(info.value)
+    with pytest.raises(HiveLoopConfigError):
+        settings({})
+
+
+def test_disabled_runs_user_code_and_sends_nothing() -> None:
+    """HIVELOOP_DISABLED / enabled=False: no key needed, no thread, events counted."""
+    s = settings({"HIVELOOP_DISABLED": "1"})
+    assert s.enabled is False
+    hb = hl.HiveBoard(enabled=False)
+    agent = hb.agent("off")
+    with agent.task("t"), agent.track_context("x"):
+        pass
+    stats = hb.stats()
+    assert stats["mode"] is None
+    assert stats["dropped"]["disabled"] == stats["recorded"] == 5
+
+
+def test_plain_http_to_a_remote_host_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A key over http:// to a non-loopback host warns once; loopback never warns."""
+    with caplog.at_level(logging.WARNING, logger="hiveloop_async"):
+        settings(api_key="hb_x", endpoint="http://127.0.0.1:8766")
+        settings(api_key="hb_x", endpoint="http://hiveboard.example/")
+        settings(api_key="hb_x", endpoint="http://hiveboard.example/")
+    warnings = [r.getMessage() for r in caplog.records if "plain http" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "hb_x" not in caplog.text
+
+
+def test_endpoint_from_user_config_but_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """~/.loophive/loophive.cfg is read; ./loophive.cfg only when opted in."""
+    home = tmp_path / "home"
+    (home / ".loophive").mkdir(parents=True)
+    (home / ".loophive" / "loophive.cfg").write_text(
+        "[loophive]\nendpoint = http://127.0.0.1:7001/\n"
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "loophive.cfg").write_text("[loophive]\nendpoint = http://127.0.0.1:7002\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    assert settings(api_key="hb_x").endpoint == "http://127.0.0.1:7001"
+    assert settings(api_key="hb_x", read_local_config=True).endpoint == "http://127.0.0.1:7002"
+
+
+def test_the_sdks_own_log_records_never_become_events() -> None:
+    """A HiveBoardLogHandler on the root logger ignores hiveloop_async's own warnings, so a
+    full queue cannot fill itself with "queue full" issues."""
+    from hiveloop_async.contrib.log_handler import HiveBoardLogHandler
+    from hiveloop_async.testing import capture_events
+
+    hb = hl.HiveBoard(api_key=KEY, enabled=False)
+    agent = hb.agent("logs", heartbeat_interval=0)
+    handler = HiveBoardLogHandler(agent)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with capture_events(hb) as cap:
+            logging.getLogger("hiveloop_async").warning("hiveloop_async: 5 events dropped")
+            logging.getLogger("app.worker").error("the CRM is down")
+    finally:
+        root.removeHandler(handler)
+    issues = [e for e in cap.events if e.get("payload", {}).get("kind") == "issue"]
+    assert [i["payload"]["summary"] for i in issues] == ["the CRM is down"]
+    assert issues[0]["severity"] == "error"
+
+
+def test_debug_logs_sender_activity(caplog: pytest.LogCaptureFixture) -> None:
+    """debug=True makes flush activity visible (0.2.0's debug showed nothing)."""
+    with FaultServer() as srv:
+        hb = hl.HiveBoard(api_key=KEY, endpoint=srv.url, debug=True)
+        with caplog.at_level(logging.DEBUG, logger="hiveloop_async"):
+            hb.agent("dbg", heartbeat_interval=0)
+            hb.flush(5)
+        assert any("delivered" in r.getMessage() for r in caplog.records)
+        logging.getLogger("hiveloop_async").setLevel(logging.NOTSET)
+        for h in list(logging.getLogger("hiveloop_async").handlers):
+            logging.getLogger("hiveloop_async").removeHandler(h)
+
+
+_ = os
