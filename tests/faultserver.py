@@ -97,7 +97,11 @@ class FaultServer:
             )
         if decision == "hang":
             self._record("hang", [], None)
-            await asyncio.Event().wait()
+            assert self._stop is not None
+            await self._stop.wait()  # until the server stops; then close the connection
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=503)
         if decision == "close":
             self._record("close", [], None)
             resp = web.StreamResponse(status=200, headers={"Content-Length": "1000"})
