@@ -142,6 +142,11 @@ _EVENT_FIELDS: tuple[tuple[str, int], ...] = (
     ("payload", _OPTIONAL_DICT),
 )
 _EVENT_KIND: dict[str, int] = dict(_EVENT_FIELDS)
+_EXPECTED_TYPE: dict[str, type] = {
+    name: int if kind == _OPTIONAL_INT else dict if kind == _OPTIONAL_DICT else str
+    for name, kind in _EVENT_FIELDS
+}
+_REQUIRED_NAMES = frozenset(name for name, kind in _EVENT_FIELDS if kind == _REQUIRED)
 _ENVELOPE_OPTIONAL = ("agent_type", "agent_version", "framework", "runtime", "sdk_version")
 _MISSING: Any = object()
 
@@ -240,19 +245,12 @@ def _validate_event(raw: Any, index: int, errors: list[dict[str, str]]) -> dict[
         return None
     # Fast path: every present known field has the expected type and the required ones exist.
     ok = True
+    expected = _EXPECTED_TYPE
     for name, value in raw.items():
-        kind = _EVENT_KIND.get(name)
-        if kind is None or (value is None and kind != _REQUIRED):
-            continue
-        if kind <= _OPTIONAL_STR:
-            if type(value) is not str:
-                ok = False
-                break
-        elif kind == _OPTIONAL_INT:
-            if type(value) is not int:
-                ok = False
-                break
-        elif type(value) is not dict:
+        wanted = expected.get(name)
+        if wanted is not None and type(value) is not wanted:
+            if value is None and name not in _REQUIRED_NAMES:
+                continue
             ok = False
             break
     if ok and "event_id" in raw and "timestamp" in raw and "event_type" in raw:
@@ -511,6 +509,7 @@ def prepare_batch(
     event_types = EVENT_TYPES
     severities = VALID_SEVERITIES
     passthrough = _PASSTHROUGH
+    known = _EVENT_KIND.keys()
 
     for raw in events:
         event_id = raw["event_id"]
@@ -574,25 +573,39 @@ def prepare_batch(
             if kind is not None and kind in SEVERITY_BY_PAYLOAD_KIND:
                 severity = SEVERITY_BY_PAYLOAD_KIND[kind]
 
-        stored: dict[str, Any] = {
-            "event_id": event_id,
-            "agent_id": agent_id,
-            "timestamp": timestamp,
-            "received_at": received_at,
-            "environment": stored_env,
-            "group": stored_group,
-            "event_type": event_type,
-            "severity": severity,
-        }
         agent_type = raw.get("agent_type") or env_agent_type
+        if raw.keys() <= known and None not in raw.values():
+            # Fast path: only known keys, no nulls (what the SDKs send): copy them all and
+            # overwrite the derived ones.
+            stored: dict[str, Any] = {
+                **raw,
+                "agent_id": agent_id,
+                "received_at": received_at,
+                "environment": stored_env,
+                "group": stored_group,
+                "severity": severity,
+            }
+        else:
+            stored = {
+                "event_id": event_id,
+                "agent_id": agent_id,
+                "timestamp": timestamp,
+                "received_at": received_at,
+                "environment": stored_env,
+                "group": stored_group,
+                "event_type": event_type,
+                "severity": severity,
+            }
+            for key in passthrough:
+                value = raw.get(key)
+                if value is not None:
+                    stored[key] = value
+            if payload is not None:
+                stored["payload"] = payload
         if agent_type is not None:
             stored["agent_type"] = agent_type
-        for key in passthrough:
-            value = raw.get(key)
-            if value is not None:
-                stored[key] = value
-        if payload is not None:
-            stored["payload"] = payload
+        else:
+            stored.pop("agent_type", None)
         try:
             body = dumps(stored)
         except TypeError:  # integers wider than 64 bits (decoded by the stdlib fallback)

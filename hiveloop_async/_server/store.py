@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS events (
     payload_kind TEXT,
     body BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_task ON events(task_id, timestamp) WHERE task_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_task ON events(task_id) WHERE task_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_agent ON events(agent_id, timestamp);
 CREATE INDEX IF NOT EXISTS events_type ON events(event_type, timestamp);
 CREATE INDEX IF NOT EXISTS events_timestamp ON events(timestamp);
@@ -519,7 +519,7 @@ class _Checkpointer:
     """
 
     #: Write jobs committed between two checkpoints.
-    EVERY = 16
+    EVERY = 64
 
     def __init__(self, path: str) -> None:
         self._path = path
