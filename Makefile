@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+SOURCES := $(wildcard hiveloop_async tests benchmarks examples)
 
 .PHONY: help setup test lint typecheck unit demo serve bench bench-hot bench-soak clean
 
@@ -21,11 +22,11 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check hiveloop_async tests benchmarks examples
-	$(BIN)/ruff format --check hiveloop_async tests benchmarks examples
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 
 typecheck: $(STAMP)
-	$(BIN)/mypy
+	$(BIN)/mypy $(SOURCES)
 
 unit: $(STAMP)
 	$(BIN)/pytest
