@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._context import current_scope
-from ._events import new_id, now_ns
+from ._events import next_id, now_ns
 from ._exceptions import HiveLoopUsageError
 from ._internal import internal_error, logger
 
@@ -98,7 +98,7 @@ class ActionScope:
             else:
                 self.parent = None
                 self.task = cur
-            self.action_id = new_id(128)
+            self.action_id = next_id()
             self._token = _set(self)
             self.t0 = now_ns()
             c = self.agent._client
