@@ -489,6 +489,14 @@ class Engine:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             self.client.last_error = f"{type(exc).__name__}: network error"
             return -1, None, None
+        except Exception as exc:  # an HTTP stack failure we do not know: retry, say so once
+            self.client.last_error = f"{type(exc).__name__}: unexpected error while sending"
+            warn_once(
+                "post-unexpected",
+                "hiveloop_async: unexpected %s while sending; retrying",
+                type(exc).__name__,
+            )
+            return -1, None, None
 
     async def _backoff(self, delay: float) -> None:
         """Sleep ``delay``; a shutdown cuts it short."""

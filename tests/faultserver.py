@@ -8,7 +8,8 @@ request number (from 0) and the decoded events; it returns one of:
 * ``("status", code, body_dict_or_None, headers_or_None)``: that answer, nothing stored
   (a 207 stores the events whose ids are not in ``body["errors"]``);
 * ``"hang"``: accept and never answer;
-* ``"close"``: send part of a response and close the connection.
+* ``"close"``: send part of a response and close the connection;
+* ``"garbage"``: answer bytes that are not HTTP, and close.
 """
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ class FaultServer:
             assert request.transport is not None
             request.transport.close()
             return resp
+        if decision == "garbage":
+            self._record("garbage", [], None)
+            assert request.transport is not None
+            request.transport.write(b"HTTP/1.1 abc not-http\r\n\r\n")
+            request.transport.close()
+            return web.Response(status=500)
         _, code, payload, headers = decision
         kept: list[dict[str, Any]] = []
         if code == 207 and payload is not None:

@@ -383,3 +383,45 @@ def test_recording_never_blocks_while_the_server_hangs(hung: FaultServer) -> Non
         stats["recorded"]
         == stats["sent"] + stats["dropped_total"] + stats["queue_depth"] + stats["in_flight"]
     )
+
+
+def test_batches_are_split_to_stay_under_one_megabyte() -> None:
+    """Large events are sent in several requests, none over 1 MB, all events delivered."""
+    bodies: list[int] = []
+
+    def behave(n: int, events: list[dict[str, Any]]) -> Any:
+        import orjson
+
+        bodies.append(len(orjson.dumps({"events": events})))
+        return "ok"
+
+    with FaultServer(behave) as srv:
+        hb = client(srv.url, batch_size=500)
+        agent = hb.agent("big", heartbeat_interval=0)
+        for i in range(100):
+            agent.event("custom", {"kind": "probe", "i": i, "blob": "x" * 30_000})
+        assert hb.flush(10)
+        assert probes(srv) == list(range(100))
+        assert len(bodies) >= 3
+        assert max(bodies) < 1_000_000
+
+
+def test_a_garbled_response_is_retried() -> None:
+    """A response that is not HTTP at all (bad status line) is retried, then delivered."""
+    with FaultServer(lambda n, ev: "garbage" if n == 0 else "ok") as srv:
+        hb = client(srv.url)
+        sent = record(hb, 5)
+        assert hb.flush(10)
+        assert sorted(set(probes(srv))) == sent
+        assert hb.stats()["retries"] == 1
+        assert hb.stats()["dropped_total"] == 0
+
+
+def test_an_unreadable_207_body_is_accounted_never_raised() -> None:
+    """A 207 whose body is not JSON counts the batch as accepted and raises nothing."""
+    with FaultServer(lambda n, ev: ("status", 207, None, None)) as srv:
+        hb = client(srv.url)
+        record(hb, 3)
+        assert hb.flush(5)
+        stats = hb.stats()
+        assert stats["sent"] == stats["recorded"] == 4
