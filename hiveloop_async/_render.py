@@ -60,16 +60,22 @@ def _number(value: Any) -> float | None:
 
 
 def format_duration(ms: Any) -> str:
-    """Format milliseconds like the dashboard: ``350ms``, ``0.8s``, ``12.4s``, ``3m 07s``.
+    """Format milliseconds like the dashboard: ``0.8s``, ``12.4s``, ``350ms``, ``3m 07s``.
 
-    Anything that is not a number gives ``—``.
+    Under a second, a whole number of tenths reads as seconds (``800`` → ``0.8s``, as in the
+    manual's pictures) and anything else as milliseconds (``350`` → ``350ms``); from one
+    second on, seconds with one decimal; from a minute on, minutes and seconds. Anything that
+    is not a number gives ``—``.
     """
     value = _number(ms)
     if value is None:
         return "—"
     value = max(value, 0.0)
     if value < 1000:
-        return f"{round(value)}ms"
+        whole = round(value)
+        if whole and whole % 100 == 0:
+            return f"{whole / 1000:.1f}s"
+        return f"{whole}ms"
     if value < 60_000:
         return f"{value / 1000:.1f}s"
     seconds = round(value / 1000)
@@ -427,7 +433,11 @@ def _event_detail(event: Mapping[str, Any]) -> str:
     event_type = event.get("event_type")
     summary = _text(payload.get("summary"))
     if isinstance(event_type, str) and event_type.startswith("action_"):
-        name = _text(payload.get("action_name")) or summary
+        data = payload.get("data")
+        name = _text(payload.get("action_name")) or (
+            _text(data.get("action_name")) if isinstance(data, dict) else ""
+        )
+        name = name or summary
         problem = _exception(payload) if event_type == "action_failed" else ""
         return f"{name}: {problem}" if name and problem else name or problem
     if event_type == "task_failed":
@@ -471,7 +481,8 @@ def render_event_line(event: Mapping[str, Any], *, now: datetime, color: bool = 
     def pad(text: str, width: int) -> str:
         return text + " " * max(2, width - len(text))
 
-    head = _paint(f"{glyph} {pad(event_type, 19)}", code, color)
+    kind = event_type + " " * max(1, 19 - len(event_type))
+    head = _paint(f"{glyph} {kind}", code, color)
     line = head + pad(source, 37) + pad(when, 12)
     detail = _event_detail(event)
     if detail:

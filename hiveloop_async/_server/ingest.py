@@ -115,6 +115,7 @@ _MSG_INT_PARSING = "Input should be a valid integer, unable to parse string as a
 _MSG_INT_SIZE = "Unable to parse input string as an integer, exceeded maximum size"
 _MSG_FINITE = "Input should be a finite number"
 
+_LONG_DIGITS = re.compile(rb"[0-9]{20,}")
 _INT_STRING = re.compile(r"\s*[+-]?[0-9](?:_?[0-9])*(?:\.0+)?\s*", re.ASCII)
 
 # (name, kind) in IngestEvent's declaration order; pydantic reports errors in this order.
@@ -193,6 +194,7 @@ def decode_body(raw: bytes, content_type: str | None) -> Any:
     Does not block (pure CPU). An empty body is a missing body; a non-JSON (or absent) content
     type yields the raw bytes, which then fail validation as "not an object"; undecodable JSON
     is reported as ``json_invalid`` at ``body.<position>``. NaN and Infinity are refused.
+    Integers of any size stay exact integers (as with the stdlib decoder HiveBoard uses).
 
     :param raw: the request body, already un-gzipped.
     :param content_type: the ``Content-Type`` header, or None.
@@ -204,17 +206,15 @@ def decode_body(raw: bytes, content_type: str | None) -> Any:
     if not _is_json_content_type(content_type):
         raise _validation_error([_field("body", _MSG_MODEL, "model_attributes_type")])
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        first_error = exc
-    # orjson refuses integers wider than 64 bits, which the stdlib (and HiveBoard) accept.
-    try:
+        if _LONG_DIGITS.search(raw) is None:
+            return orjson.loads(raw)
+        # orjson turns integers wider than 64 bits into floats; the stdlib keeps them exact.
         return json.loads(raw, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:  # orjson's error is a subclass
+        position = exc.pos
     except (ValueError, UnicodeDecodeError):
-        pos = getattr(first_error, "pos", 0)
-        raise _validation_error(
-            [_field(f"body.{pos}", "JSON decode error", "json_invalid")]
-        ) from None
+        position = 0
+    raise _validation_error([_field(f"body.{position}", "JSON decode error", "json_invalid")])
 
 
 def _coerce_int(value: Any) -> tuple[int | None, tuple[str, str] | None]:
@@ -469,7 +469,7 @@ def expand_event(body: bytes) -> dict[str, Any]:
 
     Bodies omit null keys and the constant ``tenant_id`` to keep rows small.
     """
-    compact = orjson.loads(body)
+    compact = orjson.loads(body) if _LONG_DIGITS.search(body) is None else json.loads(body)
     event = {key: compact.get(key) for key in STORED_FIELDS}
     event["tenant_id"] = TENANT_ID
     return event

@@ -229,7 +229,7 @@ WITH agg AS (
     MAX(event_type = 'approval_received') AS has_received,
     SUM(event_type = 'action_started') AS action_count,
     SUM(event_type IN ('action_failed', 'task_failed')) AS error_count,
-    SUM(payload_kind = 'llm_call') AS llm_count,
+    COUNT(CASE WHEN payload_kind = 'llm_call' THEN 1 END) AS llm_count,
     TOTAL({cost}) AS cost,
     TOTAL({tokens_in}) AS tokens_in,
     TOTAL({tokens_out}) AS tokens_out

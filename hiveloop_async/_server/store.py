@@ -431,6 +431,11 @@ class Store:
         return self.call_sync(lambda conn: self._events(conn, event_type, task_id, agent_id))
 
     @property
+    def queued_jobs(self) -> int:
+        """Jobs waiting for the worker thread (approximate; never blocks)."""
+        return self._jobs.qsize()
+
+    @property
     def stored_count(self) -> int:
         """The number of stored events as of the last commit; never blocks."""
         return self._count

@@ -1,0 +1,1 @@
+"""Tests of the embedded local server, its terminal views and the command line."""
