@@ -248,7 +248,7 @@ async def _tail(args: argparse.Namespace, out: TextIO) -> int:
     newest: float | None = None
     wanted = args.lines if args.lines > 0 else None
 
-    async def collect(since: str | None) -> list[Any]:
+    async def collect(since: str | None, wanted: int | None) -> list[Any]:
         merged: dict[str, Any] = {}
         for query in queries:
             for event in await _fetch_events(client, query, since=since, wanted=wanted):
@@ -269,7 +269,7 @@ async def _tail(args: argparse.Namespace, out: TextIO) -> int:
         out.flush()
 
     async with _Client(args.url, args.api_key) as client:
-        backlog = await collect(None)
+        backlog = await collect(None, wanted)
         show(backlog[-wanted:] if wanted is not None else backlog)
         while not args.once:
             await asyncio.sleep(args.interval)
@@ -280,7 +280,7 @@ async def _tail(args: argparse.Namespace, out: TextIO) -> int:
                 horizon = start.timestamp()
                 for event_id in [k for k, v in seen.items() if v < horizon]:
                     del seen[event_id]
-            show(await collect(since))
+            show(await collect(since, None))
     return 0
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
+import selectors
+import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -123,6 +127,27 @@ def envelope(agent_id: str = "agent-1", **fields: Any) -> dict[str, Any]:
 def batch(*events: dict[str, Any], **envelope_fields: Any) -> dict[str, Any]:
     """An ingest body: one envelope and the given events."""
     return {"envelope": envelope(**envelope_fields), "events": list(events)}
+
+
+def read_line(process: subprocess.Popen[bytes], timeout: float = 60.0) -> str:
+    """The next stdout line of ``process`` ("" if none comes within ``timeout`` seconds).
+
+    Reads byte by byte once data is ready, so nothing after the line is consumed.
+    """
+    assert process.stdout is not None
+    line = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while not line.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                return ""
+            chunk = os.read(process.stdout.fileno(), 1)
+            if not chunk:
+                return ""
+            line += chunk
+    return line.decode()
 
 
 def load_fixture(name: str) -> Any:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +18,7 @@ import pytest
 from hiveloop_async._cli import main
 from hiveloop_async._server import ServerThread
 
-from .helpers import KEY, load_fixture
+from .helpers import KEY, load_fixture, read_line
 from .test_render import FAILED_TIMELINE, MANUAL_TIMELINE
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -222,3 +227,51 @@ def test_usage_errors_give_status_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["nonsense"]) == 2
     assert main(["--help"]) == 0
     assert "serve" in capsys.readouterr().out
+
+
+def test_tail_follows_new_and_late_events_until_interrupted(server_thread: ServerThread) -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "NO_COLOR": "1"}
+    url = server_thread.url
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hiveloop_async", "tail", "--url", url, "--interval", "0.05"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def send(event_id: str, timestamp: str, summary: str) -> None:
+            body = {
+                "envelope": {"agent_id": "live"},
+                "events": [
+                    {
+                        "event_id": event_id,
+                        "timestamp": timestamp,
+                        "event_type": "custom",
+                        "payload": {"summary": summary},
+                    }
+                ],
+            }
+            assert _post(url, body)[0] == 200
+
+        send("live-1", "2026-11-24T06:00:10.000Z", "first")
+        assert read_line(process).rstrip().endswith("(first)")
+        send("live-2", "2026-11-24T06:00:20.000Z", "second")
+        assert read_line(process).rstrip().endswith("(second)")
+        # an event that arrives late (older than the newest seen) is still shown, once
+        send("live-3", "2026-11-24T06:00:15.000Z", "late")
+        assert read_line(process).rstrip().endswith("(late)")
+        send("live-4", "2026-11-24T06:00:30.000Z", "third")
+        assert read_line(process).rstrip().endswith("(third)")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        assert process.stdout is not None and process.stdout.read() == b""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()

@@ -6,12 +6,10 @@ import asyncio
 import json
 import os
 import re
-import selectors
 import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ import pytest
 
 from hiveloop_async._server import LocalServer, ServerThread, Store, start_server
 
-from .helpers import KEY, batch, event, get, ingest
+from .helpers import KEY, batch, event, get, ingest, read_line
 
 _ROOT = Path(__file__).resolve().parents[2]
 _BANNER = re.compile(r"hiveloop-async server listening on (http://127\.0\.0\.1:\d+) \(db: (.+)\)\n")
@@ -41,24 +39,6 @@ def _http(method: str, url: str, body: Any = None, key: str | None = KEY) -> tup
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, json.loads(exc.read())
-
-
-def _read_line(process: subprocess.Popen[bytes], timeout: float = 60.0) -> str:
-    """The first stdout line of ``process``, waiting at most ``timeout`` seconds for it."""
-    assert process.stdout is not None
-    line = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not selector.select(remaining):
-                break
-            chunk = os.read(process.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            line += chunk
-    return line.decode()
 
 
 @pytest.fixture
@@ -89,7 +69,7 @@ def _spawn(
         stderr=subprocess.PIPE,
     )
     started.append(process)
-    line = _read_line(process)
+    line = read_line(process)
     match = _BANNER.fullmatch(line)
     assert match is not None, line
     return process, match.group(1), match.group(2)
