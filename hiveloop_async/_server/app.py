@@ -18,6 +18,7 @@ bodies are decoded and validated on the store's thread as well, so the loop stay
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -77,9 +78,11 @@ _CONFIG_KEY: web.AppKey[_Config] = web.AppKey("hiveloop_async_config", _Config)
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
-    )
+    try:
+        data = orjson.dumps(body)
+    except TypeError:  # integers wider than 64 bits, which orjson refuses
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return web.Response(body=data, status=status, content_type="application/json", headers=headers)
 
 
 def _error(status: int, error: str, message: str) -> web.Response:

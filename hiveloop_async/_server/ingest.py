@@ -115,7 +115,17 @@ _MSG_INT_PARSING = "Input should be a valid integer, unable to parse string as a
 _MSG_INT_SIZE = "Unable to parse input string as an integer, exceeded maximum size"
 _MSG_FINITE = "Input should be a finite number"
 
-_LONG_DIGITS = re.compile(rb"[0-9]{20,}")
+# orjson decodes integers wider than 64 bits as floats; such integers need 20+ digits, so
+# only texts with a run of 20 digits go through the (exact, slower) stdlib decoder. The
+# check is a C-speed translate + substring search (a regex is ten times slower).
+_DIGIT_MARKS = bytes(1 if 0x30 <= i <= 0x39 else 0 for i in range(256))
+_TWENTY_DIGITS = b"\x01" * 20
+
+
+def _may_hold_wide_int(text: bytes) -> bool:
+    return _TWENTY_DIGITS in text.translate(_DIGIT_MARKS)
+
+
 _INT_STRING = re.compile(r"\s*[+-]?[0-9](?:_?[0-9])*(?:\.0+)?\s*", re.ASCII)
 
 # (name, kind) in IngestEvent's declaration order; pydantic reports errors in this order.
@@ -206,7 +216,7 @@ def decode_body(raw: bytes, content_type: str | None) -> Any:
     if not _is_json_content_type(content_type):
         raise _validation_error([_field("body", _MSG_MODEL, "model_attributes_type")])
     try:
-        if _LONG_DIGITS.search(raw) is None:
+        if not _may_hold_wide_int(raw):
             return orjson.loads(raw)
         # orjson turns integers wider than 64 bits into floats; the stdlib keeps them exact.
         return json.loads(raw, parse_constant=_reject_constant)
@@ -469,7 +479,7 @@ def expand_event(body: bytes) -> dict[str, Any]:
 
     Bodies omit null keys and the constant ``tenant_id`` to keep rows small.
     """
-    compact = orjson.loads(body) if _LONG_DIGITS.search(body) is None else json.loads(body)
+    compact = json.loads(body) if _may_hold_wide_int(body) else orjson.loads(body)
     event = {key: compact.get(key) for key in STORED_FIELDS}
     event["tenant_id"] = TENANT_ID
     return event

@@ -67,8 +67,8 @@ async def request(
     ) as response:
         raw = await response.read()
         try:
-            body = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
+            body = json.loads(raw) if raw else None  # the stdlib keeps wide integers exact
+        except ValueError:
             body = None
         return Answer(response.status, body, dict(response.headers))
 

@@ -675,3 +675,16 @@ async def test_envelope_shape_is_the_sdks(server: LocalServer, http: aiohttp.Cli
     assert [(a["agent_id"], a["agent_version"], a["framework"]) for a in agents] == [
         ("wire-agent", "1.0", "custom")
     ]
+
+
+async def test_integers_wider_than_64_bits_stay_exact(
+    server: LocalServer, http: aiohttp.ClientSession
+) -> None:
+    wide = 123456789012345678901234567890
+    sent = event(payload={"wide": wide, "nested": [wide, {"x": -wide}], "text": "9" * 25})
+    assert (await ingest(http, server, batch(sent))).status == 200
+    (stored,) = await server.events()
+    assert stored["payload"] == sent["payload"]
+    assert type(stored["payload"]["wide"]) is int
+    events = (await get(http, server, "/v1/events")).body["data"]
+    assert events[0]["payload"]["nested"][1]["x"] == -wide
