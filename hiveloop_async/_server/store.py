@@ -215,29 +215,32 @@ class Store:
 
     def _run_writes(self, conn: sqlite3.Connection, group: list[_Job]) -> None:
         outcomes: list[tuple[_Job, bool, Any]] = []
+        running: set[int] = set()
         self._group_added = []
-        conn.execute("BEGIN IMMEDIATE")
-        for job in group:
-            if not job.future.set_running_or_notify_cancel():
-                continue
-            conn.execute("SAVEPOINT job")
-            try:
-                result = job.fn(conn)
-            except Exception as exc:
-                conn.execute("ROLLBACK TO job")
-                conn.execute("RELEASE job")
-                outcomes.append((job, False, exc))
-            else:
-                conn.execute("RELEASE job")
-                outcomes.append((job, True, result))
         try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in group:
+                if not job.future.set_running_or_notify_cancel():
+                    continue
+                running.add(id(job))
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, False, exc))
+                else:
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, True, result))
             conn.execute("COMMIT")
-        except Exception as exc:
+        except Exception as exc:  # the transaction itself failed (locked, I/O error, ...)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._seen.difference_update(self._group_added)
-            for job, _, _ in outcomes:
-                job.future.set_exception(exc)
+            for job in group:
+                if id(job) in running or job.future.set_running_or_notify_cancel():
+                    job.future.set_exception(exc)
             self._publish_count(conn, failed=True)
             return
         self._publish_count(conn, failed=any(not ok for _, ok, _ in outcomes))

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -258,3 +259,46 @@ def test_store_reports_an_unusable_database(tmp_path: Path) -> None:
             store.call_sync(lambda conn: None)
     finally:
         store.close()
+
+
+@pytest.mark.anyio
+async def test_a_failing_write_does_not_undo_the_others_in_its_transaction(
+    server: LocalServer, http: aiohttp.ClientSession
+) -> None:
+    entered = threading.Event()
+    release = threading.Event()
+
+    def occupy(conn: object) -> None:
+        entered.set()
+        release.wait(60)
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("DELETE FROM events")
+        raise ValueError("boom")
+
+    blocker = server.store.submit(occupy)
+    try:
+        for _ in range(10_000):
+            if entered.is_set():
+                break
+            await asyncio.sleep(0.001)
+        first = asyncio.ensure_future(ingest(http, server, batch(event(), event())))
+        for _ in range(10_000):
+            if server.store.queued_jobs >= 1:
+                break
+            await asyncio.sleep(0.001)
+        failing = server.store.submit(broken, write=True)
+        second = asyncio.ensure_future(ingest(http, server, batch(event())))
+        for _ in range(10_000):
+            if server.store.queued_jobs >= 3:
+                break
+            await asyncio.sleep(0.001)
+        assert server.store.queued_jobs == 3  # three writes queued: one transaction
+    finally:
+        release.set()
+    await asyncio.wrap_future(blocker)
+    assert (await first).status == 200
+    assert (await second).status == 200
+    with pytest.raises(ValueError, match="boom"):
+        await asyncio.wrap_future(failing)
+    assert await server.event_count() == 3  # the DELETE was rolled back to its savepoint
