@@ -117,7 +117,7 @@ class ScriptedLLM:
             if not calls
             else f"I'll call {', '.join(c.name for c in calls)}."
         )
-        tokens_in = 180 + sum(len(m.content) for m in messages) // 4 + self._rng.randint(0, 60)
+        tokens_in = 180 + sum(len(m.content) for m in messages) // 4 + self._rng.randint(0, 15)
         tokens_out = 20 + 35 * len(calls) + self._rng.randint(0, 40)
         return LLMResponse(self.model, text, calls, Usage(tokens_in, tokens_out))
 
@@ -312,7 +312,7 @@ async def amain(
     endpoint: str,
     api_key: str = DEFAULT_API_KEY,
     *,
-    seed: int = 7,
+    seed: int = 5,
     run_id: str | None = None,
     verbose: bool = True,
 ) -> list[str]:
@@ -344,7 +344,7 @@ async def amain(
 
 
 def main(
-    endpoint: str, api_key: str = DEFAULT_API_KEY, *, seed: int = 7, verbose: bool = True
+    endpoint: str, api_key: str = DEFAULT_API_KEY, *, seed: int = 5, verbose: bool = True
 ) -> list[str]:
     """Synchronous entry point: run :func:`amain` on a new event loop."""
     return asyncio.run(amain(endpoint, api_key, seed=seed, verbose=verbose))
@@ -356,7 +356,7 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--endpoint", default=os.environ.get("HIVELOOP_ENDPOINT") or DEFAULT_ENDPOINT
     )
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args(argv)
     api_key = os.environ.get("HIVELOOP_API_KEY") or DEFAULT_API_KEY
     for task_id in main(args.endpoint, api_key, seed=args.seed):

@@ -25,6 +25,7 @@ import aiohttp
 import pytest
 
 import hiveloop_async as hiveloop
+from hiveloop_async import _cli
 from hiveloop_async._server import ServerThread, start_server
 
 KEY = "hb_e2e_0123456789abcdef0123456789ab"
@@ -39,6 +40,11 @@ def server() -> Iterator[ServerThread]:
     """A local HiveBoard-compatible server with an in-memory database, on its own thread."""
     with ServerThread(memory=True) as srv:
         yield srv
+
+
+def work(seconds: float) -> None:
+    """A tracked block's simulated work: the duration the test then finds on the timeline."""
+    time.sleep(seconds)  # allowed-sleep: the work being measured, not a wait for a condition
 
 
 def unique(prefix: str) -> str:
@@ -164,7 +170,7 @@ class FakeToolCall:
 
 def execute_tool(name: str, args: Mapping[str, Any]) -> str:
     """A tool that takes 10 ms."""
-    time.sleep(0.01)
+    work(0.01)
     return f"{name} ok"
 
 
@@ -219,7 +225,7 @@ TOOL_SECONDS = {"crm_search": 0.02, "score_lead": 0.01, "notify": 0.015}
 def run_turn_sync(response: FakeResponse) -> None:
     """§4's ``run_turn`` with the SDK's ``current_task()``/``current_agent()`` (§10)."""
     llm_start = time.perf_counter()
-    time.sleep(0.005)  # llm.chat(...)
+    work(0.005)  # llm.chat(...)
     llm_elapsed = (time.perf_counter() - llm_start) * 1000
     task = hiveloop.current_task()
     if task:
@@ -234,7 +240,7 @@ def run_turn_sync(response: FakeResponse) -> None:
     for tool_call in response.tool_calls:
         assert agent is not None
         with agent.track_context(tool_call.name) as ctx:
-            time.sleep(TOOL_SECONDS[tool_call.name])
+            work(TOOL_SECONDS[tool_call.name])
             ctx.set_payload({"result_preview": f"{tool_call.name} result"[:200]})
 
 
@@ -335,11 +341,11 @@ def test_tool_calls_inside_a_tracked_function_are_its_children(server: ServerThr
     @agent.track("process_lead")
     def process_lead(email: str) -> None:
         with agent.track_context("crm_search") as ctx:
-            time.sleep(0.02)
+            work(0.02)
             data: dict[str, str] | None = {"email": email}
             ctx.set_payload({"found": data is not None})
         with agent.track_context("enrich_company"):
-            time.sleep(0.01)
+            work(0.01)
 
     task_id = unique("nesting-81")
     with agent.task(task_id):
@@ -391,7 +397,7 @@ def test_decorator_and_context_manager_chain_under_the_task(server: ServerThread
         @agent.track("step1")
         def score() -> int:
             with agent.track_context("llm_inference") as ctx:
-                time.sleep(0.01)
+                work(0.01)
                 result = 87
                 ctx.set_payload({"score": result})
             return result
@@ -454,7 +460,7 @@ def test_retry_loop_from_the_manual_records_each_attempt(server: ServerThread) -
 
     def execute(tool_name: str, args: Mapping[str, Any]) -> str:
         attempts.append(1)
-        time.sleep(0.01)
+        work(0.01)
         if len(attempts) == 1:
             raise RetryableError("CRM API timeout after 5000ms")
         return "ok"
@@ -641,6 +647,97 @@ def test_oversized_payload_and_int_task_id_are_still_accepted(server: ServerThre
     assert timeline["task_id"] == str(int_id)
 
 
+# -- task states, plans and the spec's call forms ------------------------------------------
+
+
+async def test_task_list_derives_each_status_from_the_events(server: ServerThread) -> None:
+    """``GET /v1/tasks`` derives completed, failed, escalated, waiting and processing from
+    what the SDK sent, including the spec's keyword-only ``escalate``/``request_approval``."""
+    ids = {s: unique(f"status-{s}") for s in ("completed", "failed", "escalated", "waiting")}
+    ids["processing"] = unique("status-processing")
+    async with hiveloop.HiveBoard(api_key=KEY, endpoint=server.url) as hb:
+        agent = hb.agent("status-agent")
+        async with agent.task(ids["completed"]) as task:
+            task.retry(attempt=2, reason="rate limited", backoff_seconds=1.5)  # spec form
+        agent.start_task(ids["failed"]).fail(RuntimeError("boom"))
+        agent.start_task(ids["escalated"]).escalate(reason="needs a human", assigned_to="ops")
+        agent.start_task(ids["waiting"]).request_approval(approver="manager", reason="discount")
+        processing = agent.start_task(ids["processing"])
+        async with agent.track_context("still_running"):
+            pass
+        processing.event("scored", {"summary": "lead scored", "data": {"score": 91}})
+        assert await hb.aflush(timeout=5.0)
+
+    items = await task_items(server.url, set(ids.values()))
+    assert {status: items[task_id]["derived_status"] for status, task_id in ids.items()} == {
+        "completed": "completed",
+        "failed": "failed",
+        "escalated": "escalated",
+        "waiting": "waiting",
+        "processing": "processing",
+    }
+    assert items[ids["escalated"]]["has_escalation"] is True
+    assert items[ids["waiting"]]["has_human_intervention"] is True
+    assert items[ids["failed"]]["error_count"] == 1
+
+    timeline = await timeline_of(server.url, ids["processing"], ready=lambda t: True)
+    (custom,) = [e for e in timeline["events"] if e["event_type"] == "custom"]
+    assert custom["payload"]["original_type"] == "scored"  # unknown types travel as custom
+    assert custom["payload"]["data"] == {"score": 91}
+    assert timeline["action_tree"][0]["status"] == "success"
+    escalated = await timeline_of(server.url, ids["escalated"], ready=lambda t: True)
+    (event,) = [e for e in escalated["events"] if e["event_type"] == "escalated"]
+    assert event["payload"]["data"] == {"assigned_to": "ops", "reason": "needs a human"}
+    assert event["severity"] == "warn"
+
+
+def test_plan_progress_shows_on_the_timeline(server: ServerThread) -> None:
+    """``task.plan`` and ``task.plan_step`` give the timeline its plan overlay and progress,
+    and a step sent before the plan does not break the endpoint."""
+    hb = hiveloop.init(api_key=KEY, endpoint=server.url)
+    agent = hb.agent("planner")
+    task_id = unique("plan")
+    with agent.task(task_id) as task:
+        task.plan_step(0, "started", "too early: no plan yet")  # total_steps is null here
+        task.plan("Qualify Acme", ["search CRM", "score", "email"])
+        for index in range(2):
+            task.plan_step(index, "started", f"step {index}")
+            with agent.track_context(f"step_{index}"):
+                pass
+            task.plan_step(index, "completed", f"step {index}")
+    assert hiveloop.flush(timeout=5.0)
+
+    plan = sync_timeline(server.url, task_id)["plan"]
+    assert plan["goal"] == "Qualify Acme"
+    assert plan["progress"] == {"completed": 2, "total": 3}
+    assert [step.get("action") for step in plan["steps"]] == ["completed", "completed", None]
+
+
+def test_tail_lists_events_of_one_millisecond_in_the_order_they_happened(
+    server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``hiveloop-async tail`` prints oldest first, also among events sharing a timestamp
+    (a nested block entered and left within one millisecond)."""
+    hb = hiveloop.init(api_key=KEY, endpoint=server.url)
+    agent = hb.agent("tail-agent")
+    task_id = unique("tail")
+    with agent.task(task_id), agent.track_context("outer"), agent.track_context("inner"):
+        pass
+    assert hiveloop.flush(timeout=5.0)
+    sync_timeline(server.url, task_id)
+
+    assert _cli.main(["tail", "--once", "--task", task_id, "--url", server.url, "--no-color"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [(line.split()[1], line.rsplit("(", 1)[1].rstrip(")")) for line in lines] == [
+        ("task_started", f"Task {task_id} started"),
+        ("action_started", "outer"),
+        ("action_started", "inner"),
+        ("action_completed", "inner"),
+        ("action_completed", "outer"),
+        ("task_completed", f"Task {task_id} completed"),
+    ]
+
+
 # -- concurrency: tasks never mix -------------------------------------------------------------
 
 
@@ -682,7 +779,7 @@ def test_tasks_in_worker_threads_keep_their_own_actions(server: ServerThread) ->
 
     def one(task_id: str) -> None:
         with agent.task(task_id), agent.track_context("work") as ctx:
-            time.sleep(0.02)
+            work(0.02)
             ctx.set_payload({"task": task_id})
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
@@ -691,7 +788,7 @@ def test_tasks_in_worker_threads_keep_their_own_actions(server: ServerThread) ->
 
     for task_id in task_ids:
         timeline = sync_timeline(server.url, task_id)
-        (work,) = timeline["action_tree"]
-        assert closing(work)["payload"]["task"] == task_id
+        (node,) = timeline["action_tree"]
+        assert closing(node)["payload"]["task"] == task_id
         assert {e["task_id"] for e in timeline["events"]} == {task_id}
-        assert work["duration_ms"] >= 19
+        assert node["duration_ms"] >= 19
