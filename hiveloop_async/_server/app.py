@@ -39,6 +39,7 @@ _INGEST_PATH = "/v1/ingest"
 _PUBLIC_PATHS = frozenset({"/health"})
 _MAX_BODY_BYTES = 256 * 1024 * 1024
 
+_MAX_WINDOWS = 10_000
 _MSG_BAD_HEADER = "Missing or invalid Authorization header. Use: Bearer {api_key_or_jwt}"
 
 
@@ -109,6 +110,10 @@ def _rate_limit(config: _Config, token: str) -> tuple[web.Response | None, dict[
     if limit is None:
         return None, None
     now = time.time()
+    if len(config.windows) > _MAX_WINDOWS:  # forget keys that went quiet
+        quiet = [key for key, w in config.windows.items() if not w or now - w[-1] >= 1.0]
+        for key in quiet:
+            del config.windows[key]
     window = config.windows.setdefault(token, collections.deque())
     while window and now - window[0] >= 1.0:
         window.popleft()
@@ -146,7 +151,7 @@ async def _route_or_redirect(
             stripped = request.clone(rel_url=request.rel_url.with_path(path.rstrip("/")))
             match = await request.app.router.resolve(stripped)
             if match.http_exception is None:
-                location = request.url.with_path(path.rstrip("/"))
+                location = request.url.with_path(path.rstrip("/")).with_query(request.url.query)
                 raise web.HTTPTemporaryRedirect(location) from None
         return _json({"detail": "Not Found"}, 404)
     except HTTPMethodNotAllowed:

@@ -83,6 +83,9 @@ _INSERT_EVENT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
+#: WAL size (in pages) that triggers the writer's own checkpoint.
+_WAL_PAGES = 8192
+
 #: At most this many queued write jobs share one transaction.
 _MAX_GROUP = 64
 
@@ -142,8 +145,11 @@ class Store:
         conn = sqlite3.connect(self._path, isolation_level=None)
         if self._path != ":memory:":
             conn.execute("PRAGMA journal_mode=WAL")
-            # Checkpoints run on their own thread (see _Checkpointer), not inside commits.
-            conn.execute("PRAGMA wal_autocheckpoint=0")
+            # Most checkpoint work runs on its own thread (see _Checkpointer); the writer's
+            # own, rarer automatic checkpoint then has little left to copy and lets the WAL
+            # start over, which keeps the WAL file bounded under continuous load.
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_PAGES * 4096}")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA cache_size=-65536")
@@ -521,13 +527,14 @@ class Store:
 class _Checkpointer:
     """Runs WAL checkpoints for a file database on a thread of its own.
 
-    The writer connection disables automatic checkpoints, so a commit only appends to the
-    WAL; this thread copies the WAL back into the database file (``PASSIVE`` mode, which never
-    blocks the writer) after every few commits. Its connection never reads or writes rows.
+    A commit only appends to the WAL; this thread copies the WAL back into the database file
+    (``PASSIVE`` mode, which never blocks the writer) after every few commits, so the
+    writer's own automatic checkpoint finds little left to do. Its connection never reads or
+    writes rows.
     """
 
     #: Write jobs committed between two checkpoints.
-    EVERY = 64
+    EVERY = 16
 
     def __init__(self, path: str) -> None:
         self._path = path

@@ -637,6 +637,12 @@ async def test_trailing_slash_is_redirected_with_307(
     assert answer.status == 307
     assert answer.headers["Location"] == f"{server.url}/v1/ingest"
     assert await server.event_count() == 0
+    read = await get(http, server, "/v1/tasks/?limit=5", allow_redirects=False)
+    assert (read.status, read.headers["Location"]) == (307, f"{server.url}/v1/tasks?limit=5")
+    unauthenticated = await request(
+        http, "POST", f"{server.url}/v1/ingest/", key=None, json_body={}, allow_redirects=False
+    )
+    assert unauthenticated.status == 401  # authentication comes first, as in HiveBoard
 
 
 async def test_unknown_path_and_method(server: LocalServer, http: aiohttp.ClientSession) -> None:
