@@ -16,6 +16,13 @@ Differences from HiveBoard, all deliberate:
 * timelines also report ``llm_call_count``/``total_tokens_in``/``total_tokens_out`` and never
   fail on a ``plan_step`` without ``total_steps``.
 
+Storage (see ``store.py``): SQLite in WAL mode (``synchronous=NORMAL``) owned by one worker
+thread, so the event loop never waits on the database; decoding and validating ingest bodies
+happens on that thread too. Deduplication keeps the stored event ids in memory (about
+110 bytes per event, reloaded at start) instead of a unique index, which would cost more
+than the rest of the insert; file databases also get a checkpoint thread with its own
+connection that never touches rows.
+
 Entry points: :func:`start_server` on a running event loop, :class:`ServerThread` for
 synchronous code, :func:`create_app` to embed or wrap the application.
 """
