@@ -318,12 +318,13 @@ async def amain(
 ) -> list[str]:
     """Qualify the three leads concurrently on one agent; return the three task ids.
 
-    The SDK runs on this event loop (``async with HiveBoard``); leaving the block delivers
-    what is queued, bounded by ``shutdown_timeout``.
+    The SDK runs on this event loop (``async with HiveBoard``). ``aflush`` waits for
+    delivery (at most 5 s); leaving the block closes the client, bounded by
+    ``shutdown_timeout``.
     """
     run_id = run_id or uuid.uuid4().hex[:6]
     async with hiveloop.HiveBoard(
-        api_key=api_key, endpoint=endpoint, flush_interval=0.5, shutdown_timeout=5.0
+        api_key=api_key, endpoint=endpoint, flush_interval=0.5, shutdown_timeout=2.0
     ) as hb:
         agent = hb.agent("lead-qualifier", type="sales", version="1.0.0", framework="custom")
         task_ids = await asyncio.gather(
@@ -335,11 +336,13 @@ async def amain(
         flushed = await hb.aflush(timeout=5.0)  # bounded: returns after 5 s at most
         if verbose:
             stats = hb.stats()
-            state = "delivered" if flushed else "NOT fully delivered (timed out)"
-            print(
-                f"agent_loop: {len(task_ids)} tasks, {stats['sent']} events {state} to "
-                f"{endpoint} (dropped: {stats['dropped_total']})"
-            )
+            if flushed:
+                print(f"agent_loop: {len(task_ids)} tasks, {stats['sent']} events delivered")
+            else:
+                print(
+                    f"agent_loop: events NOT delivered to {endpoint} ({stats['last_error']}); "
+                    "is `hiveloop-async serve` running?"
+                )
     return list(task_ids)
 
 
