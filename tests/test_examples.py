@@ -457,8 +457,11 @@ def test_demo_prints_three_timelines_and_stops_its_server() -> None:
 
 def run_in_pty(argv: list[str], timeout: float = 60.0) -> tuple[int, str]:
     """Run ``argv`` with stdout and stderr on a pseudo-terminal; return status and output."""
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
     master, slave = pty.openpty()
-    proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave
+    )
     os.close(slave)
     chunks: list[bytes] = []
 
@@ -487,12 +490,7 @@ def run_in_pty(argv: list[str], timeout: float = 60.0) -> tuple[int, str]:
 
 def test_demo_uses_colors_on_a_terminal() -> None:
     """On a terminal the demo colors LLM nodes purple, actions blue and failures red."""
-    env_color = os.environ.pop("NO_COLOR", None)
-    try:
-        status, output = run_in_pty([sys.executable, "-m", "examples.demo"])
-    finally:
-        if env_color is not None:
-            os.environ["NO_COLOR"] = env_color
+    status, output = run_in_pty([sys.executable, "-m", "examples.demo"])
     assert status == 0, output
     check_demo_output(output)
     assert "\x1b[35m■ agent_turn LLM\x1b[0m" in output
