@@ -8,6 +8,7 @@ wait for delivery, and a bounded shutdown.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import gc
 import os
@@ -89,13 +90,23 @@ def _caller_round(ad: Adapter, endpoint: str, blocks: int) -> dict[str, Any]:
     base = h.sink_counts(endpoint)
 
     def between() -> None:
-        nonlocal recorded
-        recorded += h.BURST
         ad.between()
         _wait_delivered(ad, endpoint, base, recorded * ad.per_block)
 
     with ad.task():
-        timed = ad.timed()
+        sdk_timed = ad.timed()
+        sdk_loop = ad.loop()
+
+        def timed(n: int, out: array.array[int], off: int) -> None:
+            nonlocal recorded
+            recorded += n
+            sdk_timed(n, out, off)
+
+        def loop(n: int) -> None:
+            nonlocal recorded
+            recorded += n
+            sdk_loop(n)
+
         timed(h.BURST, h.new_samples(h.BURST), 0)  # warm up
         between()
         for gc_on in (True, False):
@@ -104,7 +115,6 @@ def _caller_round(ad: Adapter, endpoint: str, blocks: int) -> dict[str, Any]:
                 gc.collect()
                 samples = h.per_block(timed, blocks, between=between)
             shape[key] = h.summarize(samples, overhead)
-        loop = ad.loop()
         for gc_on in (True, False):
             key = "gc_on" if gc_on else "gc_off"
             with contextlib.nullcontext() if gc_on else h.gc_disabled():

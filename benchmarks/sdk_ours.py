@@ -626,8 +626,15 @@ def server_ingest(events: int) -> dict[str, Any]:
     if isinstance(result, (int, float)):
         return {"summary": f"{result:,.0f} events/s", "events_per_s": result}
     if isinstance(result, dict):
-        rate = result.get("events_per_s")
-        text = f"{rate:,.0f} events/s" if isinstance(rate, (int, float)) else json.dumps(result)
+        rate = next(
+            (
+                result[k]
+                for k in ("events_per_s", "events_per_sec_median", "events_per_sec")
+                if isinstance(result.get(k), (int, float))
+            ),
+            None,
+        )
+        text = f"{rate:,.0f} events/s" if rate is not None else json.dumps(result)[:200]
         return {"summary": text, **result}
     return {"summary": str(result)}
 
