@@ -304,6 +304,16 @@ def _task_limit(text: str) -> int:
     return value
 
 
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("must be more than 0 and at most 3600 seconds")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -379,7 +389,7 @@ def _build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--once", action="store_true", help="print what exists and exit")
     tail.add_argument("-n", "--lines", type=int, default=50, help="events shown at start (0 = all)")
     tail.add_argument(
-        "--interval", type=float, default=1.0, help="seconds between polls (%(default)s)"
+        "--interval", type=_interval, default=1.0, help="seconds between polls (%(default)s)"
     )
     tail.add_argument("--heartbeats", action="store_true", help="include heartbeats")
     return parser
