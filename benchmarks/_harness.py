@@ -273,7 +273,29 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
+    commit = "?"
+    try:
+        import subprocess
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        commit = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--", "hiveloop_async"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        if dirty:
+            commit += " (hiveloop_async/ modified)"
+    except (OSError, subprocess.SubprocessError):
+        pass
     return {
+        "commit": commit,
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "python": sys.version.split()[0],
@@ -323,5 +345,6 @@ def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             nums = sorted(float(v) for v in values if isinstance(v, (int, float)))
             mid = len(nums) // 2
             med = nums[mid] if len(nums) % 2 else (nums[mid - 1] + nums[mid]) / 2
-            out[key] = round(med, 3)
+            ints = all(isinstance(v, int) for v in values)
+            out[key] = int(med) if ints and med.is_integer() else round(med, 3)
     return out

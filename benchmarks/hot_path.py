@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.write(table(result) + "\n")
     m = result["machine"]
     sys.stdout.write(
-        f"machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}; "
+        f"SDK at {m['commit']}; machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}; "
         f"load average at start {result['loadavg'][0]:.2f}\n"
     )
     if args.json is not None:

@@ -447,7 +447,8 @@ def main(argv: list[str] | None = None) -> None:
     m = meta["machine"]
     sys.stdout.write(text + "\n\n" + res["notes"] + "\n\n")
     sys.stdout.write(
-        f"machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}; load average "
+        f"SDK at {m['commit']}; machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}; "
+        "load average "
         f"{meta['loadavg_start'][0]:.2f} at start, {meta['loadavg_end'][0]:.2f} at end; "
         f"{meta['total_s']:.0f} s in all; figures in {args.out}\n"
     )
