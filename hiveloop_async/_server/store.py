@@ -84,7 +84,7 @@ _INSERT_EVENT = (
 )
 
 #: WAL size (in pages) that triggers the writer's own checkpoint.
-_WAL_PAGES = 8192
+_WAL_PAGES = 32768
 
 #: At most this many queued write jobs share one transaction.
 _MAX_GROUP = 64
