@@ -275,3 +275,21 @@ def test_tail_follows_new_and_late_events_until_interrupted(server_thread: Serve
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_task_ids_with_reserved_characters(
+    server_thread: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task_id = "team/x y?#ü"
+    started = {
+        "event_id": "odd-1",
+        "timestamp": "2026-11-24T06:00:00.000Z",
+        "event_type": "task_started",
+        "task_id": task_id,
+    }
+    assert _post(server_thread.url, {"envelope": {"agent_id": "a"}, "events": [started]})[0] == 200
+    code, out, _ = _run(capsys, "timeline", task_id, "--url", server_thread.url)
+    assert code == 0
+    assert out.splitlines()[0] == f"TIMELINE  {task_id}  ⏱ —  🤖 a  ◌ processing  ◆ 0 LLM"
+    code, out, _ = _run(capsys, "tail", "--once", "--task", task_id, "--url", server_thread.url)
+    assert (code, len(out.splitlines())) == (0, 1)
