@@ -172,9 +172,18 @@ class LocalServer:
         """Wait until at least ``n`` events are stored; False after ``timeout`` seconds."""
         return await self._store.wait_for_count(n, timeout)
 
+    def wait_for_events_sync(self, n: int, timeout: float = 10.0) -> bool:
+        """Blocking variant of :meth:`wait_for_events` for other threads."""
+        return self._store.wait_for_count_sync(n, timeout)
+
     async def clear(self) -> None:
         """Delete stored events and agents and reset the request counts."""
         await self._store.clear()
+        self._counter.clear()
+
+    def clear_sync(self) -> None:
+        """Blocking variant of :meth:`clear` for other threads."""
+        self._store.clear_sync()
         self._counter.clear()
 
     async def close(self) -> None:

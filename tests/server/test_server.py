@@ -304,3 +304,22 @@ async def test_a_failing_write_does_not_undo_the_others_in_its_transaction(
     with pytest.raises(ValueError, match="boom"):
         await asyncio.wrap_future(failing)
     assert await server.event_count() == 3  # the DELETE was rolled back to its savepoint
+
+
+@pytest.mark.anyio
+async def test_local_server_sync_helpers_work_from_another_thread(
+    server: LocalServer, http: aiohttp.ClientSession
+) -> None:
+    sent = event(task_id="from-thread")
+    assert (await ingest(http, server, batch(sent))).status == 200
+    assert await server.wait_for_events(1)
+
+    def from_thread() -> tuple[bool, int, list[str]]:
+        seen = server.wait_for_events_sync(1, timeout=10)
+        count = server.event_count_sync()
+        ids = [e["event_id"] for e in server.events_sync(task_id="from-thread")]
+        server.clear_sync()
+        return seen, count, ids
+
+    assert await asyncio.to_thread(from_thread) == (True, 1, [sent["event_id"]])
+    assert (await server.event_count(), server.requests) == (0, {})
