@@ -251,7 +251,10 @@ async def _tail(args: argparse.Namespace, out: TextIO) -> int:
     async def collect(since: str | None, wanted: int | None) -> list[Any]:
         merged: dict[str, Any] = {}
         for query in queries:
-            for event in await _fetch_events(client, query, since=since, wanted=wanted):
+            found = await _fetch_events(client, query, since=since, wanted=wanted)
+            # The server lists newest first (ties: latest inserted first); reversed, the
+            # stable sort below keeps events of one timestamp in the order they were stored.
+            for event in reversed(found):
                 event_id = event.get("event_id")
                 if isinstance(event_id, str) and event_id not in seen and keep(event):
                     merged.setdefault(event_id, event)

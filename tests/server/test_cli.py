@@ -293,3 +293,22 @@ def test_task_ids_with_reserved_characters(
     assert out.splitlines()[0] == f"TIMELINE  {task_id}  ⏱ —  🤖 a  ◌ processing  ◆ 0 LLM"
     code, out, _ = _run(capsys, "tail", "--once", "--task", task_id, "--url", server_thread.url)
     assert (code, len(out.splitlines())) == (0, 1)
+
+
+def test_tail_keeps_events_of_one_timestamp_in_stored_order(
+    server_thread: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    same = "2026-11-24T06:00:00.000Z"
+    events = [
+        {"event_id": f"tie-{name}", "timestamp": same, "event_type": "custom",
+         "payload": {"summary": name}}
+        for name in ("first", "second", "third")
+    ]  # fmt: skip
+    assert _post(server_thread.url, {"envelope": {"agent_id": "a"}, "events": events})[0] == 200
+    code, out, _ = _run(capsys, "tail", "--once", "--url", server_thread.url)
+    assert code == 0
+    assert [line.rsplit("(", 1)[1] for line in out.splitlines()] == [
+        "first)",
+        "second)",
+        "third)",
+    ]
