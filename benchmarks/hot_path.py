@@ -13,6 +13,9 @@ sink (:mod:`benchmarks.sink`), in two variants:
     the sink refuses connections and ``max_queue_size`` holds everything: the queue grows
     by two records per block (what a user sees while the server is down), which is where
     the cyclic GC shows.
+``full``
+    the sink refuses connections and the queue has its default size: after 10,000 records
+    every record takes the overflow path (drop the oldest, count it).
 
 Every block is timed on its own (``perf_counter_ns`` around it, the timing loop's own cost
 subtracted); the table gives the median and p99 with the GC on (what users see), the median
@@ -35,17 +38,26 @@ from .sink import Sink
 
 GOALS = {"with": 2.0, "async with": 2.5, "sync decorator": 2.5, "async decorator": 2.5}
 DEFAULT_BLOCKS = 200_000
+VARIANTS = ("live", "undrained", "full")
+TITLES = {
+    "live": "sink up, default queue, delivered after every 1,000-block burst",
+    "undrained": "sink refusing connections, queue holds all (grows 2 records/block)",
+    "full": "sink refusing connections, default queue full: every record drops the oldest",
+}
 
 
-def run(
-    blocks: int = DEFAULT_BLOCKS, variants: tuple[str, ...] = ("live", "undrained")
-) -> dict[str, Any]:
+def run(blocks: int = DEFAULT_BLOCKS, variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
     """Measure every shape in each variant; return the figures (see the module docstring)."""
     out: dict[str, Any] = {"blocks": blocks, "machine": h.machine(), "loadavg": os.getloadavg()}
     with Sink("ok") as ok, Sink("refuse") as refuse:
         for variant in variants:
             drained = variant == "live"
-            res = sdk_ours.caller_cost(ok.url if drained else refuse.url, blocks, drained=drained)
+            res = sdk_ours.caller_cost(
+                ok.url if drained else refuse.url,
+                blocks,
+                drained=drained,
+                full_queue=variant == "full",
+            )
             _add_ratios(res)
             out[variant] = res
     return out
@@ -73,15 +85,12 @@ def table(result: dict[str, Any]) -> str:
         f"{'shape':<16} {'sender':<7} {'median':>7} {'p99':>7} {'× floor':>8} {'goal':>6} "
         f"{'gc-off med':>10} {'loop':>7} {'loop gc-off':>11} {'loop × floor':>12}"
     )
-    for variant in ("live", "undrained"):
+    for variant in VARIANTS:
         res = result.get(variant)
         if res is None:
             continue
         floor = res["floor"]
-        title = {
-            "live": "sink up, default queue, delivered after every 1,000-block burst",
-            "undrained": "sink refusing connections, queue holds all (grows 2 records/block)",
-        }[variant]
+        title = TITLES[variant]
         lines.append(f"[{variant}] {title}; {res['blocks']:,} blocks per shape; µs per block")
         lines.append(head)
         lines.append(

@@ -165,14 +165,14 @@ def async_loop(agent: hl.Agent, shape: str) -> Callable[[int], Awaitable[None]]:
 
 
 def _sync_shape(
-    endpoint: str, shape: str, n: int, overhead: float, drained: bool
+    endpoint: str, shape: str, n: int, overhead: float, drained: bool, size: int | None
 ) -> dict[str, Any]:
     """Per-block figures and loop totals of one sync shape, gc on and off, fresh clients."""
     out: dict[str, Any] = {}
     for gc_on in (True, False):
         key = "gc_on" if gc_on else "gc_off"
         for per_block in (True, False):
-            hb = client(endpoint, max_queue_size=None if drained else 2 * n + 10_000)
+            hb = client(endpoint, max_queue_size=size)
             agent = hb.agent("bench", heartbeat_interval=0)
 
             def between(hb: HiveBoard = hb) -> None:
@@ -213,21 +213,21 @@ def _sync_shape(
                     if gc_on:
                         stats = hb.stats()
                         out["stats"] = {k: stats[k] for k in ("recorded", "sent", "dropped_total")}
-            hb.shutdown(30 if drained else 0.2)
+            hb.shutdown(30 if drained else 0.05)
             del hb, agent
             gc.collect()
     return out
 
 
 def _async_shape(
-    endpoint: str, shape: str, n: int, overhead: float, drained: bool
+    endpoint: str, shape: str, n: int, overhead: float, drained: bool, size: int | None
 ) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         out: dict[str, Any] = {}
         for gc_on in (True, False):
             key = "gc_on" if gc_on else "gc_off"
             for per_block in (True, False):
-                hb = client(endpoint, max_queue_size=None if drained else 2 * n + 10_000)
+                hb = client(endpoint, max_queue_size=size)
                 await hb.start()
                 agent = hb.agent("bench", heartbeat_interval=0)
 
@@ -281,7 +281,7 @@ def _async_shape(
                             out["stats"] = {
                                 k: stats[k] for k in ("recorded", "sent", "dropped_total")
                             }
-                await hb.aclose(30 if drained else 0.2)
+                await hb.aclose(30 if drained else 0.05)
                 del hb, agent
                 gc.collect()
         return out
@@ -295,6 +295,7 @@ def caller_cost(
     drained: bool = True,
     shapes: tuple[str, ...] = SHAPES,
     rounds: int | None = None,
+    full_queue: bool = False,
 ) -> dict[str, Any]:
     """Per-block caller cost of each shape against the floor, all measured here.
 
@@ -302,22 +303,29 @@ def caller_cost(
     :data:`_harness.BURST` blocks (default queue); ``blocks`` are split into ``rounds``
     (default 3) that each measure the floor and every shape, merged by median. Otherwise
     ``endpoint`` refuses connections and the queue (sized to hold everything) grows by two
-    records per block, in one round.
+    records per block, in one round; with ``full_queue`` the queue keeps its default size
+    instead, so it is full after the first 10,000 records and every record drops the oldest
+    (the overflow path a user hits when the server has been down for a while).
     """
     rounds = rounds or (3 if drained else 1)
     if rounds > 1:
         per = max(1, blocks // rounds)
         merged = h.merge_rounds(
-            [caller_cost(endpoint, per, drained, shapes, rounds=1) for _ in range(rounds)]
+            [
+                caller_cost(endpoint, per, drained, shapes, rounds=1, full_queue=full_queue)
+                for _ in range(rounds)
+            ]
         )
         merged["blocks"] = per * rounds
         merged["rounds"] = rounds
         return merged
+    size = None if drained or full_queue else 2 * blocks + 10_000
     floor = h.floor_figures(blocks, drained=drained)
     overhead = floor["timer_overhead_ns"]
     result: dict[str, Any] = {
         "sdk": "hiveloop_async",
         "drained": drained,
+        "max_queue_size": size or DEFAULT_MAX_QUEUE_SIZE,
         "blocks": blocks,
         "floor": floor,
         "shapes": {},
@@ -325,10 +333,10 @@ def caller_cost(
     }
     for shape in shapes:
         if shape in SYNC_SHAPES:
-            fig = _sync_shape(endpoint, shape, blocks, overhead, drained)
+            fig = _sync_shape(endpoint, shape, blocks, overhead, drained, size)
             fig["sender"] = "thread"
         else:
-            fig = _async_shape(endpoint, shape, blocks, overhead, drained)
+            fig = _async_shape(endpoint, shape, blocks, overhead, drained, size)
             fig["sender"] = "loop"
         result["shapes"][shape] = fig
     return result

@@ -25,9 +25,9 @@ def sinks() -> Iterator[dict[str, Sink]]:
         yield {"ok": ok, "refuse": refuse, "never": never}
 
 
-def test_hot_path_runs_every_shape_in_both_variants() -> None:
+def test_hot_path_runs_every_shape_in_every_variant() -> None:
     result = hot_path.run(300)
-    for variant in ("live", "undrained"):
+    for variant in ("live", "undrained", "full"):
         res = result[variant]
         assert res["floor"]["gc_on"]["n"] == 300
         assert set(res["shapes"]) == {"with", "async with", "sync decorator", "async decorator"}
@@ -37,6 +37,7 @@ def test_hot_path_runs_every_shape_in_both_variants() -> None:
     # the live variant delivered what it recorded; the undrained one could not
     assert result["live"]["shapes"]["with"]["stats"]["dropped_total"] == 0
     assert result["undrained"]["shapes"]["with"]["stats"]["sent"] == 0
+    assert result["full"]["max_queue_size"] == 10_000
     assert "floor" in hot_path.table(result)
 
 
