@@ -96,33 +96,38 @@ class RecordEncoder:
         """Re-read wall minus monotonic time (follows NTP adjustments between batches)."""
         self._offset = wall_offset_ns()
 
-    def _task_fields(self, ev: dict[str, Any], task: Task) -> None:
+    def _task_fields(self, task: Task) -> str:
+        """The task's wire fields as a JSON fragment (``"task_id":"t1",...,``), cached."""
         fields = task._fields
         if fields is None:
-            fields = {}
-            for key in _TASK_KEYS:
-                value = getattr(task, key)
-                if value is not None:
-                    fields[key] = _as_str(value)
+            fields = "".join(
+                f'"{key}":{_jstr(_as_str(value))},'
+                for key in _TASK_KEYS
+                if (value := getattr(task, key)) is not None
+            )
             task._fields = fields
-        ev.update(fields)
+        return fields
 
-    def encode(self, rec: Any) -> tuple[Agent, dict[str, Any]] | None:
-        """Return ``(agent, event dict)`` for one queued record, or None for a non-event.
+    def encode(self, rec: Any) -> tuple[Agent, bytes] | None:
+        """Return ``(agent, event JSON)`` for one queued record, or None for a non-event.
 
         A scope or task seen for the first time gives its opening event, the second time its
         closing one (the record's ``_sent`` flag remembers which).
         """
         kind = type(rec)
-        if kind is ActionScope or kind is Task:
+        if kind is ActionScope:
             ended = rec._sent
             rec._sent = True
-            return self.encode_phase(rec, ended)
+            return self._action(rec, ended)
+        if kind is Task:
+            ended = rec._sent
+            rec._sent = True
+            return self._task(rec, ended)
         if kind is tuple:
             return self._event(rec)
         return None
 
-    def encode_phase(self, rec: Any, ended: bool) -> tuple[Agent, dict[str, Any]] | None:
+    def encode_phase(self, rec: Any, ended: bool) -> tuple[Agent, bytes] | None:
         """Like :meth:`encode`, with the phase of a scope or task given by the caller."""
         kind = type(rec)
         if kind is ActionScope:
@@ -133,66 +138,68 @@ class RecordEncoder:
             return self._event(rec)
         return None
 
-    def _action(self, s: ActionScope, ended: bool) -> tuple[Agent, dict[str, Any]]:
+    # The event JSON is written directly: every field but the payload is either one of our
+    # own ASCII strings (ids, timestamps, event types, severities) or escaped with orjson
+    # (task fields, status, parent_event_id); only the payload goes through orjson as data.
+
+    def _action(self, s: ActionScope, ended: bool) -> tuple[Agent, bytes]:
         payload: dict[str, Any] = {"action_name": s.name}
         if s.function is not None:
             payload["function"] = s.function
+        task = s.task
+        fields = self._task_fields(task) if task is not None else ""
+        aid = format_id(s.action_id)
+        parent = s.parent
+        if parent is not None:
+            aid += f'","parent_action_id":"{format_id(parent.action_id)}'
         if ended:
             if s.exc_type is None:
-                event_type, status = "action_completed", "success"
+                head = '","event_type":"action_completed","severity":"info",'
+                tail = '","status":"success","duration_ms":'
             else:
-                event_type, status = "action_failed", "failure"
+                head = '","event_type":"action_failed","severity":"error",'
+                tail = '","status":"failure","duration_ms":'
                 _add_exception(payload, s.exc_type, s.exc_msg)
             if s.payload:
                 _merge(payload, s.payload)
+            text = (
+                f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(s.t1 + self._offset)}'
+                f'{head}{fields}"action_id":"{aid}{tail}{(s.t1 - s.t0) // 1_000_000},'
+            )
         else:
-            event_type = "action_started"
-        ev: dict[str, Any] = {
-            "event_id": new_id_str(),
-            "timestamp": self._ts((s.t1 if ended else s.t0) + self._offset),
-            "event_type": event_type,
-            "severity": SEVERITY_DEFAULTS[event_type],
-        }
-        if s.task is not None:
-            self._task_fields(ev, s.task)
-        ev["action_id"] = format_id(s.action_id)
-        if s.parent is not None:
-            ev["parent_action_id"] = format_id(s.parent.action_id)
-        if ended:
-            ev["status"] = status
-            ev["duration_ms"] = (s.t1 - s.t0) // 1_000_000
-        ev["payload"] = payload
-        return s.agent, ev
+            text = (
+                f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(s.t0 + self._offset)}'
+                f'","event_type":"action_started","severity":"info",{fields}"action_id":"{aid}",'
+            )
+        return s.agent, _with_payload(text, payload)
 
-    def _task(self, t: Task, ended: bool) -> tuple[Agent, dict[str, Any]]:
+    def _task(self, t: Task, ended: bool) -> tuple[Agent, bytes]:
+        fields = self._task_fields(t)
         if ended:
             if not t.failed:
-                event_type = "task_completed"
+                head = '","event_type":"task_completed","severity":"info",'
                 payload: dict[str, Any] = {"summary": f"Task {t.task_id} completed"}
             else:
-                event_type = "task_failed"
+                head = '","event_type":"task_failed","severity":"error",'
                 payload = {"summary": f"Task {t.task_id} failed"}
                 if t.exc_type is not None:
                     _add_exception(payload, t.exc_type, t.exc_msg)
             if t.payload:
                 _merge(payload, t.payload)
+            text = (
+                f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(t.t1 + self._offset)}'
+                f'{head}{fields}"status":{_jstr(_as_str(t.status))},'
+                f'"duration_ms":{(t.t1 - t.t0) // 1_000_000},'
+            )
         else:
-            event_type = "task_started"
             payload = {"summary": f"Task {t.task_id} started"}
-        ev: dict[str, Any] = {
-            "event_id": new_id_str(),
-            "timestamp": self._ts((t.t1 if ended else t.t0) + self._offset),
-            "event_type": event_type,
-            "severity": SEVERITY_DEFAULTS[event_type],
-        }
-        self._task_fields(ev, t)
-        if ended:
-            ev["status"] = _as_str(t.status)
-            ev["duration_ms"] = (t.t1 - t.t0) // 1_000_000
-        ev["payload"] = payload
-        return t.agent, ev
+            text = (
+                f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(t.t0 + self._offset)}'
+                f'","event_type":"task_started","severity":"info",{fields}'
+            )
+        return t.agent, _with_payload(text, payload)
 
-    def _event(self, rec: tuple[Any, ...]) -> tuple[Agent, dict[str, Any]]:
+    def _event(self, rec: tuple[Any, ...]) -> tuple[Agent, bytes]:
         agent, t_ns, event_type, task, action_id, payload, severity, parent = rec
         if type(event_type) is not str or event_type not in EVENT_TYPES:
             original = event_type if type(event_type) is str else str(event_type)
@@ -203,26 +210,34 @@ class RecordEncoder:
             payload = dict(payload) if isinstance(payload, Mapping) else {"value": payload}
         if severity not in SEVERITIES:
             severity = default_severity(event_type, payload)
-        ev: dict[str, Any] = {
-            "event_id": new_id_str(),
-            "timestamp": self._ts(t_ns + self._offset),
-            "event_type": event_type,
-            "severity": severity,
-        }
+        text = (
+            f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(t_ns + self._offset)}",'
+            f'"event_type":"{event_type}","severity":"{severity}",'
+        )
         if task is not None:
-            self._task_fields(ev, task)
+            text += self._task_fields(task)
         if action_id is not None:
-            ev["action_id"] = format_id(action_id)
+            text += f'"action_id":"{format_id(action_id)}",'
         if parent is not None:
-            ev["parent_event_id"] = _as_str(parent)
-        if payload is not None:
-            ev["payload"] = payload
-        return agent, ev
+            text += f'"parent_event_id":{_jstr(_as_str(parent))},'
+        if payload is None:
+            return agent, text[:-1].encode() + b"}"
+        return agent, _with_payload(text, payload)
+
+
+def _jstr(value: str) -> str:
+    """``value`` as a JSON string literal."""
+    return orjson.dumps(value).decode()
+
+
+def _with_payload(text: str, payload: dict[str, Any]) -> bytes:
+    """Close an event whose JSON so far is ``text`` (ending with a comma) with its payload."""
+    return b'%s"payload":%s}' % (text.encode(), encode_payload(payload))
 
 
 def _merge(payload: dict[str, Any], extra: Any) -> None:
     """Merge ``set_payload`` data into an event payload; a non-mapping lands under "value"."""
-    if isinstance(extra, Mapping):
+    if type(extra) is dict or isinstance(extra, Mapping):
         payload.update(extra)
     else:
         payload["value"] = extra
@@ -356,40 +371,31 @@ def _cut_strings(value: Any, limit: int) -> Any:
     return value
 
 
-def encode_event(ev: dict[str, Any]) -> tuple[bytes, bool]:
-    """Encode one wire event as JSON bytes HiveBoard will accept.
+def encode_payload(payload: dict[str, Any]) -> bytes:
+    """Encode an event payload as JSON that HiveBoard accepts. Never raises.
 
-    :return: the bytes, and whether the payload had to be converted or shrunk.
+    The summary is cut to 512 characters; values JSON cannot carry are converted one by
+    one; a payload over 32,768 bytes as the server measures it is shrunk (``_truncated``).
     """
-    payload = ev.get("payload")
-    if payload is not None:
-        summary = payload.get("summary")
-        if summary is not None and (type(summary) is not str or len(summary) > MAX_SUMMARY_LEN):
-            ev = dict(ev)
-            ev["payload"] = payload = dict(payload)
-            payload["summary"] = _as_str(summary, MAX_SUMMARY_LEN)
+    summary = payload.get("summary")
+    if summary is not None and (type(summary) is not str or len(summary) > MAX_SUMMARY_LEN):
+        payload = dict(payload)
+        payload["summary"] = _as_str(summary, MAX_SUMMARY_LEN)
     try:
-        data = orjson.dumps(ev, default=_default, option=_ORJSON_OPTS)
-        changed = False
+        data = orjson.dumps(payload, default=_default, option=_ORJSON_OPTS)
+        safe: Any = None
     except (TypeError, orjson.JSONEncodeError):
-        ev = json_safe(ev)
-        data = orjson.dumps(ev, option=_ORJSON_OPTS)
-        changed = True
-    # ensure_ascii JSON is at most 4x the UTF-8 compact size (6-char escapes for 2+ byte
-    # characters, one space per separator), so only large events need the exact measure.
+        safe = json_safe(payload)
+        data = orjson.dumps(safe, option=_ORJSON_OPTS)
+    # ensure_ascii JSON is at most 3x the UTF-8 compact size (6-char escapes for 2-byte
+    # characters, 12 for 4-byte ones, one space per separator), so only large payloads
+    # need the exact measure.
     if len(data) > MAX_PAYLOAD_BYTES // 4:
-        payload = ev.get("payload")
-        if payload is not None:
-            if changed:
-                safe = payload
-            else:
-                safe = orjson.loads(orjson.dumps(payload, default=_default, option=_ORJSON_OPTS))
-            if not _fits(safe):
-                ev = dict(ev)
-                ev["payload"] = shrink_payload(safe)
-                data = orjson.dumps(ev, option=_ORJSON_OPTS)
-                changed = True
-    return data, changed
+        if safe is None:
+            safe = orjson.loads(data)
+        if not _fits(safe):
+            data = orjson.dumps(shrink_payload(safe), option=_ORJSON_OPTS)
+    return data
 
 
 def encode_envelope(agent: Agent) -> bytes:

@@ -89,7 +89,7 @@ class Task:
         self.exc_msg = ""
         self._plan_total: int | None = None
         self._plan_revision = 0
-        self._fields: dict[str, Any] | None = None  # wire fields, cached by the serializer
+        self._fields: str | None = None  # wire fields as JSON, cached by the serializer
         self._token: Any = None
         self._state = _NEW
         self._sent = False  # set by the sender once it encoded task_started

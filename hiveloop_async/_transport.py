@@ -34,7 +34,6 @@ from ._serialize import (
     RecordEncoder,
     build_body,
     encode_envelope,
-    encode_event,
 )
 from ._version import __version__
 
@@ -313,8 +312,7 @@ class Engine:
                 out = encode(rec)
                 if out is None:
                     continue
-                agent, ev = out
-                data, _ = encode_event(ev)
+                agent, data = out
             except Exception:
                 internal_error("serialize")
                 client._count_dropped("serialization", 1)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import _client
-from ._serialize import RecordEncoder, encode_envelope, encode_event
+from ._serialize import RecordEncoder, encode_envelope
 from ._track import _CLOSED
 
 if TYPE_CHECKING:
@@ -63,8 +63,7 @@ class EventCapture:
                 if out is None:
                     self._records.pop(len(self._encoded))
                     continue
-                agent, ev = out
-                data, _ = encode_event(ev)
+                agent, data = out
                 self._encoded.append((agent, orjson.loads(data)))
             return list(self._encoded)
 
