@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -28,6 +29,8 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "COLUMN_FIELDS",
+    "EVENT_COLUMNS",
     "EVENT_TYPES",
     "MAX_BATCH_EVENTS",
     "MAX_PAYLOAD_BYTES",
@@ -474,13 +477,27 @@ _PASSTHROUGH = (
 )
 
 
-def expand_event(body: bytes) -> dict[str, Any]:
-    """Decode a stored row body into the full stored event (every key, nulls included).
+#: What the agent update needs of an accepted event: agent id, type, task id, stored body.
+_Meta = tuple[str, str, "str | None", dict[str, Any]]
 
-    Bodies omit null keys and the constant ``tenant_id`` to keep rows small.
+
+#: Fields that have their own column and are left out of the row's JSON body.
+COLUMN_FIELDS = ("event_id", "timestamp", "event_type", "agent_id", "task_id")
+#: The SQL column list :func:`expand_event` takes its row from.
+EVENT_COLUMNS = ", ".join((*COLUMN_FIELDS, "body"))
+
+
+def expand_event(row: Sequence[Any]) -> dict[str, Any]:
+    """Rebuild the full stored event (every key, nulls included) from a row.
+
+    :param row: ``(event_id, timestamp, event_type, agent_id, task_id, body)``; the JSON
+        body holds the other fields, without nulls and without the constant ``tenant_id``.
     """
+    body = row[5]
     compact = json.loads(body) if _may_hold_wide_int(body) else orjson.loads(body)
     event = {key: compact.get(key) for key in STORED_FIELDS}
+    event["event_id"], event["timestamp"], event["event_type"] = row[0], row[1], row[2]
+    event["agent_id"], event["task_id"] = row[3], row[4]
     event["tenant_id"] = TENANT_ID
     return event
 
@@ -514,12 +531,13 @@ def prepare_batch(
     group_too_long = len(group) > MAX_GROUP_CHARS
     stored_env = environment[:MAX_ENVIRONMENT_CHARS]
     stored_group = group[:MAX_GROUP_CHARS]
-    accepted: list[tuple[str, dict[str, Any], tuple[Any, ...]]] = []
+    accepted: list[tuple[str, _Meta, tuple[Any, ...]]] = []
     dumps = orjson.dumps
     event_types = EVENT_TYPES
     severities = VALID_SEVERITIES
     passthrough = _PASSTHROUGH
     known = _EVENT_KIND.keys()
+    column_fields = COLUMN_FIELDS
 
     for raw in events:
         event_id = raw["event_id"]
@@ -597,13 +615,9 @@ def prepare_batch(
             }
         else:
             stored = {
-                "event_id": event_id,
-                "agent_id": agent_id,
-                "timestamp": timestamp,
                 "received_at": received_at,
                 "environment": stored_env,
                 "group": stored_group,
-                "event_type": event_type,
                 "severity": severity,
             }
             for key in passthrough:
@@ -616,6 +630,8 @@ def prepare_batch(
             stored["agent_type"] = agent_type
         else:
             stored.pop("agent_type", None)
+        for key in column_fields:  # they have columns; a smaller body is a faster insert
+            stored.pop(key, None)
         try:
             body = dumps(stored)
         except TypeError:  # integers wider than 64 bits (decoded by the stdlib fallback)
@@ -670,7 +686,11 @@ def prepare_batch(
                 }
             )
         accepted.append(
-            (timestamp, stored, (event_id, timestamp, event_type, agent_id, task_id, kind, body))
+            (
+                timestamp,
+                (agent_id, event_type, task_id, stored),
+                (event_id, timestamp, event_type, agent_id, task_id, kind, body),
+            )
         )
 
     # HiveBoard sorts the accepted events by timestamp string before inserting them.
@@ -678,7 +698,7 @@ def prepare_batch(
     out.rows = [item[2] for item in accepted]
     out.accepted = len(accepted)
     if accepted:
-        out.agents = _agent_updates(envelope, [item[1] for item in accepted], received_at)
+        out.agents = _agent_updates(envelope, accepted, received_at)
     return out
 
 
@@ -687,7 +707,7 @@ def _first(item: tuple[str, Any, Any]) -> str:
 
 
 def _agent_updates(
-    envelope: dict[str, Any], stored: list[dict[str, Any]], received_at: str
+    envelope: dict[str, Any], accepted: list[tuple[str, _Meta, tuple[Any, ...]]], received_at: str
 ) -> list[AgentUpdate]:
     """One update per agent seen in the accepted events (given in timestamp order).
 
@@ -695,21 +715,21 @@ def _agent_updates(
     timestamps are parsed.
     """
     env_agent_id = envelope["agent_id"]
-    by_agent: dict[str, list[dict[str, Any]]] = {}
-    for event in stored:
-        agent_events = by_agent.get(event["agent_id"])
+    by_agent: dict[str, list[tuple[str, _Meta]]] = {}
+    for timestamp, meta, _ in accepted:
+        agent_events = by_agent.get(meta[0])
         if agent_events is None:
-            by_agent[event["agent_id"]] = [event]
+            by_agent[meta[0]] = [(timestamp, meta)]
         else:
-            agent_events.append(event)
+            agent_events.append((timestamp, meta))
     updates: list[AgentUpdate] = []
     for agent_id, events in by_agent.items():
-        first_ts = events[0]["timestamp"]
-        last_ts = events[-1]["timestamp"]
+        first_ts = events[0][0]
+        last_ts = events[-1][0]
         first_seen = (first_ts, _epoch(first_ts))
         last_seen = (last_ts, _epoch(last_ts))
         if first_seen[1] is None or last_seen[1] is None:
-            parsed = [(e["timestamp"], _epoch(e["timestamp"])) for e in events]
+            parsed = [(ts, _epoch(ts)) for ts, _ in events]
             known = [item for item in parsed if item[1] is not None]
             if known:
                 first_seen = min(known, key=_epoch_key)
@@ -717,32 +737,31 @@ def _agent_updates(
             else:  # no parseable client timestamp: fall back to the receive time
                 first_seen = last_seen = (received_at, _epoch(received_at))
         last_heartbeat = None
-        last_event = None
+        latest = None
         task_id: str | None = None
         project_id: str | None = None
         threshold: int | None = None
-        for event in reversed(events):
-            event_type = event["event_type"]
+        for timestamp, (_, event_type, event_task, stored) in reversed(events):
             if event_type == "heartbeat":
                 if last_heartbeat is None:
-                    last_heartbeat = (event["timestamp"], _epoch(event["timestamp"]))
+                    last_heartbeat = (timestamp, _epoch(timestamp))
                 continue
-            if last_event is None:
-                last_event = event
+            if latest is None:
+                latest = (timestamp, event_type)
             if task_id is None:
-                task_id = event.get("task_id") or None
+                task_id = event_task or None
             if project_id is None:
-                project_id = event.get("project_id") or None
+                project_id = stored.get("project_id") or None
             if threshold is None and event_type == "agent_registered":
-                threshold = _stuck_threshold(event.get("payload"))
-        latest = None
-        if last_event is not None:
-            ts = last_event["timestamp"]
-            latest = (ts, _epoch(ts), last_event["event_type"], task_id, project_id)
+                threshold = _stuck_threshold(stored.get("payload"))
+        last_event = None
+        if latest is not None:
+            last_event = (latest[0], _epoch(latest[0]), latest[1], task_id, project_id)
+        last_stored = events[-1][1][3]
         if agent_id == env_agent_id:
             agent_type = envelope.get("agent_type") or "general"
         else:
-            agent_type = events[-1].get("agent_type") or "general"
+            agent_type = last_stored.get("agent_type") or "general"
         updates.append(
             AgentUpdate(
                 agent_id=agent_id,
@@ -751,12 +770,12 @@ def _agent_updates(
                 framework=envelope.get("framework"),
                 runtime=envelope.get("runtime"),
                 sdk_version=envelope.get("sdk_version"),
-                environment=events[-1]["environment"],
-                group=events[-1]["group"],
+                environment=last_stored["environment"],
+                group=last_stored["group"],
                 first_seen=first_seen,
                 last_seen=last_seen,
                 last_heartbeat=last_heartbeat,
-                last_event=latest,
+                last_event=last_event,
                 stuck_threshold=threshold,
             )
         )

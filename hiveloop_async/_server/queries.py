@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from .derive import build_timeline, derive_agent_status, derive_task_status
-from .ingest import expand_event, parse_timestamp
+from .ingest import EVENT_COLUMNS, expand_event, parse_timestamp
 
 __all__ = [
     "AgentQuery",
@@ -192,26 +192,26 @@ def list_events(
             return {"data": [], "pagination": {"cursor": None, "has_more": False}}
         where.append("(timestamp < ? OR (timestamp = ? AND seq < ?))")
         params.extend((found[0], found[0], found[1]))
-    sql = "SELECT timestamp, seq, body FROM events"
+    sql = f"SELECT seq, {EVENT_COLUMNS} FROM events"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY timestamp DESC, seq DESC"
     window = query.since is not None or query.until is not None
     wanted = query.limit + 1
-    found_rows: list[tuple[str, int, bytes]] = []
-    for ts, seq, body in conn.execute(sql, params):
-        if window and not _in_window(ts, query.since, query.until):
+    found_rows: list[tuple[Any, ...]] = []
+    for row in conn.execute(sql, params):  # (seq, event_id, timestamp, ...)
+        if window and not _in_window(row[2], query.since, query.until):
             continue
-        found_rows.append((ts, seq, body))
+        found_rows.append(row)
         if len(found_rows) >= wanted:
             break
     has_more = len(found_rows) > query.limit
     page = found_rows[: query.limit]
-    data = [expand_event(body) for _, _, body in page]
+    data = [expand_event(row[1:]) for row in page]
     cursor = None
     if has_more and data:
         cursor = data[-1]["event_id"]
-        cursors.put(cursor, (page[-1][0], page[-1][1]))
+        cursors.put(cursor, (page[-1][2], page[-1][0]))
     return {"data": data, "pagination": {"cursor": cursor, "has_more": has_more}}
 
 
@@ -359,11 +359,12 @@ def list_tasks(conn: sqlite3.Connection, query: TaskQuery) -> dict[str, Any]:
 def task_timeline(conn: sqlite3.Connection, task_id: str) -> dict[str, Any] | None:
     """``GET /v1/tasks/{task_id}/timeline``, or None when the task has no events."""
     rows = conn.execute(
-        "SELECT body FROM events WHERE task_id = ? ORDER BY timestamp, seq", (task_id,)
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE task_id = ? ORDER BY timestamp, seq",
+        (task_id,),
     ).fetchall()
     if not rows:
         return None
-    return build_timeline(task_id, [expand_event(row[0]) for row in rows])
+    return build_timeline(task_id, [expand_event(row) for row in rows])
 
 
 _AGENT_COLUMNS = (

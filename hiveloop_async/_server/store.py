@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from . import queries
 from .ingest import (
+    EVENT_COLUMNS,
     AgentUpdate,
     BodyRejected,
     PreparedBatch,
@@ -409,11 +410,11 @@ class Store:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        sql = "SELECT body FROM events"
+        sql = f"SELECT {EVENT_COLUMNS} FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq"
-        return [expand_event(row[0]) for row in conn.execute(sql, params)]
+        return [expand_event(row) for row in conn.execute(sql, params)]
 
     async def events(
         self,
