@@ -7,7 +7,7 @@
     hiveloop-async tasks [--url URL] [--api-key KEY] [--limit N] [--agent ID] [--status S]
     hiveloop-async timeline TASK_ID [--url URL] [--api-key KEY] [--detail]
     hiveloop-async tail [--url URL] [--api-key KEY] [--actions] [--errors] [--agent ID]
-                        [--task ID] [--once] [--lines N] [--interval S] [--heartbeats]
+                        [--task ID] [--once] [-n N] [--interval S] [--heartbeats]
 
 The client commands read ``--url`` from ``HIVELOOP_ENDPOINT`` (default
 ``http://127.0.0.1:8766``) and ``--api-key`` from ``HIVELOOP_API_KEY`` (default
@@ -246,7 +246,8 @@ async def _tail(args: argparse.Namespace, out: TextIO) -> int:
     queries, keep = _tail_plan(args)
     seen: dict[str, float] = {}
     newest: float | None = None
-    wanted = args.lines if args.lines > 0 else None
+    lines = args.lines if args.lines is not None else 0 if args.once else 50
+    wanted = lines if lines > 0 else None
 
     async def collect(since: str | None, wanted: int | None) -> list[Any]:
         merged: dict[str, Any] = {}
@@ -390,7 +391,13 @@ def _build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--agent", help="only events of this agent")
     tail.add_argument("--task", help="only events of this task")
     tail.add_argument("--once", action="store_true", help="print what exists and exit")
-    tail.add_argument("-n", "--lines", type=int, default=50, help="events shown at start (0 = all)")
+    tail.add_argument(
+        "-n",
+        "--lines",
+        type=int,
+        default=None,
+        help="events shown at start (0 = all; default: all with --once, else 50)",
+    )
     tail.add_argument(
         "--interval", type=_interval, default=1.0, help="seconds between polls (%(default)s)"
     )

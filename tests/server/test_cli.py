@@ -169,10 +169,13 @@ def test_tail_pages_through_more_than_one_answer(
         for i in range(450)
     ]
     assert _post(server_thread.url, {"envelope": {"agent_id": "a"}, "events": events})[0] == 200
-    code, out, _ = _run(capsys, "tail", "--url", server_thread.url, "--once", "-n", "0")
+    code, out, _ = _run(capsys, "tail", "--url", server_thread.url, "--once")
     lines = out.splitlines()
-    assert code == 0 and len(lines) == 450
+    assert code == 0 and len(lines) == 450  # --once prints everything
     assert lines[0].endswith("(n0)") and lines[-1].endswith("(n449)")
+    code, out, _ = _run(capsys, "tail", "--url", server_thread.url, "--once", "-n", "300")
+    lines = out.splitlines()
+    assert len(lines) == 300 and lines[0].endswith("(n150)") and lines[-1].endswith("(n449)")
 
 
 def test_colors(
