@@ -289,6 +289,10 @@ def _async_shape(
     return asyncio.run(main())
 
 
+#: The queue size of the "full queue" variant: small enough to be full after a few blocks.
+FULL_QUEUE_SIZE = 10_000
+
+
 def caller_cost(
     endpoint: str,
     blocks: int,
@@ -303,7 +307,7 @@ def caller_cost(
     :data:`_harness.BURST` blocks (default queue); ``blocks`` are split into ``rounds``
     (default 3) that each measure the floor and every shape, merged by median. Otherwise
     ``endpoint`` refuses connections and the queue (sized to hold everything) grows by two
-    records per block, in one round; with ``full_queue`` the queue keeps its default size
+    records per block, in one round; with ``full_queue`` the queue holds 10,000 records
     instead, so it is full after the first 10,000 records and every record drops the oldest
     (the overflow path a user hits when the server has been down for a while).
     """
@@ -319,7 +323,7 @@ def caller_cost(
         merged["blocks"] = per * rounds
         merged["rounds"] = rounds
         return merged
-    size = None if drained or full_queue else 2 * blocks + 10_000
+    size = FULL_QUEUE_SIZE if full_queue else None if drained else 2 * blocks + 10_000
     floor = h.floor_figures(blocks, drained=drained)
     overhead = floor["timer_overhead_ns"]
     result: dict[str, Any] = {
@@ -350,7 +354,7 @@ def burst(
 ) -> dict[str, Any]:
     """Record ``blocks`` blocks back to back, then shut down; count what reached the sink.
 
-    ``queue``: ``default`` (max_queue_size 10,000) or ``big`` (holds the whole burst).
+    ``queue``: ``default`` (the SDK's default max_queue_size) or ``big`` (holds the burst).
     ``mode``: ``thread`` (sync app, sender on its thread) or ``loop`` (``async with
     HiveBoard``, ``async with`` blocks, one ``await asyncio.sleep(0)`` per 100 blocks).
     """

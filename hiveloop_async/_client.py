@@ -285,7 +285,9 @@ class HiveBoard:
             if _captures and _offer(self, rec):
                 return
             with self._lock:
-                if self._pid != os.getpid():
+                # Fork is handled by register_at_fork; this check is the fallback, made once
+                # per batch rather than on every overflowing event.
+                if not self._wake_pending and self._pid != os.getpid():
                     self._after_fork_locked()
                 if self._state == _CLOSED or not self.settings.enabled:
                     self._discard(rec, "shutdown" if self._state == _CLOSED else "disabled")
@@ -325,16 +327,22 @@ class HiveBoard:
             self._wake_at = min(self._batch - 1, self._max)
 
     def _drop_oldest_locked(self) -> None:
-        """Drop the oldest event in the queue, stepping over flush markers (kept in place)."""
+        """Drop the oldest 1% of the queue (at least one event), keeping flush markers.
+
+        Dropping a slice at once lets the next events take the fast path again instead of
+        each paying for the overflow; under overload the same events would go one by one.
+        """
         q = self._q
         markers = []
+        left = max(1, self._max // 100)
         try:
-            while True:
+            while left:
                 old = q.popleft()
-                if type(old) is not _Waiter:
+                if type(old) is _Waiter:
+                    markers.append(old)
+                else:
                     self._discard(old, "queue_full")
-                    break
-                markers.append(old)
+                    left -= 1
         except IndexError:
             pass
         for marker in reversed(markers):

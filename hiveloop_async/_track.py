@@ -128,6 +128,7 @@ class ActionScope:
                 self.exc_msg = exception_message(exc)
             token = self._token
             if token is not None:
+                self._token = None  # a kept Token holds 80 bytes and a GC-tracked object
                 try:
                     _reset(token)
                 except ValueError:

@@ -37,7 +37,7 @@ def test_hot_path_runs_every_shape_in_every_variant() -> None:
     # the live variant delivered what it recorded; the undrained one could not
     assert result["live"]["shapes"]["with"]["stats"]["dropped_total"] == 0
     assert result["undrained"]["shapes"]["with"]["stats"]["sent"] == 0
-    assert result["full"]["max_queue_size"] == 10_000
+    assert result["full"]["max_queue_size"] == 10_000  # benchmarks.sdk_ours.FULL_QUEUE_SIZE
     assert "floor" in hot_path.table(result)
 
 

@@ -260,7 +260,7 @@ def test_invalid_values_fall_back_with_one_warning(caplog: pytest.LogCaptureFixt
         )
         settings({"HIVELOOP_FLUSH_INTERVAL": "soon"}, api_key="hb_x")
     assert s.flush_interval == 5.0
-    assert s.max_queue_size == 10_000
+    assert s.max_queue_size == 250_000
     assert s.batch_size == 500
     texts = [r.getMessage() for r in caplog.records]
     assert sum("flush_interval" in t for t in texts) == 1
