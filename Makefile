@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SOURCES := $(wildcard hiveloop_async tests benchmarks examples)
 
-.PHONY: help setup test lint typecheck unit demo serve bench bench-hot bench-soak clean
+.PHONY: help setup test lint typecheck unit demo serve bench bench-hot bench-breakdown bench-soak clean
 
 help:
 	@echo "make demo       start a local server, run the example agent, print its timelines"
@@ -44,6 +44,9 @@ bench-hot: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+bench-breakdown: $(STAMP)
+	$(BIN)/python -m benchmarks.breakdown
 
 bench-soak: $(STAMP)
 	$(BIN)/python -m benchmarks.run --soak

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-# ``benchmarks`` is a top-level folder of the repository, not part of the installed package.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from benchmarks import _harness, hot_path, sdk_ours  # noqa: E402
-from benchmarks.sink import Sink, count_otlp_protobuf, count_sentry_envelope  # noqa: E402
+# ``benchmarks`` is a top-level folder of the repository (on pytest's pythonpath).
+from benchmarks import _harness, hot_path, sdk_ours
+from benchmarks.sink import Sink, count_otlp_protobuf, count_sentry_envelope
 
 
 @pytest.fixture(scope="module")
