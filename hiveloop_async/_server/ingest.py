@@ -28,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from .._events import EVENT_TYPES, SEVERITIES, SEVERITY_DEFAULTS
+
 __all__ = [
     "COLUMN_FIELDS",
     "EVENT_COLUMNS",
@@ -51,39 +53,8 @@ __all__ = [
 #: The single tenant of the local server (HiveBoard derives it from the API key).
 TENANT_ID = "local"
 
-EVENT_TYPES: frozenset[str] = frozenset(
-    {
-        "agent_registered",
-        "heartbeat",
-        "task_started",
-        "task_completed",
-        "task_failed",
-        "action_started",
-        "action_completed",
-        "action_failed",
-        "retry_started",
-        "escalated",
-        "approval_requested",
-        "approval_received",
-        "custom",
-    }
-)
-VALID_SEVERITIES: frozenset[str] = frozenset({"debug", "info", "warn", "error"})
-SEVERITY_DEFAULTS: dict[str, str] = {
-    "heartbeat": "debug",
-    "agent_registered": "info",
-    "task_started": "info",
-    "task_completed": "info",
-    "action_started": "info",
-    "action_completed": "info",
-    "approval_requested": "info",
-    "approval_received": "info",
-    "custom": "info",
-    "retry_started": "warn",
-    "escalated": "warn",
-    "task_failed": "error",
-    "action_failed": "error",
-}
+# HiveBoard's vocabulary is the SDK's: one definition for both sides.
+VALID_SEVERITIES = SEVERITIES
 SEVERITY_BY_PAYLOAD_KIND: dict[str, str] = {"llm_call": "info", "queue_snapshot": "debug"}
 PAYLOAD_REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "llm_call": ("name", "model"),
