@@ -311,19 +311,22 @@ class Engine:
                 self._add_flush_waiter(rec)
                 continue
             client._popped += 1
+            client.in_flight += 1  # from here until it is sent or dropped
             try:
                 out = encode(rec)
                 if out is None:
+                    client.in_flight -= 1
                     continue
                 agent, data = out
             except Exception:
                 internal_error("serialize")
+                client.in_flight -= 1
                 client._count_dropped("serialization", 1)
                 continue
             if len(data) + _ENVELOPE_OVERHEAD > MAX_BATCH_BYTES:
+                client.in_flight -= 1
                 client._count_dropped("oversize", 1)
                 continue
-            client.in_flight += 1
             found = groups.get(agent)
             if found is None:
                 group = groups[agent] = _Group()

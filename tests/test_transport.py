@@ -7,6 +7,7 @@ that nothing was raised into the caller.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Iterator
@@ -23,10 +24,13 @@ KEY = "hb_test_transport_0123456789abcdef"
 
 
 @pytest.fixture(autouse=True)
-def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shrink backoff so retry tests take milliseconds, not seconds."""
+def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Shrink backoff so retry tests take milliseconds, not seconds; collect garbage after
+    each test so a leaked socket is reported against the test that leaked it."""
     monkeypatch.setattr(_transport, "BACKOFF_BASE", 0.01)
     monkeypatch.setattr(_transport, "BACKOFF_CAP", 0.05)
+    yield
+    gc.collect()
 
 
 def client(url: str, **kw: Any) -> hl.HiveBoard:
@@ -376,6 +380,7 @@ def test_recording_never_blocks_while_the_server_hangs(hung: FaultServer) -> Non
     for i in range(20_000):
         agent.event("custom", {"kind": "probe", "i": i})
     stats = hb.stats()
+    hb.shutdown(1.0)  # before the hung server goes away under its requests
     assert stats["dropped"]["queue_full"] > 0
     assert stats["queue_depth"] <= 1000
     assert stats["recorded"] == 20_001
