@@ -194,6 +194,8 @@ class HiveBoard:
         self._agents: dict[str, Agent] = {}
         self._pid = os.getpid()
         # Counters. ``_popped``, ``sent`` & co. are written by the sender only.
+        #: Encoded batches a sender was cancelled with (its loop ended); the next one sends them.
+        self._stash: list[tuple[Agent, list[bytes]]] = []
         self._popped = 0
         self._put_dropped = 0  # records discarded on their way into (or out of) the queue
         self._dropped: Counter[str] = Counter()
@@ -666,7 +668,7 @@ def _drain_orphaned(client: HiveBoard) -> None:
     with client._lock:
         client._engine = None
         client._state = _NEW
-    if client._q:
+    if client._q or client._stash:
         client._put_slow(_Waiter())
     client.shutdown()
 

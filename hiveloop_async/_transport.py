@@ -25,6 +25,7 @@ import aiohttp
 import anyio
 import anyio.lowlevel
 import orjson
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._client import _Waiter
 from ._internal import internal_error, logger, warn_once
@@ -95,13 +96,13 @@ class Engine:
         self._deadline = math.inf
         self._task: asyncio.Task[None] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
-        self._slots: anyio.Semaphore | None = None
+        self._batches_out: MemoryObjectSendStream[tuple[int, _Batch]] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._encoder = RecordEncoder()
         self._envelopes: dict[str, tuple[dict[str, Any], bytes]] = {}
         self._heartbeats: set[str] = set()
         self._batch_seq = 0
-        self._open_batches: set[int] = set()
+        self._open_batches: dict[int, _Batch] = {}
         self._flush_waiters: list[tuple[int, _Waiter]] = []
         self._unauthorized = False
         self._last_drop_log = time.monotonic()
@@ -207,9 +208,17 @@ class Engine:
                 timeout=timeout, headers=headers, connector=connector
             ) as session:
                 self._session = session
-                async with anyio.create_task_group() as tg:
+                # A fixed pool of request workers fed through an unbuffered stream: at most
+                # max_concurrent_requests batches in flight, and the drain waits (the queue
+                # keeps absorbing) while they are all busy.
+                batches_out, batches_in = anyio.create_memory_object_stream[tuple[int, _Batch]](0)
+                self._batches_out = batches_out
+                async with batches_out, batches_in, anyio.create_task_group() as tg:
                     self._tg = tg
-                    self._slots = anyio.Semaphore(settings.max_concurrent_requests)
+                    for i in range(settings.max_concurrent_requests):
+                        tg.start_soon(
+                            self._request_worker, batches_in, name=f"hiveloop_async.request.{i}"
+                        )
                     tg.start_soon(self._sender_loop, name="hiveloop_async.sender")
                     for agent in self.client.agents:
                         self._start_heartbeat(agent)
@@ -239,9 +248,18 @@ class Engine:
                     except IndexError:
                         break
                     client._discard(rec, "shutdown")
-            if client.in_flight:
+            for batch in self._open_batches.values():
+                if not batch.outstanding:
+                    continue
+                if client.closed or batch.outstanding != len(batch.events):
+                    self._settle(batch, batch.outstanding, "shutdown")
+                else:  # the next sender sends it (the events stay counted in flight)
+                    client._stash.append((batch.agent, batch.events))
+            self._open_batches.clear()
+            if client.closed and client.in_flight:
                 client._count_dropped("shutdown", client.in_flight)
                 client.in_flight = 0
+                client._stash.clear()
             for _, waiter in self._flush_waiters:
                 waiter.resolve()
             self._flush_waiters.clear()
@@ -253,6 +271,9 @@ class Engine:
     async def _sender_loop(self) -> None:
         assert self._wake_ev is not None and self._sender_done is not None
         try:
+            while self.client._stash:  # batches a previous sender could not finish
+                agent, events = self.client._stash.pop(0)
+                await self._dispatch(agent, events)
             while True:
                 if not self._closing:
                     with anyio.move_on_after(self.settings.flush_interval):
@@ -299,60 +320,68 @@ class Engine:
         n = 0
         clock = time.perf_counter
         slice_end = clock() + ENCODE_SLICE_S
-        while not self._handover:
-            try:
-                rec = q.popleft()
-            except IndexError:
-                break
-            if type(rec) is _Waiter:
-                for agent, group in groups.items():
-                    await self._dispatch(agent, group.events)
-                groups.clear()
-                self._add_flush_waiter(rec)
-                continue
-            client._popped += 1
-            client.in_flight += 1  # from here until it is sent or dropped
-            try:
-                out = encode(rec)
-                if out is None:
-                    client.in_flight -= 1
+        try:
+            while not self._handover:
+                try:
+                    rec = q.popleft()
+                except IndexError:
+                    break
+                if type(rec) is _Waiter:
+                    await self._dispatch_all(groups)
+                    self._add_flush_waiter(rec)
                     continue
-                agent, data = out
-            except Exception:
-                internal_error("serialize")
-                client.in_flight -= 1
-                client._count_dropped("serialization", 1)
-                continue
-            if len(data) + _ENVELOPE_OVERHEAD > MAX_BATCH_BYTES:
-                client.in_flight -= 1
-                client._count_dropped("oversize", 1)
-                continue
-            found = groups.get(agent)
-            if found is None:
-                group = groups[agent] = _Group()
-            else:
-                group = found
-            if len(group.events) >= batch_size or group.size + len(data) + 1 > MAX_BATCH_BYTES:
-                await self._dispatch(agent, group.events)
-                group = groups[agent] = _Group()
-            group.events.append(data)
-            group.size += len(data) + 1
-            n += 1
-            if not n & 15 and clock() >= slice_end:
-                await anyio.lowlevel.checkpoint()
-                slice_end = clock() + ENCODE_SLICE_S
-        for agent, group in groups.items():
-            await self._dispatch(agent, group.events)
+                client._popped += 1
+                client.in_flight += 1  # from here until it is sent or dropped
+                try:
+                    out = encode(rec)
+                    if out is None:
+                        client.in_flight -= 1
+                        continue
+                    agent, data = out
+                except Exception:
+                    internal_error("serialize")
+                    client.in_flight -= 1
+                    client._count_dropped("serialization", 1)
+                    continue
+                if len(data) + _ENVELOPE_OVERHEAD > MAX_BATCH_BYTES:
+                    client.in_flight -= 1
+                    client._count_dropped("oversize", 1)
+                    continue
+                found = groups.get(agent)
+                if found is None:
+                    group = groups[agent] = _Group()
+                else:
+                    group = found
+                if len(group.events) >= batch_size or group.size + len(data) + 1 > MAX_BATCH_BYTES:
+                    await self._dispatch(agent, group.events)
+                    group = groups[agent] = _Group()
+                group.events.append(data)
+                group.size += len(data) + 1
+                n += 1
+                if not n & 15 and clock() >= slice_end:
+                    await anyio.lowlevel.checkpoint()
+                    slice_end = clock() + ENCODE_SLICE_S
+            await self._dispatch_all(groups)
+        except BaseException:
+            # Cancelled without a shutdown: what was taken from the queue goes to the stash.
+            if not client.closed:
+                client._stash.extend((a, g.events) for a, g in groups.items() if g.events)
+            raise
+
+    async def _dispatch_all(self, groups: dict[Agent, _Group]) -> None:
+        """Dispatch every group; a group leaves ``groups`` only once it is dispatched."""
+        for agent in list(groups):
+            await self._dispatch(agent, groups[agent].events)
+            del groups[agent]
 
     async def _dispatch(self, agent: Agent, events: list[bytes]) -> None:
         if not events:
             return
-        assert self._slots is not None and self._tg is not None
-        await self._slots.acquire()
+        assert self._batches_out is not None
         self._batch_seq += 1
         seq = self._batch_seq
-        self._open_batches.add(seq)
-        self._tg.start_soon(self._send_batch, seq, _Batch(agent, events))
+        batch = self._open_batches[seq] = _Batch(agent, events)
+        await self._batches_out.send((seq, batch))
 
     # -- flush bookkeeping ---------------------------------------------------------------------
 
@@ -363,7 +392,7 @@ class Engine:
             self._flush_waiters.append((self._batch_seq, waiter))
 
     def _batch_done(self, seq: int) -> None:
-        self._open_batches.discard(seq)
+        self._open_batches.pop(seq, None)
         lowest = min(self._open_batches) if self._open_batches else math.inf
         keep = []
         for upto, waiter in self._flush_waiters:
@@ -388,19 +417,25 @@ class Engine:
         else:
             client._count_dropped(reason, n)
 
+    async def _request_worker(self, batches: MemoryObjectReceiveStream[tuple[int, _Batch]]) -> None:
+        async for seq, batch in batches:
+            await self._send_batch(seq, batch)
+
     async def _send_batch(self, seq: int, batch: _Batch) -> None:
-        assert self._slots is not None
         try:
             await self._deliver(
                 batch, batch.events, time.monotonic() + self.settings.retry_deadline
             )
         except Exception:
             internal_error("send batch")
+            self._settle(batch, batch.outstanding, "shutdown")
         finally:
-            if batch.outstanding:
+            # Cancelled: at shutdown what is left is lost (counted); otherwise (the loop
+            # ended under us, a hand-over) the batch stays open and _finish stashes it.
+            if batch.outstanding and self.client.closed:
                 self._settle(batch, batch.outstanding, "shutdown")
-            self._slots.release()
-            self._batch_done(seq)
+            if not batch.outstanding:
+                self._batch_done(seq)
 
     async def _deliver(self, batch: _Batch, events: list[bytes], deadline: float) -> None:
         """Send ``events`` until accepted or given up; split on 400 to isolate bad ones."""

@@ -355,3 +355,40 @@ def test_debug_logs_sender_activity(caplog: pytest.LogCaptureFixture) -> None:
 
 
 _ = os
+
+
+def test_a_loop_that_ends_without_aclose_is_drained_at_exit(tmp_path: Path) -> None:
+    """``await hb.start()`` without ``aclose()``: when the script's loop ends, the exit hook
+    drains what is left on a private thread."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio, sys
+            import hiveloop_async as hiveloop
+
+            async def main() -> None:
+                hb = hiveloop.HiveBoard(api_key="hb_test_orphan", endpoint=sys.argv[1],
+                                        flush_interval=60)
+                await hb.start()
+                agent = hb.agent("orphan", heartbeat_interval=0)
+                async with agent.task("t-orphan"):
+                    async with agent.track_context("step"):
+                        await asyncio.sleep(0)
+
+            asyncio.run(main())
+            """
+        )
+    )
+    with FaultServer() as srv:
+        subprocess.run([sys.executable, str(script), srv.url], check=True, timeout=30)
+        types = sorted(e["event_type"] for e in srv.events)
+        assert types == sorted(
+            [
+                "agent_registered",
+                "task_started",
+                "action_started",
+                "action_completed",
+                "task_completed",
+            ]
+        )
