@@ -602,36 +602,22 @@ def _upsert_agent(conn: sqlite3.Connection, update: AgentUpdate) -> None:
         "last_project_id, stuck_threshold FROM agents WHERE agent_id = ?",
         (update.agent_id,),
     ).fetchone()
-    if row is None:
-        (
-            first_seen,
-            first_epoch,
-            last_seen,
-            last_epoch,
-            heartbeat,
-            heartbeat_epoch,
-            event_at,
-            event_epoch,
-            event_type,
-            task_id,
-            project_id,
-            threshold,
-        ) = (None, None, None, None, None, None, None, None, None, None, None, 300)
-    else:
-        (
-            first_seen,
-            first_epoch,
-            last_seen,
-            last_epoch,
-            heartbeat,
-            heartbeat_epoch,
-            event_at,
-            event_epoch,
-            event_type,
-            task_id,
-            project_id,
-            threshold,
-        ) = row
+    if row is None:  # a new agent: nothing seen yet, HiveBoard's default stuck threshold
+        row = (None,) * 11 + (300,)
+    (
+        first_seen,
+        first_epoch,
+        last_seen,
+        last_epoch,
+        heartbeat,
+        heartbeat_epoch,
+        event_at,
+        event_epoch,
+        event_type,
+        task_id,
+        project_id,
+        threshold,
+    ) = row
     if first_seen is None or (
         _later(first_epoch, update.first_seen[1]) and (first_epoch != update.first_seen[1])
     ):
