@@ -389,7 +389,8 @@ class HiveBoard:
 
         Returns once the sender is ready. If a private-thread sender had already started
         (because events were recorded before this call), it hands the queue over. Idempotent
-        while running; raises :class:`HiveLoopUsageError` if the client was closed.
+        while running, and does nothing for a disabled client; raises
+        :class:`HiveLoopUsageError` if the client was closed.
         """
         from ._exceptions import HiveLoopUsageError
         from ._transport import Engine
@@ -397,8 +398,8 @@ class HiveBoard:
         with self._lock:
             if self._state == _CLOSED:
                 raise HiveLoopUsageError("this HiveBoard client was shut down; create a new one")
-            if self._engine is not None and self._thread is None:
-                return
+            if not self.settings.enabled or (self._engine is not None and self._thread is None):
+                return  # disabled: nothing to run; running on a loop already: nothing to do
             old_thread = self._thread
             engine = Engine(self)
             self._engine = engine
@@ -408,8 +409,6 @@ class HiveBoard:
         if old_thread is not None:
             await asyncio.to_thread(old_thread.hand_over, 2.0)
         await engine.start_on_loop()
-        if not self.settings.enabled:
-            return
         engine.wake()
 
     async def aclose(self, timeout: float | None = None) -> FlushResult:

@@ -392,3 +392,15 @@ def test_a_loop_that_ends_without_aclose_is_drained_at_exit(tmp_path: Path) -> N
                 "task_completed",
             ]
         )
+
+
+async def test_a_disabled_client_on_the_app_loop_starts_nothing() -> None:
+    """``async with HiveBoard(enabled=False)`` runs the block, starts no sender, counts."""
+    async with hl.HiveBoard(enabled=False) as hb:
+        agent = hb.agent("off", heartbeat_interval=0.01)
+        async with agent.task("t"):
+            await asyncio.sleep(0)
+        assert hb.stats()["mode"] is None
+    stats = hb.stats()
+    assert stats["dropped"]["disabled"] == stats["recorded"] == 3
+    assert stats["dropped_total"] == 3
