@@ -7,8 +7,24 @@ from collections.abc import Iterator
 import pytest
 
 import hiveloop_async
-from hiveloop_async import _client, _internal, _module
+from hiveloop_async import Agent, HiveBoard, _client, _internal, _module
 from hiveloop_async._context import current_scope
+from hiveloop_async.testing import EventCapture, capture_events
+
+
+@pytest.fixture
+def hb() -> Iterator[HiveBoard]:
+    """A client that records but never sends (override it for other settings)."""
+    client = HiveBoard(api_key="hb_test_x", enabled=False)
+    yield client
+    client.shutdown(timeout=0)
+
+
+@pytest.fixture
+def cap(agent: Agent) -> Iterator[EventCapture]:
+    """Captures every event recorded during the test (the test module defines ``agent``)."""
+    with capture_events() as captured:
+        yield captured
 
 
 @pytest.fixture

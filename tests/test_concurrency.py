@@ -156,13 +156,6 @@ def _check_trees(
 
 
 @pytest.fixture
-def hb() -> Iterator[HiveBoard]:
-    client = HiveBoard(api_key="hb_test_x", enabled=False)
-    yield client
-    client.shutdown(timeout=0)
-
-
-@pytest.fixture
 def agents(hb: HiveBoard) -> list[Agent]:
     return [hb.agent(f"worker-{i}") for i in range(4)]
 

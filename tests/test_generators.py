@@ -13,25 +13,12 @@ import pytest
 
 import hiveloop_async
 from hiveloop_async import Agent, HiveBoard
-from hiveloop_async.testing import EventCapture, capture_events
-
-
-@pytest.fixture
-def hb() -> Iterator[HiveBoard]:
-    client = HiveBoard(api_key="hb_test_x", enabled=False)
-    yield client
-    client.shutdown(timeout=0)
+from hiveloop_async.testing import EventCapture
 
 
 @pytest.fixture
 def agent(hb: HiveBoard) -> Agent:
     return hb.agent("gen-agent")
-
-
-@pytest.fixture
-def cap(agent: Agent) -> Iterator[EventCapture]:
-    with capture_events() as captured:
-        yield captured
 
 
 def _names(cap: EventCapture) -> list[tuple[str, str]]:

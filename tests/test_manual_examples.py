@@ -12,7 +12,6 @@ import sys
 import textwrap
 import time as real_time
 import types
-from collections.abc import Iterator
 from typing import Any
 
 import anyio.lowlevel
@@ -20,7 +19,7 @@ import pytest
 
 import hiveloop_async as hiveloop
 from hiveloop_async import Agent, HiveBoard
-from hiveloop_async.testing import EventCapture, capture_events
+from hiveloop_async.testing import EventCapture
 
 # -- the manual's code, verbatim ---------------------------------------------------------------
 
@@ -368,21 +367,8 @@ def _shape(cap: EventCapture) -> list[tuple[str, str | None, str | None]]:
 
 
 @pytest.fixture
-def hb() -> Iterator[HiveBoard]:
-    client = HiveBoard(api_key="hb_test_x", enabled=False)
-    yield client
-    client.shutdown(timeout=0)
-
-
-@pytest.fixture
 def agent(hb: HiveBoard) -> Agent:
     return hb.agent("lead-qualifier", type="sales")
-
-
-@pytest.fixture
-def cap(agent: Agent) -> Iterator[EventCapture]:
-    with capture_events() as captured:
-        yield captured
 
 
 @pytest.fixture

@@ -15,13 +15,6 @@ from hiveloop_async.testing import hiveloop_events as hiveloop_events  # the pyt
 
 
 @pytest.fixture
-def hb() -> Iterator[HiveBoard]:
-    client = HiveBoard(api_key="hb_test_x", enabled=False)
-    yield client
-    client.shutdown(timeout=0)
-
-
-@pytest.fixture
 def agent(hb: HiveBoard) -> Agent:
     return hb.agent("helper-agent")
 

@@ -16,7 +16,7 @@ import pytest
 
 import hiveloop_async
 from hiveloop_async import ActionScope, Agent, HiveBoard, HiveLoopUsageError
-from hiveloop_async.testing import EventCapture, capture_events
+from hiveloop_async.testing import EventCapture
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -30,21 +30,8 @@ Body = Callable[[ActionScope | None], Coroutine[Any, Any, None]]
 
 
 @pytest.fixture
-def hb() -> Iterator[HiveBoard]:
-    client = HiveBoard(api_key="hb_test_x", enabled=False)
-    yield client
-    client.shutdown(timeout=0)
-
-
-@pytest.fixture
 def agent(hb: HiveBoard) -> Agent:
     return hb.agent("track-agent", type="tester")
-
-
-@pytest.fixture
-def cap(agent: Agent) -> Iterator[EventCapture]:
-    with capture_events() as captured:
-        yield captured
 
 
 def _drive(coro: Coroutine[Any, Any, _T]) -> _T:
