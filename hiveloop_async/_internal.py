@@ -23,13 +23,14 @@ _seen: dict[str, int] = {}
 error_hook: Callable[[BaseException, str], None] | None = None
 
 
-def internal_error(where: str) -> None:
-    """Record the exception being handled as an SDK-internal error; never raises.
+def internal_error(where: str, exc: BaseException | None = None) -> None:
+    """Record ``exc`` (by default the exception being handled) as an SDK-internal error.
 
-    The first occurrence per ``where`` is logged with its traceback at WARNING; later ones are
-    only counted (see :func:`internal_error_counts`).
+    Never raises. The first occurrence per ``where`` is logged with its traceback at
+    WARNING; later ones are only counted (see :func:`internal_error_counts`).
     """
-    exc = sys.exc_info()[1]
+    if exc is None:
+        exc = sys.exc_info()[1]
     try:
         with _lock:
             n = _seen.get(where, 0) + 1

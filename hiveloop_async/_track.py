@@ -16,8 +16,9 @@ from collections.abc import Callable, Generator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from ._accel import speedups
 from ._context import current_scope
-from ._events import next_id, now_ns
+from ._events import format_id, next_id, now_ns
 from ._exceptions import HiveLoopUsageError
 from ._internal import internal_error, logger
 
@@ -171,13 +172,20 @@ class ActionScope:
     @property
     def action_id_str(self) -> str | None:
         """The action id as sent on the wire (a uuid4 string), or None before entry."""
-        from ._events import format_id
-
         return format_id(self.action_id) if self._state != _NEW else None
 
     def __repr__(self) -> str:
         state = ("new", "open", "closed")[self._state]
         return f"<ActionScope {self.name!r} {state}>"
+
+
+#: The pure-Python implementation, also when the C one is in use (tests compare the two).
+PyActionScope = ActionScope
+
+if speedups is not None and not TYPE_CHECKING:
+    # The C type has the same attributes, methods and behaviour; for the rare paths it calls
+    # back into the functions below (handed over by the setup() call after them).
+    ActionScope = speedups.ActionScope
 
 
 def exception_message(exc: BaseException | None) -> str:
@@ -210,6 +218,19 @@ def _restore_foreign(scope: Task | ActionScope, token: Any) -> None:
     if _get() is scope:
         old = token.old_value
         _set(live_scope(None if old is token.MISSING else old))
+
+
+if speedups is not None:
+    speedups.setup(
+        current_scope,
+        HiveLoopUsageError,
+        internal_error,
+        exception_message,
+        live_scope,
+        _restore_foreign,
+        format_id,
+        PyActionScope.__doc__,
+    )
 
 
 # -- the decorator ------------------------------------------------------------------------

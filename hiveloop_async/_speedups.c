@@ -1,0 +1,720 @@
+/* The hot path of hiveloop_async in C: ActionScope's enter, exit and set_payload.
+ *
+ * Optional. hiveloop_async/_track.py holds the pure-Python ActionScope this mirrors line by
+ * line, and uses it when this module is not built or HIVELOOP_ASYNC_PURE_PYTHON=1 is set.
+ * Everything that is not the common case (a scope closed elsewhere, a scope left from
+ * another context, an exception message, an internal error, the client's slow path) calls
+ * back into the Python functions that _track.py hands to setup(), so the two
+ * implementations share every rule that is not a plain field store.
+ *
+ * Entering does: read the current scope, take the next id, set the ContextVar, read the
+ * monotonic clock, append the scope itself to the client's deque. Leaving does: read the
+ * clock, reset the ContextVar by token, append again. No I/O, no formatting, no allocation
+ * but the ContextVar token. The GIL is held throughout; nothing here releases it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <structmember.h>
+
+enum { S_NEW = 0, S_OPEN = 1, S_CLOSED = 2 };
+enum { AWAIT_NONE = 0, AWAIT_ENTER = 1, AWAIT_EXIT = 2 };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *agent;
+    PyObject *name;
+    PyObject *function;
+    PyObject *payload;
+    PyObject *parent;   /* enclosing ActionScope, or NULL */
+    PyObject *task;     /* enclosing Task, or NULL */
+    PyObject *token;    /* contextvars.Token while open */
+    PyObject *exc_type; /* set on exit when an exception left the block */
+    PyObject *exc_msg;
+    unsigned long long action_id;
+    long long t0;
+    long long t1;
+    int state;
+    char sent;          /* set by the sender once it encoded action_started */
+    char await_pending; /* which result the scope's own awaitable gives (async with) */
+} Scope;
+
+static PyTypeObject ScopeType;
+
+/* Set once by setup(); borrowed for the life of the process. */
+static PyObject *g_var;             /* hiveloop_async._context.current_scope */
+static PyObject *g_usage_error;     /* HiveLoopUsageError */
+static PyObject *g_internal_error;  /* internal_error(where, exc) */
+static PyObject *g_exception_message;
+static PyObject *g_live_scope;
+static PyObject *g_restore_foreign;
+static PyObject *g_format_id;
+
+static PyObject *s_client, *s_q, *s_wake_at, *s_put_slow, *s_append, *s_state;
+static PyObject *s_where_enter, *s_where_exit;
+
+/* The process-wide id counter. Task ids come from here too (through next_id()), so actions
+ * and tasks never share an id. The GIL makes the increment atomic. */
+static unsigned long long g_counter;
+
+static inline long long
+mono_ns(void)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyTime_t t;
+    (void)PyTime_MonotonicRaw(&t);
+    return (long long)t;
+#else
+    /* The clock behind time.monotonic_ns(); never fails once the interpreter runs. */
+    return (long long)_PyTime_GetMonotonicClock();
+#endif
+}
+
+/* 1 if ``o`` (a scope or a task) has closed, 0 if not, -1 with an exception set. */
+static int
+is_closed(PyObject *o)
+{
+    if (Py_IS_TYPE(o, &ScopeType)) {
+        return ((Scope *)o)->state == S_CLOSED;
+    }
+    PyObject *st = PyObject_GetAttr(o, s_state);
+    if (st == NULL) {
+        return -1;
+    }
+    long v = PyLong_AsLong(st);
+    Py_DECREF(st);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return v == S_CLOSED;
+}
+
+/* An ``Exception`` raised inside the SDK goes to internal_error() and is swallowed; any
+ * other BaseException (KeyboardInterrupt raised by a signal handler during a callback)
+ * keeps propagating. Returns 0 when swallowed, -1 when the error stays set. */
+static int
+swallow(PyObject *where)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return -1;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL && tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(
+        g_internal_error, where, value != NULL ? value : Py_None, NULL);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    if (r == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Append the scope to its client's queue: ``q.append(self)`` while the queue is below the
+ * client's threshold, else ``client._put_slow(self)`` (start, wake, overflow, capture...). */
+static int
+put(Scope *self)
+{
+    PyObject *client = PyObject_GetAttr(self->agent, s_client);
+    if (client == NULL) {
+        return -1;
+    }
+    PyObject *q = PyObject_GetAttr(client, s_q);
+    if (q == NULL) {
+        Py_DECREF(client);
+        return -1;
+    }
+    PyObject *wake = PyObject_GetAttr(client, s_wake_at);
+    if (wake == NULL) {
+        Py_DECREF(q);
+        Py_DECREF(client);
+        return -1;
+    }
+    Py_ssize_t at = PyLong_AsSsize_t(wake);
+    Py_DECREF(wake);
+    Py_ssize_t n = at == -1 && PyErr_Occurred() ? -1 : PyObject_Size(q);
+    PyObject *r = NULL;
+    if (n >= 0) {
+        r = n < at ? PyObject_CallMethodOneArg(q, s_append, (PyObject *)self)
+                   : PyObject_CallMethodOneArg(client, s_put_slow, (PyObject *)self);
+    }
+    Py_DECREF(q);
+    Py_DECREF(client);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* -- enter and exit ----------------------------------------------------------------------- */
+
+static int
+do_enter(Scope *self)
+{
+    PyObject *cur = NULL;
+    if (PyContextVar_Get(g_var, NULL, &cur) < 0) {
+        return -1;
+    }
+    if (cur != NULL && cur != Py_None) {
+        int closed = is_closed(cur);
+        if (closed < 0) {
+            Py_DECREF(cur);
+            return -1;
+        }
+        if (closed) { /* closed elsewhere (another thread, out of order) */
+            PyObject *live = PyObject_CallOneArg(g_live_scope, cur);
+            Py_DECREF(cur);
+            if (live == NULL) {
+                return -1;
+            }
+            cur = live;
+        }
+    }
+    if (cur == NULL || cur == Py_None) {
+        Py_XDECREF(cur);
+    }
+    else if (Py_IS_TYPE(cur, &ScopeType)) {
+        Py_XSETREF(self->parent, cur);
+        Py_XINCREF(((Scope *)cur)->task);
+        Py_XSETREF(self->task, ((Scope *)cur)->task);
+    }
+    else {
+        Py_XSETREF(self->task, cur);
+    }
+    self->action_id = ++g_counter;
+    PyObject *token = PyContextVar_Set(g_var, (PyObject *)self);
+    if (token == NULL) {
+        return -1;
+    }
+    Py_XSETREF(self->token, token);
+    self->t0 = mono_ns();
+    return put(self);
+}
+
+static int
+enter_checked(Scope *self)
+{
+    if (self->state != S_NEW) {
+        PyErr_Format(g_usage_error,
+                     "track_context(%R) was already entered; use a new one per block",
+                     self->name);
+        return -1;
+    }
+    self->state = S_OPEN;
+    if (do_enter(self) < 0 && swallow(s_where_enter) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+do_exit(Scope *self, long long t1, PyObject *exc_type, PyObject *exc)
+{
+    self->t1 = t1;
+    if (exc_type != Py_None) {
+        Py_INCREF(exc_type);
+        Py_XSETREF(self->exc_type, exc_type);
+        PyObject *msg = PyObject_CallOneArg(g_exception_message, exc);
+        if (msg == NULL) {
+            return -1;
+        }
+        Py_XSETREF(self->exc_msg, msg);
+    }
+    PyObject *token = self->token;
+    if (token != NULL) {
+        self->token = NULL; /* a kept Token holds 80 bytes and a GC-tracked object */
+        if (PyContextVar_Reset(g_var, token) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+                Py_DECREF(token);
+                return -1;
+            }
+            PyErr_Clear(); /* left from another context than it was entered in */
+            PyObject *r = PyObject_CallFunctionObjArgs(
+                g_restore_foreign, (PyObject *)self, token, NULL);
+            Py_DECREF(token);
+            if (r == NULL) {
+                return -1;
+            }
+            Py_DECREF(r);
+        }
+        else {
+            Py_DECREF(token);
+            PyObject *prev = self->parent != NULL ? self->parent : self->task;
+            if (prev != NULL) {
+                int closed = is_closed(prev);
+                if (closed < 0) {
+                    return -1;
+                }
+                if (closed) { /* the enclosing scope ended first */
+                    PyObject *live = PyObject_CallOneArg(g_live_scope, prev);
+                    if (live == NULL) {
+                        return -1;
+                    }
+                    PyObject *t = PyContextVar_Set(g_var, live);
+                    Py_DECREF(live);
+                    if (t == NULL) {
+                        return -1;
+                    }
+                    Py_DECREF(t);
+                }
+            }
+        }
+    }
+    return put(self);
+}
+
+static int
+exit_checked(Scope *self, PyObject *exc_type, PyObject *exc)
+{
+    long long t1 = mono_ns();
+    if (self->state != S_OPEN) {
+        return 0;
+    }
+    self->state = S_CLOSED;
+    if (do_exit(self, t1, exc_type, exc) < 0 && swallow(s_where_exit) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+scope_enter(Scope *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter_checked(self) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(self);
+}
+
+static PyObject *
+scope_exit(Scope *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "__exit__ expected 3 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (exit_checked(self, args[0], args[1]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ``async with``: __aenter__ and __aexit__ do their work at once and return the scope itself
+ * as an awaitable that finishes without suspending (am_send), giving the scope or None.
+ * Awaiting the scope outside that protocol is a TypeError, as for any object. */
+
+static PyObject *
+scope_aenter(Scope *self, PyObject *Py_UNUSED(ignored))
+{
+    if (enter_checked(self) < 0) {
+        return NULL;
+    }
+    self->await_pending = AWAIT_ENTER;
+    return Py_NewRef(self);
+}
+
+static PyObject *
+scope_aexit(Scope *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "__aexit__ expected 3 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (exit_checked(self, args[0], args[1]) < 0) {
+        return NULL;
+    }
+    self->await_pending = AWAIT_EXIT;
+    return Py_NewRef(self);
+}
+
+static PyObject *
+scope_await(Scope *self)
+{
+    if (self->await_pending == AWAIT_NONE) {
+        PyErr_SetString(PyExc_TypeError,
+                        "object ActionScope can't be used in 'await' expression");
+        return NULL;
+    }
+    return Py_NewRef(self);
+}
+
+static PySendResult
+scope_am_send(Scope *self, PyObject *Py_UNUSED(arg), PyObject **result)
+{
+    int pending = self->await_pending;
+    self->await_pending = AWAIT_NONE;
+    *result = pending == AWAIT_ENTER ? Py_NewRef(self) : Py_NewRef(Py_None);
+    return PYGEN_RETURN;
+}
+
+static PyObject *
+scope_iternext(Scope *self)
+{
+    /* The same as am_send, for interpreters that step awaitables with next() (3.12+, or a
+     * tracer installed on 3.11): the result travels in StopIteration. */
+    int pending = self->await_pending;
+    self->await_pending = AWAIT_NONE;
+    if (pending == AWAIT_ENTER) {
+        PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, (PyObject *)self);
+        if (e != NULL) {
+            PyErr_SetObject(PyExc_StopIteration, e);
+            Py_DECREF(e);
+        }
+    }
+    return NULL;
+}
+
+static PyObject *
+scope_set_payload(Scope *self, PyObject *payload)
+{
+    if (self->state != S_CLOSED) {
+        Py_INCREF(payload);
+        Py_XSETREF(self->payload, payload);
+    }
+    Py_RETURN_NONE;
+}
+
+/* -- construction ------------------------------------------------------------------------- */
+
+static PyObject *
+scope_create(PyTypeObject *type, PyObject *agent, PyObject *name, PyObject *function)
+{
+    Scope *self = PyObject_GC_New(Scope, type);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->agent = Py_NewRef(agent);
+    self->name = Py_NewRef(name);
+    self->function = function == Py_None ? NULL : Py_XNewRef(function);
+    self->payload = NULL;
+    self->parent = NULL;
+    self->task = NULL;
+    self->token = NULL;
+    self->exc_type = NULL;
+    self->exc_msg = NULL;
+    self->action_id = 0;
+    self->t0 = 0;
+    self->t1 = 0;
+    self->state = S_NEW;
+    self->sent = 0;
+    self->await_pending = AWAIT_NONE;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+static PyObject *
+scope_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"agent", "name", "function", NULL};
+    PyObject *agent, *name, *function = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O:ActionScope", kwlist, &agent, &name,
+                                     &function)) {
+        return NULL;
+    }
+    return scope_create(type, agent, name, function);
+}
+
+static PyObject *
+scope_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames == NULL && (nargs == 2 || nargs == 3)) {
+        return scope_create((PyTypeObject *)type, args[0], args[1],
+                            nargs == 3 ? args[2] : Py_None);
+    }
+    /* Keywords or a wrong count: the general path parses and reports. */
+    PyObject *tuple = PyTuple_New(nargs);
+    if (tuple == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    }
+    PyObject *kwds = NULL;
+    if (kwnames != NULL) {
+        kwds = PyDict_New();
+        if (kwds == NULL) {
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            if (PyDict_SetItem(kwds, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
+                Py_DECREF(tuple);
+                Py_DECREF(kwds);
+                return NULL;
+            }
+        }
+    }
+    PyObject *r = scope_new((PyTypeObject *)type, tuple, kwds);
+    Py_DECREF(tuple);
+    Py_XDECREF(kwds);
+    return r;
+}
+
+static int
+scope_traverse(Scope *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->agent);
+    Py_VISIT(self->name);
+    Py_VISIT(self->function);
+    Py_VISIT(self->payload);
+    Py_VISIT(self->parent);
+    Py_VISIT(self->task);
+    Py_VISIT(self->token);
+    Py_VISIT(self->exc_type);
+    Py_VISIT(self->exc_msg);
+    return 0;
+}
+
+static int
+scope_clear(Scope *self)
+{
+    Py_CLEAR(self->agent);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->function);
+    Py_CLEAR(self->payload);
+    Py_CLEAR(self->parent);
+    Py_CLEAR(self->task);
+    Py_CLEAR(self->token);
+    Py_CLEAR(self->exc_type);
+    Py_CLEAR(self->exc_msg);
+    return 0;
+}
+
+static void
+scope_dealloc(Scope *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_TRASHCAN_BEGIN(self, scope_dealloc)
+    scope_clear(self);
+    PyObject_GC_Del(self);
+    Py_TRASHCAN_END
+}
+
+static PyObject *
+scope_repr(Scope *self)
+{
+    static const char *names[] = {"new", "open", "closed"};
+    return PyUnicode_FromFormat("<ActionScope %R %s>", self->name ? self->name : Py_None,
+                                names[self->state]);
+}
+
+static PyObject *
+scope_get_action_id_str(Scope *self, void *Py_UNUSED(closure))
+{
+    if (self->state == S_NEW) {
+        Py_RETURN_NONE;
+    }
+    PyObject *id = PyLong_FromUnsignedLongLong(self->action_id);
+    if (id == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyObject_CallOneArg(g_format_id, id);
+    Py_DECREF(id);
+    return r;
+}
+
+static PyMethodDef scope_methods[] = {
+    {"__enter__", (PyCFunction)scope_enter, METH_NOARGS,
+     "__enter__($self, /)\n--\n\nRecord action_started and make the action current."},
+    {"__exit__", (PyCFunction)(void (*)(void))scope_exit, METH_FASTCALL,
+     "__exit__($self, exc_type, exc, tb, /)\n--\n\n"
+     "Record action_completed or action_failed; never swallows the exception."},
+    {"__aenter__", (PyCFunction)scope_aenter, METH_NOARGS,
+     "__aenter__($self, /)\n--\n\nAs __enter__, as an awaitable that never suspends."},
+    {"__aexit__", (PyCFunction)(void (*)(void))scope_aexit, METH_FASTCALL,
+     "__aexit__($self, exc_type, exc, tb, /)\n--\n\n"
+     "As __exit__, as an awaitable that never suspends."},
+    {"set_payload", (PyCFunction)scope_set_payload, METH_O,
+     "set_payload($self, payload, /)\n--\n\n"
+     "Replace the data merged into the closing event. Never blocks or raises.\n\n"
+     "The dict is read when the event is sent: do not change it after the block closes.\n"
+     "Calls after the block has closed are ignored."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef scope_members[] = {
+    {"agent", T_OBJECT, offsetof(Scope, agent), READONLY, NULL},
+    {"name", T_OBJECT, offsetof(Scope, name), READONLY, NULL},
+    {"function", T_OBJECT, offsetof(Scope, function), READONLY, NULL},
+    {"payload", T_OBJECT, offsetof(Scope, payload), 0, NULL},
+    {"parent", T_OBJECT, offsetof(Scope, parent), READONLY, NULL},
+    {"task", T_OBJECT, offsetof(Scope, task), READONLY, NULL},
+    {"_token", T_OBJECT, offsetof(Scope, token), READONLY, NULL},
+    {"exc_type", T_OBJECT, offsetof(Scope, exc_type), READONLY, NULL},
+    {"exc_msg", T_OBJECT, offsetof(Scope, exc_msg), READONLY, NULL},
+    {"action_id", T_ULONGLONG, offsetof(Scope, action_id), READONLY, NULL},
+    {"t0", T_LONGLONG, offsetof(Scope, t0), READONLY, NULL},
+    {"t1", T_LONGLONG, offsetof(Scope, t1), READONLY, NULL},
+    {"_state", T_INT, offsetof(Scope, state), READONLY, NULL},
+    {"_sent", T_BOOL, offsetof(Scope, sent), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef scope_getset[] = {
+    {"action_id_str", (getter)scope_get_action_id_str, NULL,
+     "The action id as sent on the wire (a uuid4 string), or None before entry.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyAsyncMethods scope_as_async = {
+    .am_await = (unaryfunc)scope_await,
+    .am_send = (sendfunc)scope_am_send,
+};
+
+static PyTypeObject ScopeType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "hiveloop_async.ActionScope",
+    .tp_basicsize = sizeof(Scope),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = scope_new,
+    .tp_vectorcall = scope_vectorcall,
+    .tp_dealloc = (destructor)scope_dealloc,
+    .tp_traverse = (traverseproc)scope_traverse,
+    .tp_clear = (inquiry)scope_clear,
+    .tp_repr = (reprfunc)scope_repr,
+    .tp_iternext = (iternextfunc)scope_iternext,
+    .tp_as_async = &scope_as_async,
+    .tp_methods = scope_methods,
+    .tp_members = scope_members,
+    .tp_getset = scope_getset,
+    /* tp_doc is set from the Python class's docstring by setup(). */
+};
+
+/* -- Agent.track_context as a C method descriptor ------------------------------------------ */
+
+static PyObject *
+agent_track_context(PyObject *agent, PyObject *const *args, Py_ssize_t nargs,
+                    PyObject *kwnames)
+{
+    PyObject *name = NULL;
+    if (kwnames == NULL && nargs == 1) {
+        name = args[0];
+    }
+    else if (nargs == 0 && kwnames != NULL && PyTuple_GET_SIZE(kwnames) == 1 &&
+             PyUnicode_Check(PyTuple_GET_ITEM(kwnames, 0)) &&
+             PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "action_name") == 0) {
+        name = args[0];
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError,
+                        "track_context() takes exactly one argument, action_name");
+        return NULL;
+    }
+    return scope_create(&ScopeType, agent, name, Py_None);
+}
+
+static PyMethodDef track_context_def = {
+    "track_context", (PyCFunction)(void (*)(void))agent_track_context,
+    METH_FASTCALL | METH_KEYWORDS,
+    "track_context($self, /, action_name)\n--\n\n"
+    "Return a scope that tracks one block as ``with`` or ``async with``.\n\n"
+    "See :class:`ActionScope`. Creating it records nothing; entering does. Never blocks or\n"
+    "raises.",
+};
+
+/* -- module ------------------------------------------------------------------------------- */
+
+static PyObject *
+mod_setup(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *var, *usage, *internal, *excmsg, *live, *foreign, *fmt, *doc;
+    if (!PyArg_ParseTuple(args, "OOOOOOOO:setup", &var, &usage, &internal, &excmsg, &live,
+                          &foreign, &fmt, &doc)) {
+        return NULL;
+    }
+    if (!PyContextVar_CheckExact(var)) {
+        PyErr_SetString(PyExc_TypeError, "setup() needs the current_scope ContextVar");
+        return NULL;
+    }
+    Py_XSETREF(g_var, Py_NewRef(var));
+    Py_XSETREF(g_usage_error, Py_NewRef(usage));
+    Py_XSETREF(g_internal_error, Py_NewRef(internal));
+    Py_XSETREF(g_exception_message, Py_NewRef(excmsg));
+    Py_XSETREF(g_live_scope, Py_NewRef(live));
+    Py_XSETREF(g_restore_foreign, Py_NewRef(foreign));
+    Py_XSETREF(g_format_id, Py_NewRef(fmt));
+    if (doc != Py_None) {
+        /* A static type cannot be given attributes from Python: set __doc__ here. */
+        if (PyDict_SetItemString(ScopeType.tp_dict, "__doc__", doc) < 0) {
+            return NULL;
+        }
+        PyType_Modified(&ScopeType);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_next_id(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLongLong(++g_counter);
+}
+
+static PyObject *
+mod_track_context_method(PyObject *Py_UNUSED(module), PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "track_context_method() needs a class");
+        return NULL;
+    }
+    return PyDescr_NewMethod((PyTypeObject *)cls, &track_context_def);
+}
+
+static PyMethodDef module_methods[] = {
+    {"setup", mod_setup, METH_VARARGS,
+     "setup(current_scope, usage_error, internal_error, exception_message, live_scope, "
+     "restore_foreign, format_id, doc, /)\n--\n\nWire the C scope to its Python helpers."},
+    {"next_id", mod_next_id, METH_NOARGS,
+     "next_id()\n--\n\nThe next integer of the process-wide id counter."},
+    {"track_context_method", mod_track_context_method, METH_O,
+     "track_context_method(cls, /)\n--\n\n"
+     "A method descriptor for ``cls.track_context`` that builds an ActionScope directly."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT, "hiveloop_async._speedups",
+    "The optional C hot path of hiveloop_async (see _track.py).", -1, module_methods,
+};
+
+static PyObject *
+intern(const char *s)
+{
+    return PyUnicode_InternFromString(s);
+}
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (PyType_Ready(&ScopeType) < 0) {
+        return NULL;
+    }
+    if (!(s_client = intern("_client")) || !(s_q = intern("_q")) ||
+        !(s_wake_at = intern("_wake_at")) || !(s_put_slow = intern("_put_slow")) ||
+        !(s_append = intern("append")) || !(s_state = intern("_state")) ||
+        !(s_where_enter = intern("action enter")) || !(s_where_exit = intern("action exit"))) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&speedups_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&ScopeType);
+    if (PyModule_AddObject(m, "ActionScope", (PyObject *)&ScopeType) < 0) {
+        Py_DECREF(&ScopeType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

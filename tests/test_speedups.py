@@ -1,0 +1,306 @@
+"""The optional C hot path (``hiveloop_async._speedups``) against the pure-Python one.
+
+The scope-level test modules also run once more with ``HIVELOOP_ASYNC_PURE_PYTHON=1`` (see
+the Makefile's ``unit`` target), so every behaviour they name is checked on both. Here: that
+the extension is really in use, that both implementations record the same events for the
+same program, and what only the C type can get wrong (references, the awaitable protocol,
+errors raised inside the SDK).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+
+import hiveloop_async
+from hiveloop_async import Agent, HiveBoard, _accel, _internal, _track
+from hiveloop_async.testing import EventCapture
+
+PURE = os.environ.get("HIVELOOP_ASYNC_PURE_PYTHON", "").strip() not in ("", "0")
+needs_c = pytest.mark.skipif(PURE, reason="HIVELOOP_ASYNC_PURE_PYTHON is set")
+
+
+@pytest.fixture
+def agent(hb: HiveBoard) -> Agent:
+    return hb.agent("speedups-agent")
+
+
+def test_the_implementation_in_use_is_the_one_chosen() -> None:
+    if PURE:
+        assert _accel.speedups is None
+        assert hiveloop_async.ActionScope is _track.PyActionScope
+    else:
+        # Built by `pip install -e .` (setup.py, optional); CI has a compiler, so a missing
+        # extension there is a build failure, not a reason to test the fallback twice.
+        assert _accel.speedups is not None, "hiveloop_async._speedups was not built"
+        assert hiveloop_async.ActionScope is _accel.speedups.ActionScope
+        assert hiveloop_async.ActionScope is not _track.PyActionScope
+
+
+# -- the same program, both implementations ------------------------------------------------
+
+SCENARIO = textwrap.dedent(
+    """
+    import asyncio, contextvars, json, sys, threading
+    import hiveloop_async as hiveloop
+    from hiveloop_async import _track
+    from hiveloop_async.testing import capture_events
+
+    hb = hiveloop.HiveBoard(api_key="hb_test_x", enabled=False)
+    agent = hb.agent("parity", framework="custom")
+
+    @agent.track("decorated")
+    def decorated(x):
+        with agent.track_context("inside-decorated") as s:
+            s.set_payload({"x": x})
+        return x
+
+    @agent.track("gen")
+    def gen(n):
+        for i in range(n):
+            with agent.track_context("gen-step"):
+                yield i
+
+    async def main():
+        async with agent.task("t-async", project="p") as t:
+            async with agent.track_context("a1") as a1:
+                a1.set_payload({"k": [1, 2], "n": None})
+                try:
+                    async with agent.track_context("a2"):
+                        raise KeyError("missing")
+                except KeyError:
+                    pass
+            try:
+                async with agent.track_context("cancelled"):
+                    raise asyncio.CancelledError()
+            except asyncio.CancelledError:
+                pass
+
+    with capture_events() as cap:
+        with agent.task("t1", project="p", type="kind") as task:
+            with agent.track_context("outer") as outer:
+                outer.set_payload({"a": 1})
+                with agent.track_context("inner") as inner:
+                    inner.set_payload("not a dict")
+                    agent.llm_call("llm", "model-x", tokens_in=3, tokens_out=4)
+                    task.event("custom", {"kind": "note"})
+            try:
+                with agent.track_context("fails"):
+                    raise ValueError("boom")
+            except ValueError:
+                pass
+            decorated(7)
+            list(gen(2))
+            # manual enter/exit, out of order
+            m1 = agent.track_context("m1")
+            m2 = agent.track_context("m2")
+            m1.__enter__()
+            m2.__enter__()
+            m1.__exit__(None, None, None)
+            m2.__exit__(None, None, None)
+            after = hiveloop.current_action_id()
+            # closed from another thread than the one that entered it
+            far = agent.track_context("far")
+            far.__enter__()
+            th = threading.Thread(target=far.__exit__, args=(None, None, None))
+            th.start()
+            th.join()
+            # the task ends inside an open action
+            with agent.track_context("outlives") as o:
+                task.complete()
+            after_task = hiveloop.current_task()
+        asyncio.run(main())
+        try:
+            with agent.track_context("twice") as s:
+                s.__enter__()
+        except hiveloop.HiveLoopUsageError as e:
+            usage = str(e)
+        with agent.track_context("no-task"):
+            pass
+
+    ids = {}
+    def norm(v):
+        if isinstance(v, str) and len(v) == 36 and v.count("-") == 4:
+            return ids.setdefault(v, f"id{len(ids)}")
+        return v
+    out = []
+    for ev in cap.events:
+        ev = {k: norm(v) for k, v in ev.items() if k not in ("timestamp", "duration_ms")}
+        out.append(ev)
+    print(json.dumps({
+        "events": out,
+        "after": after is None,
+        "after_task": after_task is None,
+        "usage": usage,
+        "impl": "c" if _track.ActionScope is not _track.PyActionScope else "py",
+    }, sort_keys=True, default=str))
+    """
+)
+
+
+def _run_scenario(pure: bool) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.pop("HIVELOOP_ASYNC_PURE_PYTHON", None)
+    if pure:
+        env["HIVELOOP_ASYNC_PURE_PYTHON"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", SCENARIO],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+@needs_c
+def test_c_and_python_scopes_record_the_same_events() -> None:
+    c, py = _run_scenario(pure=False), _run_scenario(pure=True)
+    assert (c.pop("impl"), py.pop("impl")) == ("c", "py")
+    assert len(c["events"]) > 30
+    assert c == py
+
+
+# -- what only the C type can get wrong ----------------------------------------------------
+
+
+def test_blocks_keep_no_references_to_what_they_recorded(agent: Agent, hb: HiveBoard) -> None:
+    name = "".join(["leak", "check"])  # a fresh str object, not an interned constant
+    payload = {"k": 1}
+    refs_before = sys.getrefcount(name), sys.getrefcount(payload), sys.getrefcount(agent)
+    with agent.task("leak-task"):
+        for _ in range(1000):
+            with agent.track_context(name) as s:
+                s.set_payload(payload)
+            try:
+                with agent.track_context(name):
+                    raise RuntimeError("x")
+            except RuntimeError:
+                pass
+    del s
+    hb._q.clear()
+    gc.collect()
+    assert (sys.getrefcount(name), sys.getrefcount(payload), sys.getrefcount(agent)) == (
+        refs_before
+    )
+    assert not [o for o in gc.get_objects() if type(o) is hiveloop_async.ActionScope]
+
+
+def test_a_scope_is_not_awaitable_outside_async_with(agent: Agent) -> None:
+    scope = agent.track_context("plain")
+
+    async def await_it() -> Any:
+        return await scope  # type: ignore[misc]
+
+    coro = await_it()
+    with pytest.raises(TypeError):
+        coro.send(None)
+
+
+async def test_async_with_binds_the_scope_and_returns_none_from_aexit(agent: Agent) -> None:
+    scope = agent.track_context("s")
+    async with scope as bound:
+        assert bound is scope
+        assert hiveloop_async.current_action_id() == scope.action_id_str
+    # Already closed: a no-op whose result is falsy (a truthy one would swallow exceptions).
+    assert await scope.__aexit__(None, None, None) is None  # type: ignore[func-returns-value]
+
+
+async def test_async_with_under_a_tracer_gets_the_same_results(agent: Agent) -> None:
+    # With a trace function CPython 3.11 steps awaitables with next(), not am_send.
+    seen: list[str] = []
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        seen.append(event)
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        async with agent.track_context("traced") as bound:
+            inside = hiveloop_async.current_action_id()
+        with pytest.raises(ValueError, match="kept"):
+            async with agent.track_context("traced-fail"):
+                raise ValueError("kept")
+    finally:
+        sys.settrace(None)
+    assert seen
+    assert isinstance(bound, hiveloop_async.ActionScope)
+    assert inside == bound.action_id_str
+
+
+@pytest.mark.allows_internal_errors
+def test_an_error_inside_the_sdk_is_swallowed_and_reported(agent: Agent) -> None:
+    swallowed: list[tuple[str, str]] = []
+    _internal.error_hook = lambda exc, where: swallowed.append((where, str(exc)))
+
+    class Broken:
+        @property
+        def _q(self) -> Any:
+            raise RuntimeError("queue gone")
+
+    real = agent._client
+    agent._client = Broken()  # type: ignore[assignment]
+    try:
+        with agent.track_context("survives") as s:
+            s.set_payload({"a": 1})
+            inside = hiveloop_async.current_action_id()
+        after = hiveloop_async.current_action_id()
+    finally:
+        agent._client = real
+    assert inside is not None  # the block still became current
+    assert after is None  # and was left
+    assert swallowed == [("action enter", "queue gone"), ("action exit", "queue gone")]
+
+
+def test_keyboard_interrupt_inside_the_sdk_is_not_swallowed(agent: Agent) -> None:
+    class Interrupting:
+        _q: tuple[Any, ...] = ()
+        _wake_at = 0
+
+        def _put_slow(self, rec: Any) -> None:
+            raise KeyboardInterrupt
+
+    real = agent._client
+    agent._client = Interrupting()  # type: ignore[assignment]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            agent.track_context("interrupted").__enter__()
+    finally:
+        agent._client = real
+
+
+def test_a_scope_entered_twice_raises_usage_error(agent: Agent) -> None:
+    with agent.track_context("once") as s, pytest.raises(hiveloop_async.HiveLoopUsageError):
+        s.__enter__()
+
+
+def test_track_context_takes_exactly_the_action_name(agent: Agent) -> None:
+    assert agent.track_context(action_name="kw").name == "kw"
+    with pytest.raises(TypeError):
+        agent.track_context()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        agent.track_context("a", "b")  # type: ignore[call-arg]
+
+
+def test_scope_attributes_before_and_after(agent: Agent, cap: EventCapture) -> None:
+    s = agent.track_context("attrs")
+    assert (repr(s), s.action_id_str, s.payload) == ("<ActionScope 'attrs' new>", None, None)
+    with s:
+        assert repr(s) == "<ActionScope 'attrs' open>"
+        assert s.parent is None and s.task is None
+    assert repr(s) == "<ActionScope 'attrs' closed>"
+    assert s.exc_type is None
+    assert s.t1 >= s.t0 > 0
+    s.set_payload({"late": True})  # ignored once closed
+    assert s.payload is None
+    assert [e["event_type"] for e in cap.events] == ["action_started", "action_completed"]
