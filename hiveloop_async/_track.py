@@ -277,8 +277,17 @@ def track_function(agent: Agent, action_name: str, fn: _F) -> _F:
     elif inspect.iscoroutinefunction(fn):
 
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with ActionScope(agent, action_name, function):
-                return await fn(*args, **kwargs)
+            # What ``with`` does, spelled out: the explicit calls skip ``with``'s two
+            # special-method lookups (about a tenth of the wrapper's cost).
+            scope = ActionScope(agent, action_name, function)
+            scope.__enter__()
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as e:
+                scope.__exit__(type(e), e, e.__traceback__)
+                raise
+            scope.__exit__(None, None, None)
+            return result
 
     elif inspect.isgeneratorfunction(fn):
 
@@ -289,8 +298,15 @@ def track_function(agent: Agent, action_name: str, fn: _F) -> _F:
     else:
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with ActionScope(agent, action_name, function):
-                return fn(*args, **kwargs)
+            scope = ActionScope(agent, action_name, function)
+            scope.__enter__()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as e:
+                scope.__exit__(type(e), e, e.__traceback__)
+                raise
+            scope.__exit__(None, None, None)
+            return result
 
     return cast(_F, functools.wraps(fn)(wrapper))
 
