@@ -21,6 +21,8 @@ help:
 $(STAMP): pyproject.toml setup.py hiveloop_async/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# A failed optional build must not leave an older extension in place (tests check it).
+	rm -f hiveloop_async/_speedups.*.so
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 

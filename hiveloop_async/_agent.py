@@ -41,6 +41,7 @@ class Agent:
         "__weakref__",
         "_client",
         "_heartbeat_stopped",
+        "_route",
         "agent_id",
         "agent_type",
         "envelope",
@@ -65,6 +66,7 @@ class Agent:
         queue_provider: HeartbeatCallback | None = None,
     ) -> None:
         self._client = client
+        self._route = client._route
         self.agent_id = agent_id
         self.agent_type = type
         self.version = version

@@ -3,8 +3,8 @@
 The queue is a ``collections.deque`` shared by every thread and the sender. Recording an
 event is one length check and one ``append`` (both atomic under the GIL); everything else
 (starting the sender, waking it once per batch, dropping on overflow, shutdown) happens on a
-slow path that only runs when the queue length reaches ``_wake_at``. Setting ``_wake_at`` to
-0 routes every event through the slow path, which is how "not started yet", "closed",
+slow path that only runs when the queue length reaches ``_route.wake_at``. Setting it to 0
+routes every event through the slow path, which is how "not started yet", "closed",
 "forked child" and "captured by a test" are handled at no cost to the fast path.
 """
 
@@ -22,6 +22,7 @@ from collections import Counter, deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._accel import speedups
 from ._agent import Agent, HeartbeatCallback
 from ._config import Settings, resolve_settings
 from ._exceptions import HiveLoopConfigError
@@ -65,12 +66,32 @@ def _offer(client: HiveBoard, rec: Any) -> bool:
     return kept
 
 
+class _Route:
+    """Where the fast path appends: a client's queue, the client, and the threshold.
+
+    Below ``wake_at`` queued records an event is one ``append``; at or above it the event
+    goes through ``client._put_slow``. Agents and scopes keep a reference to it, so the hot
+    path reads one object instead of walking agent -> client -> queue.
+    """
+
+    __slots__ = ("client", "q", "wake_at")
+
+    def __init__(self, q: deque[Any], client: HiveBoard) -> None:
+        self.q = q
+        self.client = client
+        self.wake_at = 0
+
+
+#: The C type (same attributes) when the extension is in use.
+Route: type[_Route] = speedups.Route if speedups is not None else _Route
+
+
 def _set_capturing(active: bool) -> None:
     """Route every client's events through the slow path while a capture is active."""
     for client in list(_clients):
         with client._lock:
             if active:
-                client._wake_at = 0
+                client._route.wake_at = 0
             else:
                 client._set_threshold_locked()
 
@@ -185,7 +206,8 @@ class HiveBoard:
         self._q: deque[Any] = deque()
         self._max = self.settings.max_queue_size
         self._batch = self.settings.batch_size
-        self._wake_at = 0
+        #: What the fast path reads (also from C): the queue and the slow-path threshold.
+        self._route: _Route = Route(self._q, self)
         self._wake_pending = False
         self._lock = threading.Lock()
         self._state = _NEW
@@ -276,7 +298,7 @@ class HiveBoard:
 
     def _put(self, rec: Any) -> None:
         q = self._q
-        if len(q) < self._wake_at:
+        if len(q) < self._route.wake_at:
             q.append(rec)
         else:
             self._put_slow(rec)
@@ -322,11 +344,11 @@ class HiveBoard:
         up to ``max_queue_size`` until the sender has drained.
         """
         if _captures or self._state != _RUNNING or self._engine is None:
-            self._wake_at = 0
+            self._route.wake_at = 0
         elif self._wake_pending:
-            self._wake_at = self._max
+            self._route.wake_at = self._max
         else:
-            self._wake_at = min(self._batch - 1, self._max)
+            self._route.wake_at = min(self._batch - 1, self._max)
 
     def _drop_oldest_locked(self) -> None:
         """Drop the oldest 1% of the queue (at least one event), keeping flush markers.
@@ -405,7 +427,7 @@ class HiveBoard:
             self._engine = engine
             self._thread = None
             self._state = _RUNNING
-            self._wake_at = 0  # the next event re-arms the threshold through the slow path
+            self._route.wake_at = 0  # the next event re-arms the threshold through the slow path
         if old_thread is not None:
             await asyncio.to_thread(old_thread.hand_over, 2.0)
         await engine.start_on_loop()
@@ -466,7 +488,7 @@ class HiveBoard:
             if self._state == _CLOSED:
                 return self._engine, self._thread
             self._state = _CLOSED
-            self._wake_at = 0
+            self._route.wake_at = 0
             for agent in self._agents.values():
                 agent._heartbeat_stopped = True
             return self._engine, self._thread
@@ -611,7 +633,7 @@ class HiveBoard:
         self._thread = None
         if self._state == _RUNNING:
             self._state = _NEW
-        self._wake_at = 0
+        self._route.wake_at = 0
         self._wake_pending = False
         self._popped = self._put_dropped = 0
         self.sent = self.retries = self.batches = self.in_flight = 0

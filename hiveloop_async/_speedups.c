@@ -20,9 +20,21 @@
 enum { S_NEW = 0, S_OPEN = 1, S_CLOSED = 2 };
 enum { AWAIT_NONE = 0, AWAIT_ENTER = 1, AWAIT_EXIT = 2 };
 
+/* A client's fast path: its deque, the client (for _put_slow), and the queue length from
+ * which events take the slow path. The client writes wake_at; scopes read it. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *q;
+    PyObject *client;
+    Py_ssize_t wake_at;
+} Route;
+
+static PyTypeObject RouteType;
+
 typedef struct {
     PyObject_HEAD
     PyObject *agent;
+    PyObject *route;    /* agent._route, read once when the scope is created */
     PyObject *name;
     PyObject *function;
     PyObject *payload;
@@ -50,7 +62,8 @@ static PyObject *g_live_scope;
 static PyObject *g_restore_foreign;
 static PyObject *g_format_id;
 
-static PyObject *s_client, *s_q, *s_wake_at, *s_put_slow, *s_append, *s_state;
+static PyObject *s_client, *s_q, *s_wake_at, *s_put_slow, *s_route, *s_state;
+static PyObject *g_deque_append; /* collections.deque.append, called without a lookup */
 static PyObject *s_where_enter, *s_where_exit;
 
 /* The process-wide id counter. Task ids come from here too (through next_id()), so actions
@@ -121,35 +134,61 @@ swallow(PyObject *where)
 }
 
 /* Append the scope to its client's queue: ``q.append(self)`` while the queue is below the
- * client's threshold, else ``client._put_slow(self)`` (start, wake, overflow, capture...). */
+ * route's threshold, else ``client._put_slow(self)`` (start, wake, overflow, capture...). */
+static int
+put_generic(Scope *self, PyObject *route)
+{
+    /* Any object with the route's attributes (tests replace routes to inject faults). */
+    PyObject *q = NULL, *wake = NULL, *client = NULL, *r = NULL;
+    if ((q = PyObject_GetAttr(route, s_q)) == NULL ||
+        (wake = PyObject_GetAttr(route, s_wake_at)) == NULL) {
+        goto done;
+    }
+    Py_ssize_t at = PyLong_AsSsize_t(wake);
+    if (at == -1 && PyErr_Occurred()) {
+        goto done;
+    }
+    Py_ssize_t n = PyObject_Size(q);
+    if (n < 0) {
+        goto done;
+    }
+    if (n < at) {
+        r = PyObject_CallMethod(q, "append", "O", (PyObject *)self);
+    }
+    else if ((client = PyObject_GetAttr(route, s_client)) != NULL) {
+        r = PyObject_CallMethodOneArg(client, s_put_slow, (PyObject *)self);
+    }
+done:
+    Py_XDECREF(q);
+    Py_XDECREF(wake);
+    Py_XDECREF(client);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
 static int
 put(Scope *self)
 {
-    PyObject *client = PyObject_GetAttr(self->agent, s_client);
-    if (client == NULL) {
+    PyObject *route = self->route;
+    if (!Py_IS_TYPE(route, &RouteType)) {
+        return put_generic(self, route);
+    }
+    Route *rt = (Route *)route;
+    Py_ssize_t n = PyObject_Size(rt->q);
+    if (n < 0) {
         return -1;
     }
-    PyObject *q = PyObject_GetAttr(client, s_q);
-    if (q == NULL) {
-        Py_DECREF(client);
-        return -1;
+    PyObject *r;
+    if (n < rt->wake_at) {
+        PyObject *args[2] = {rt->q, (PyObject *)self};
+        r = PyObject_Vectorcall(g_deque_append, args, 2, NULL);
     }
-    PyObject *wake = PyObject_GetAttr(client, s_wake_at);
-    if (wake == NULL) {
-        Py_DECREF(q);
-        Py_DECREF(client);
-        return -1;
+    else {
+        r = PyObject_CallMethodOneArg(rt->client, s_put_slow, (PyObject *)self);
     }
-    Py_ssize_t at = PyLong_AsSsize_t(wake);
-    Py_DECREF(wake);
-    Py_ssize_t n = at == -1 && PyErr_Occurred() ? -1 : PyObject_Size(q);
-    PyObject *r = NULL;
-    if (n >= 0) {
-        r = n < at ? PyObject_CallMethodOneArg(q, s_append, (PyObject *)self)
-                   : PyObject_CallMethodOneArg(client, s_put_slow, (PyObject *)self);
-    }
-    Py_DECREF(q);
-    Py_DECREF(client);
     if (r == NULL) {
         return -1;
     }
@@ -218,6 +257,24 @@ enter_checked(Scope *self)
     return 0;
 }
 
+/* Take a closed scope out of the cyclic GC's view when it cannot be part of a garbage cycle.
+ *
+ * A closed scope waits in the queue until the sender encodes it: under a backlog that is
+ * hundreds of thousands of objects that every full collection would walk, for nothing. What
+ * a closed scope refers to can lead back to it only through the client's queue (agent ->
+ * client -> deque, alive as long as the client is, and the client is kept alive by its
+ * sender while anything is queued) or through a payload that holds the scope itself. So the
+ * scope leaves the GC when its own payload is not a container the GC tracks (None, a dict
+ * of plain values, a string...): a payload that can hold references keeps it tracked. */
+static inline void
+untrack_if_done(Scope *self)
+{
+    if (self->token == NULL && (self->payload == NULL || !PyObject_GC_IsTracked(self->payload)) &&
+        PyObject_GC_IsTracked((PyObject *)self)) {
+        PyObject_GC_UnTrack(self);
+    }
+}
+
 static int
 do_exit(Scope *self, long long t1, PyObject *exc_type, PyObject *exc)
 {
@@ -271,6 +328,7 @@ do_exit(Scope *self, long long t1, PyObject *exc_type, PyObject *exc)
             }
         }
     }
+    untrack_if_done(self);
     return put(self);
 }
 
@@ -390,11 +448,17 @@ scope_set_payload(Scope *self, PyObject *payload)
 static PyObject *
 scope_create(PyTypeObject *type, PyObject *agent, PyObject *name, PyObject *function)
 {
+    PyObject *route = PyObject_GetAttr(agent, s_route);
+    if (route == NULL) {
+        return NULL;
+    }
     Scope *self = PyObject_GC_New(Scope, type);
     if (self == NULL) {
+        Py_DECREF(route);
         return NULL;
     }
     self->agent = Py_NewRef(agent);
+    self->route = route;
     self->name = Py_NewRef(name);
     self->function = function == Py_None ? NULL : Py_XNewRef(function);
     self->payload = NULL;
@@ -466,6 +530,7 @@ static int
 scope_traverse(Scope *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->agent);
+    Py_VISIT(self->route);
     Py_VISIT(self->name);
     Py_VISIT(self->function);
     Py_VISIT(self->payload);
@@ -481,6 +546,7 @@ static int
 scope_clear(Scope *self)
 {
     Py_CLEAR(self->agent);
+    Py_CLEAR(self->route);
     Py_CLEAR(self->name);
     Py_CLEAR(self->function);
     Py_CLEAR(self->payload);
@@ -548,7 +614,7 @@ static PyMemberDef scope_members[] = {
     {"agent", T_OBJECT, offsetof(Scope, agent), READONLY, NULL},
     {"name", T_OBJECT, offsetof(Scope, name), READONLY, NULL},
     {"function", T_OBJECT, offsetof(Scope, function), READONLY, NULL},
-    {"payload", T_OBJECT, offsetof(Scope, payload), 0, NULL},
+    {"payload", T_OBJECT, offsetof(Scope, payload), READONLY, NULL},
     {"parent", T_OBJECT, offsetof(Scope, parent), READONLY, NULL},
     {"task", T_OBJECT, offsetof(Scope, task), READONLY, NULL},
     {"_token", T_OBJECT, offsetof(Scope, token), READONLY, NULL},
@@ -590,6 +656,72 @@ static PyTypeObject ScopeType = {
     .tp_members = scope_members,
     .tp_getset = scope_getset,
     /* tp_doc is set from the Python class's docstring by setup(). */
+};
+
+/* -- Route --------------------------------------------------------------------------------- */
+
+static PyObject *
+route_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"q", "client", NULL};
+    PyObject *q, *client;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:Route", kwlist, &q, &client)) {
+        return NULL;
+    }
+    Route *self = PyObject_GC_New(Route, type);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->q = Py_NewRef(q);
+    self->client = Py_NewRef(client);
+    self->wake_at = 0;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+static int
+route_traverse(Route *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->q);
+    Py_VISIT(self->client);
+    return 0;
+}
+
+static int
+route_clear(Route *self)
+{
+    Py_CLEAR(self->q);
+    Py_CLEAR(self->client);
+    return 0;
+}
+
+static void
+route_dealloc(Route *self)
+{
+    PyObject_GC_UnTrack(self);
+    route_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyMemberDef route_members[] = {
+    {"q", T_OBJECT, offsetof(Route, q), READONLY, NULL},
+    {"client", T_OBJECT, offsetof(Route, client), READONLY, NULL},
+    {"wake_at", T_PYSSIZET, offsetof(Route, wake_at), 0, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject RouteType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "hiveloop_async._speedups.Route",
+    .tp_basicsize = sizeof(Route),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Route(q, client)\n--\n\n"
+              "A client's fast path: its queue, the client, and the slow-path threshold.",
+    .tp_new = route_new,
+    .tp_dealloc = (destructor)route_dealloc,
+    .tp_traverse = (traverseproc)route_traverse,
+    .tp_clear = (inquiry)route_clear,
+    .tp_members = route_members,
 };
 
 /* -- Agent.track_context as a C method descriptor ------------------------------------------ */
@@ -697,12 +829,26 @@ intern(const char *s)
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (PyType_Ready(&ScopeType) < 0) {
+    if (PyType_Ready(&ScopeType) < 0 || PyType_Ready(&RouteType) < 0) {
         return NULL;
     }
-    if (!(s_client = intern("_client")) || !(s_q = intern("_q")) ||
-        !(s_wake_at = intern("_wake_at")) || !(s_put_slow = intern("_put_slow")) ||
-        !(s_append = intern("append")) || !(s_state = intern("_state")) ||
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (collections == NULL) {
+        return NULL;
+    }
+    PyObject *deque = PyObject_GetAttrString(collections, "deque");
+    Py_DECREF(collections);
+    if (deque == NULL) {
+        return NULL;
+    }
+    g_deque_append = PyObject_GetAttrString(deque, "append");
+    Py_DECREF(deque);
+    if (g_deque_append == NULL) {
+        return NULL;
+    }
+    if (!(s_client = intern("client")) || !(s_q = intern("q")) ||
+        !(s_wake_at = intern("wake_at")) || !(s_put_slow = intern("_put_slow")) ||
+        !(s_route = intern("_route")) || !(s_state = intern("_state")) ||
         !(s_where_enter = intern("action enter")) || !(s_where_exit = intern("action exit"))) {
         return NULL;
     }
@@ -710,9 +856,8 @@ PyInit__speedups(void)
     if (m == NULL) {
         return NULL;
     }
-    Py_INCREF(&ScopeType);
-    if (PyModule_AddObject(m, "ActionScope", (PyObject *)&ScopeType) < 0) {
-        Py_DECREF(&ScopeType);
+    if (PyModule_AddObjectRef(m, "ActionScope", (PyObject *)&ScopeType) < 0 ||
+        PyModule_AddObjectRef(m, "Route", (PyObject *)&RouteType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

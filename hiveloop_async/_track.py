@@ -102,12 +102,12 @@ class ActionScope:
             self.action_id = next_id()
             self._token = _set(self)
             self.t0 = now_ns()
-            c = self.agent._client
-            q = c._q
-            if len(q) < c._wake_at:
+            r = self.agent._route
+            q = r.q
+            if len(q) < r.wake_at:
                 q.append(self)
             else:
-                c._put_slow(self)
+                r.client._put_slow(self)
         except Exception:
             internal_error("action enter")
         return self
@@ -138,12 +138,12 @@ class ActionScope:
                     prev = self.parent if self.parent is not None else self.task
                     if prev is not None and prev._state == _CLOSED:
                         _set(live_scope(prev))  # the enclosing scope ended first
-            c = self.agent._client
-            q = c._q
-            if len(q) < c._wake_at:
+            r = self.agent._route
+            q = r.q
+            if len(q) < r.wake_at:
                 q.append(self)
             else:
-                c._put_slow(self)
+                r.client._put_slow(self)
         except Exception:
             internal_error("action exit")
 

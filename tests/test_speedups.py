@@ -193,7 +193,18 @@ def test_blocks_keep_no_references_to_what_they_recorded(agent: Agent, hb: HiveB
     assert (sys.getrefcount(name), sys.getrefcount(payload), sys.getrefcount(agent)) == (
         refs_before
     )
-    assert not [o for o in gc.get_objects() if type(o) is hiveloop_async.ActionScope]
+
+
+def test_a_scope_in_a_cycle_through_its_payload_is_collected(agent: Agent, hb: HiveBoard) -> None:
+    # A closed scope leaves the cyclic GC only when its payload cannot refer back to it.
+    name = "".join(["cycle", "check"])
+    before = sys.getrefcount(name)
+    with agent.track_context(name) as s:
+        s.set_payload({"me": s, "plain": 1})
+    del s
+    hb._q.clear()
+    gc.collect()
+    assert sys.getrefcount(name) == before
 
 
 def test_a_scope_is_not_awaitable_outside_async_with(agent: Agent) -> None:
@@ -244,19 +255,22 @@ def test_an_error_inside_the_sdk_is_swallowed_and_reported(agent: Agent) -> None
     _internal.error_hook = lambda exc, where: swallowed.append((where, str(exc)))
 
     class Broken:
+        client = agent._client
+        wake_at = 1_000
+
         @property
-        def _q(self) -> Any:
+        def q(self) -> Any:
             raise RuntimeError("queue gone")
 
-    real = agent._client
-    agent._client = Broken()  # type: ignore[assignment]
+    real = agent._route
+    agent._route = Broken()  # type: ignore[assignment]
     try:
         with agent.track_context("survives") as s:
             s.set_payload({"a": 1})
             inside = hiveloop_async.current_action_id()
         after = hiveloop_async.current_action_id()
     finally:
-        agent._client = real
+        agent._route = real
     assert inside is not None  # the block still became current
     assert after is None  # and was left
     assert swallowed == [("action enter", "queue gone"), ("action exit", "queue gone")]
@@ -264,19 +278,21 @@ def test_an_error_inside_the_sdk_is_swallowed_and_reported(agent: Agent) -> None
 
 def test_keyboard_interrupt_inside_the_sdk_is_not_swallowed(agent: Agent) -> None:
     class Interrupting:
-        _q: tuple[Any, ...] = ()
-        _wake_at = 0
+        q: tuple[Any, ...] = ()
+        wake_at = 0
 
-        def _put_slow(self, rec: Any) -> None:
-            raise KeyboardInterrupt
+        class client:  # the route's client attribute
+            @staticmethod
+            def _put_slow(rec: Any) -> None:
+                raise KeyboardInterrupt
 
-    real = agent._client
-    agent._client = Interrupting()  # type: ignore[assignment]
+    real = agent._route
+    agent._route = Interrupting()  # type: ignore[assignment]
     try:
         with pytest.raises(KeyboardInterrupt):
             agent.track_context("interrupted").__enter__()
     finally:
-        agent._client = real
+        agent._route = real
 
 
 def test_a_scope_entered_twice_raises_usage_error(agent: Agent) -> None:
