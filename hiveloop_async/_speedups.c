@@ -14,7 +14,10 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stddef.h>
+#include <string.h>
+#include <time.h>
 #include <structmember.h>
 
 enum { S_NEW = 0, S_OPEN = 1, S_CLOSED = 2 };
@@ -34,7 +37,7 @@ static PyTypeObject RouteType;
 typedef struct {
     PyObject_HEAD
     PyObject *agent;
-    PyObject *route;    /* agent._route, read once when the scope is created */
+    PyObject *route;    /* agent._route, read once when the scope is created (or entered) */
     PyObject *name;
     PyObject *function;
     PyObject *payload;
@@ -173,6 +176,12 @@ static int
 put(Scope *self)
 {
     PyObject *route = self->route;
+    if (route == NULL) {
+        if ((route = PyObject_GetAttr(self->agent, s_route)) == NULL) {
+            return -1;
+        }
+        self->route = route;
+    }
     if (!Py_IS_TYPE(route, &RouteType)) {
         return put_generic(self, route);
     }
@@ -448,13 +457,18 @@ scope_set_payload(Scope *self, PyObject *payload)
 static PyObject *
 scope_create(PyTypeObject *type, PyObject *agent, PyObject *name, PyObject *function)
 {
+    /* An agent without a route (not an Agent): looked up again on entry, where a failure is
+     * an internal error like any other, not an exception from the constructor. */
     PyObject *route = PyObject_GetAttr(agent, s_route);
     if (route == NULL) {
-        return NULL;
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return NULL;
+        }
+        PyErr_Clear();
     }
     Scope *self = PyObject_GC_New(Scope, type);
     if (self == NULL) {
-        Py_DECREF(route);
+        Py_XDECREF(route);
         return NULL;
     }
     self->agent = Py_NewRef(agent);
@@ -756,6 +770,313 @@ static PyMethodDef track_context_def = {
     "raises.",
 };
 
+/* -- the sender's encoder for scope records ------------------------------------------------ */
+
+/* Set by setup_encoder(): orjson.dumps, its default= and option= values, and the largest
+ * payload JSON written here (bigger ones take the Python path, which measures them the way
+ * the server does and shrinks them if needed). */
+static PyObject *g_dumps, *g_dumps_default, *g_dumps_option, *g_dumps_kwnames;
+static Py_ssize_t g_payload_max;
+static PyObject *s_action_name, *s_function, *s_summary;
+
+typedef struct {
+    char *p;
+    Py_ssize_t len, cap;
+    char stack[1024];
+} Buf;
+
+static int
+buf_reserve(Buf *b, Py_ssize_t extra)
+{
+    if (b->len + extra <= b->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = (b->len + extra) * 2;
+    char *p = b->p == b->stack ? PyMem_Malloc(cap) : PyMem_Realloc(b->p, cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (b->p == b->stack) {
+        memcpy(p, b->stack, b->len);
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int
+buf_add(Buf *b, const char *s, Py_ssize_t n)
+{
+    if (buf_reserve(b, n) < 0) {
+        return -1;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+#define BUF_LIT(b, lit) buf_add((b), (lit), (Py_ssize_t)sizeof(lit) - 1)
+
+static void
+buf_free(Buf *b)
+{
+    if (b->p != b->stack) {
+        PyMem_Free(b->p);
+    }
+}
+
+static const char HEX[] = "0123456789abcdef";
+
+/* ``prefix`` + the low 48 bits of ``n`` as 12 hex digits: format_id() in C. */
+static int
+buf_id(Buf *b, const char *prefix, Py_ssize_t plen, unsigned long long n)
+{
+    if (buf_reserve(b, plen + 12) < 0) {
+        return -1;
+    }
+    memcpy(b->p + b->len, prefix, plen);
+    char *d = b->p + b->len + plen;
+    for (int i = 11; i >= 0; i--) {
+        d[i] = HEX[n & 15];
+        n >>= 4;
+    }
+    b->len += plen + 12;
+    return 0;
+}
+
+/* A str as a JSON string literal, byte for byte what orjson writes. -1 with an exception
+ * set when the str cannot be encoded as UTF-8 (lone surrogates): the caller falls back. */
+static int
+buf_jstr(Buf *b, PyObject *str)
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(str, &n);
+    if (s == NULL || buf_reserve(b, n * 6 + 2) < 0) {
+        return -1;
+    }
+    char *d = b->p + b->len;
+    *d++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *d++ = (char)c;
+            continue;
+        }
+        *d++ = '\\';
+        switch (c) {
+        case '"': *d++ = '"'; break;
+        case '\\': *d++ = '\\'; break;
+        case '\b': *d++ = 'b'; break;
+        case '\t': *d++ = 't'; break;
+        case '\n': *d++ = 'n'; break;
+        case '\f': *d++ = 'f'; break;
+        case '\r': *d++ = 'r'; break;
+        default:
+            *d++ = 'u';
+            *d++ = '0';
+            *d++ = '0';
+            *d++ = HEX[c >> 4];
+            *d++ = HEX[c & 15];
+        }
+    }
+    *d++ = '"';
+    b->len = d - b->p;
+    return 0;
+}
+
+static int
+buf_int(Buf *b, long long v)
+{
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%lld", v);
+    return buf_add(b, tmp, n);
+}
+
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ" for wall-clock nanoseconds; the second is cached. */
+static long long ts_sec = LLONG_MIN;
+static char ts_text[32];
+static int ts_len;
+
+static int
+buf_timestamp(Buf *b, long long wall_ns)
+{
+    long long ms = wall_ns >= 0 ? wall_ns / 1000000 : -((-wall_ns + 999999) / 1000000);
+    long long sec = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
+    int msp = (int)(ms - sec * 1000);
+    if (sec != ts_sec) {
+        time_t t = (time_t)sec;
+        struct tm tm;
+        if (gmtime_r(&t, &tm) == NULL) {
+            PyErr_SetString(PyExc_OverflowError, "timestamp out of range");
+            return -1;
+        }
+        ts_len = (int)strftime(ts_text, sizeof ts_text, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (ts_len == 0) {
+            PyErr_SetString(PyExc_OverflowError, "timestamp out of range");
+            return -1;
+        }
+        ts_sec = sec;
+    }
+    char tail[8] = {'.', (char)('0' + msp / 100), (char)('0' + msp / 10 % 10),
+                    (char)('0' + msp % 10), 'Z'};
+    if (buf_add(b, ts_text, ts_len) < 0) {
+        return -1;
+    }
+    return buf_add(b, tail, 5);
+}
+
+/* encode_action(scope, ended, offset_ns, prefix, fields) -> bytes | None
+ *
+ * The wire JSON of a scope's action_started (ended false) or action_completed event, as
+ * RecordEncoder._action writes it; None when this case is left to Python: a failed action,
+ * a name or function that is not a str, a payload that is not None or a dict, a payload
+ * sharing a key with the action's own ("action_name", "function") or having "summary", a
+ * payload orjson cannot encode by itself, or a large one. */
+static PyObject *
+mod_encode_action(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !Py_IS_TYPE(args[0], &ScopeType) || !PyUnicode_Check(args[3]) ||
+        !PyUnicode_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "encode_action(scope, ended, offset_ns, prefix, fields)");
+        return NULL;
+    }
+    if (g_dumps == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "setup_encoder() was not called");
+        return NULL;
+    }
+    Scope *sc = (Scope *)args[0];
+    int ended = PyObject_IsTrue(args[1]);
+    if (ended < 0) {
+        return NULL;
+    }
+    long long offset = PyLong_AsLongLong(args[2]);
+    if (offset == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if ((ended && sc->exc_type != NULL) || !PyUnicode_CheckExact(sc->name) ||
+        (sc->function != NULL && !PyUnicode_CheckExact(sc->function))) {
+        Py_RETURN_NONE;
+    }
+    PyObject *extra = NULL; /* the user's payload as JSON bytes, when there is one */
+    PyObject *payload = ended ? sc->payload : NULL;
+    if (payload != NULL && payload != Py_None) {
+        if (!PyDict_CheckExact(payload)) {
+            Py_RETURN_NONE;
+        }
+        if (PyDict_GET_SIZE(payload) > 0) {
+            int hit = PyDict_Contains(payload, s_action_name);
+            if (hit == 0) {
+                hit = PyDict_Contains(payload, s_function);
+            }
+            if (hit == 0) {
+                hit = PyDict_Contains(payload, s_summary);
+            }
+            if (hit != 0) {
+                if (hit < 0) {
+                    PyErr_Clear();
+                }
+                Py_RETURN_NONE;
+            }
+            PyObject *call[4] = {NULL, payload, g_dumps_default, g_dumps_option};
+            extra = PyObject_Vectorcall(g_dumps, call + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                        g_dumps_kwnames);
+            if (extra == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                    return NULL;
+                }
+                PyErr_Clear(); /* odd values: json_safe() in Python */
+                Py_RETURN_NONE;
+            }
+            if (!PyBytes_Check(extra) || PyBytes_GET_SIZE(extra) > g_payload_max ||
+                PyBytes_GET_SIZE(extra) < 3) {
+                Py_DECREF(extra);
+                Py_RETURN_NONE;
+            }
+        }
+    }
+
+    Py_ssize_t plen, flen;
+    const char *prefix = PyUnicode_AsUTF8AndSize(args[3], &plen);
+    const char *fields = prefix ? PyUnicode_AsUTF8AndSize(args[4], &flen) : NULL;
+    if (fields == NULL) {
+        Py_XDECREF(extra);
+        return NULL;
+    }
+    Buf b;
+    b.p = b.stack;
+    b.len = 0;
+    b.cap = sizeof b.stack;
+    int ok = BUF_LIT(&b, "{\"event_id\":\"") == 0 && buf_id(&b, prefix, plen, ++g_counter) == 0 &&
+             BUF_LIT(&b, "\",\"timestamp\":\"") == 0 &&
+             buf_timestamp(&b, (ended ? sc->t1 : sc->t0) + offset) == 0 &&
+             (ended ? BUF_LIT(&b, "\",\"event_type\":\"action_completed\",\"severity\":\"info\",")
+                    : BUF_LIT(&b, "\",\"event_type\":\"action_started\",\"severity\":\"info\",")) ==
+                 0 &&
+             buf_add(&b, fields, flen) == 0 && BUF_LIT(&b, "\"action_id\":\"") == 0 &&
+             buf_id(&b, prefix, plen, sc->action_id) == 0;
+    if (ok && sc->parent != NULL && Py_IS_TYPE(sc->parent, &ScopeType)) {
+        ok = BUF_LIT(&b, "\",\"parent_action_id\":\"") == 0 &&
+             buf_id(&b, prefix, plen, ((Scope *)sc->parent)->action_id) == 0;
+    }
+    if (ok && ended) {
+        ok = BUF_LIT(&b, "\",\"status\":\"success\",\"duration_ms\":") == 0 &&
+             buf_int(&b, (sc->t1 - sc->t0) / 1000000) == 0 && BUF_LIT(&b, ",") == 0;
+    }
+    else if (ok) {
+        ok = BUF_LIT(&b, "\",") == 0;
+    }
+    ok = ok && BUF_LIT(&b, "\"payload\":") == 0;
+    Py_ssize_t payload_start = b.len;
+    ok = ok && BUF_LIT(&b, "{\"action_name\":") == 0 && buf_jstr(&b, sc->name) == 0;
+    if (ok && sc->function != NULL) {
+        ok = BUF_LIT(&b, ",\"function\":") == 0 && buf_jstr(&b, sc->function) == 0;
+    }
+    if (ok && extra != NULL) {
+        ok = BUF_LIT(&b, ",") == 0 &&
+             buf_add(&b, PyBytes_AS_STRING(extra) + 1, PyBytes_GET_SIZE(extra) - 1) == 0 &&
+             BUF_LIT(&b, "}") == 0;
+    }
+    else if (ok) {
+        ok = BUF_LIT(&b, "}}") == 0;
+    }
+    Py_XDECREF(extra);
+    PyObject *r = NULL;
+    if (ok && b.len - payload_start - 1 > g_payload_max) {
+        r = Py_NewRef(Py_None); /* large: measured and maybe shrunk in Python */
+    }
+    else if (ok) {
+        r = PyBytes_FromStringAndSize(b.p, b.len);
+    }
+    else if (PyErr_ExceptionMatches(PyExc_UnicodeError)) {
+        PyErr_Clear(); /* a name with lone surrogates: Python's fallbacks handle it */
+        r = Py_NewRef(Py_None);
+    }
+    buf_free(&b);
+    return r;
+}
+
+static PyObject *
+mod_setup_encoder(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *dumps, *dflt, *option;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "OOOn:setup_encoder", &dumps, &dflt, &option, &limit)) {
+        return NULL;
+    }
+    PyObject *kwnames = Py_BuildValue("(ss)", "default", "option");
+    if (kwnames == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(g_dumps_kwnames, kwnames);
+    Py_XSETREF(g_dumps, Py_NewRef(dumps));
+    Py_XSETREF(g_dumps_default, Py_NewRef(dflt));
+    Py_XSETREF(g_dumps_option, Py_NewRef(option));
+    g_payload_max = limit;
+    Py_RETURN_NONE;
+}
+
 /* -- module ------------------------------------------------------------------------------- */
 
 static PyObject *
@@ -807,6 +1128,13 @@ static PyMethodDef module_methods[] = {
     {"setup", mod_setup, METH_VARARGS,
      "setup(current_scope, usage_error, internal_error, exception_message, live_scope, "
      "restore_foreign, format_id, doc, /)\n--\n\nWire the C scope to its Python helpers."},
+    {"encode_action", (PyCFunction)(void (*)(void))mod_encode_action, METH_FASTCALL,
+     "encode_action(scope, ended, offset_ns, prefix, fields, /)\n--\n\n"
+     "The wire JSON of a scope's action_started or action_completed event, or None when\n"
+     "the Python encoder must handle the case."},
+    {"setup_encoder", mod_setup_encoder, METH_VARARGS,
+     "setup_encoder(dumps, default, option, payload_max, /)\n--\n\n"
+     "Give encode_action() orjson.dumps and its arguments."},
     {"next_id", mod_next_id, METH_NOARGS,
      "next_id()\n--\n\nThe next integer of the process-wide id counter."},
     {"track_context_method", mod_track_context_method, METH_O,
@@ -849,6 +1177,8 @@ PyInit__speedups(void)
     if (!(s_client = intern("client")) || !(s_q = intern("q")) ||
         !(s_wake_at = intern("wake_at")) || !(s_put_slow = intern("_put_slow")) ||
         !(s_route = intern("_route")) || !(s_state = intern("_state")) ||
+        !(s_action_name = intern("action_name")) ||
+        !(s_function = intern("function")) || !(s_summary = intern("summary")) ||
         !(s_where_enter = intern("action enter")) || !(s_where_exit = intern("action exit"))) {
         return NULL;
     }

@@ -320,3 +320,14 @@ def test_scope_attributes_before_and_after(agent: Agent, cap: EventCapture) -> N
     s.set_payload({"late": True})  # ignored once closed
     assert s.payload is None
     assert [e["event_type"] for e in cap.events] == ["action_started", "action_completed"]
+
+
+@pytest.mark.allows_internal_errors
+def test_a_scope_built_for_something_else_than_an_agent_records_nothing() -> None:
+    swallowed: list[str] = []
+    _internal.error_hook = lambda exc, where: swallowed.append(where)
+    scope = hiveloop_async.ActionScope(object(), "stray")
+    with scope:
+        assert hiveloop_async.current_action_id() == scope.action_id_str
+    assert hiveloop_async.current_action_id() is None
+    assert swallowed == ["action enter", "action exit"]
