@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from . import _events
+from ._accel import speedups
 from ._events import (
     EVENT_TYPES,
     SEVERITIES,
@@ -88,9 +90,11 @@ def default_severity(event_type: str, payload: Mapping[str, Any] | None) -> str:
 class RecordEncoder:
     """Turns queued records into wire event dicts. One per sender; not thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, accelerated: bool = True) -> None:
         self._ts = TimestampFormatter()
         self._offset = wall_offset_ns()
+        #: The C encoder for scope records, when the extension is in use.
+        self._c_encode = speedups.encode_action if accelerated and speedups is not None else None
 
     def recalibrate(self) -> None:
         """Re-read wall minus monotonic time (follows NTP adjustments between batches)."""
@@ -118,7 +122,7 @@ class RecordEncoder:
         if kind is ActionScope:
             ended = rec._sent
             rec._sent = True
-            return self._action(rec, ended)
+            return self._scope(rec, ended)
         if kind is Task:
             ended = rec._sent
             rec._sent = True
@@ -131,7 +135,7 @@ class RecordEncoder:
         """Like :meth:`encode`, with the phase of a scope or task given by the caller."""
         kind = type(rec)
         if kind is ActionScope:
-            return self._action(rec, ended)
+            return self._scope(rec, ended)
         if kind is Task:
             return self._task(rec, ended)
         if kind is tuple:
@@ -141,6 +145,17 @@ class RecordEncoder:
     # The event JSON is written directly: every field but the payload is either one of our
     # own ASCII strings (ids, timestamps, event types, severities) or escaped with orjson
     # (task fields, status, parent_event_id); only the payload goes through orjson as data.
+
+    def _scope(self, s: ActionScope, ended: bool) -> tuple[Agent, bytes]:
+        c_encode = self._c_encode
+        if c_encode is not None:
+            # The common cases in C (see _speedups.encode_action); None: the rest in Python.
+            task = s.task
+            fields = "" if task is None else (task._fields or self._task_fields(task))
+            data = c_encode(s, ended, self._offset, _events._prefix, fields)
+            if data is not None:
+                return s.agent, data
+        return self._action(s, ended)
 
     def _action(self, s: ActionScope, ended: bool) -> tuple[Agent, bytes]:
         payload: dict[str, Any] = {"action_name": s.name}
@@ -226,8 +241,20 @@ class RecordEncoder:
 
 
 def _jstr(value: str) -> str:
-    """``value`` as a JSON string literal."""
-    return orjson.dumps(value).decode()
+    """``value`` as a JSON string literal (lone surrogates become ``?``)."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_utf8_safe(value)).decode()
+
+
+def _utf8_safe(text: str) -> str:
+    """``text`` with what UTF-8 cannot carry (lone surrogates) replaced by ``?``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _with_payload(text: str, payload: dict[str, Any]) -> bytes:
@@ -287,12 +314,14 @@ def dumps(obj: Any) -> bytes:
 def json_safe(obj: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) -> Any:
     """Return a copy of ``obj`` made of JSON types only, converting value by value.
 
-    Cycles become ``"<cycle>"``, integers beyond 64 bits strings, NaN/inf null, unknown
-    objects their (cut) repr. Never raises.
+    Cycles become ``"<cycle>"``, integers beyond 64 bits strings, NaN/inf null, lone
+    surrogates in strings ``?``, unknown objects their (cut) repr. Never raises.
     """
     try:
-        if obj is None or isinstance(obj, (bool, str)):
+        if obj is None or isinstance(obj, bool):
             return obj
+        if isinstance(obj, str):
+            return _utf8_safe(obj)
         if isinstance(obj, int):
             return obj if -(2**63) <= obj < 2**64 else str(obj)
         if isinstance(obj, float):
@@ -304,7 +333,7 @@ def json_safe(obj: Any, _depth: int = 0, _seen: frozenset[int] = frozenset()) ->
         seen = _seen | {id(obj)}
         if isinstance(obj, Mapping):
             return {
-                (k if isinstance(k, str) else str(k)): json_safe(v, _depth + 1, seen)
+                _utf8_safe(k if isinstance(k, str) else str(k)): json_safe(v, _depth + 1, seen)
                 for k, v in obj.items()
             }
         if isinstance(obj, (list, tuple, set, frozenset)):
@@ -414,3 +443,9 @@ def encode_envelope(agent: Agent) -> bytes:
 def build_body(envelope: bytes, events: list[bytes]) -> bytes:
     """Join an encoded envelope and encoded events into one ingest request body."""
     return b'{"envelope":' + envelope + b',"events":[' + b",".join(events) + b"]}"
+
+
+if speedups is not None:
+    # encode_action() leaves payloads whose JSON is over this size to encode_payload(),
+    # which measures them exactly (the same threshold).
+    speedups.setup_encoder(orjson.dumps, _default, _ORJSON_OPTS, MAX_PAYLOAD_BYTES // 4)

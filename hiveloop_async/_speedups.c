@@ -1065,7 +1065,9 @@ mod_setup_encoder(PyObject *Py_UNUSED(module), PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOn:setup_encoder", &dumps, &dflt, &option, &limit)) {
         return NULL;
     }
-    PyObject *kwnames = Py_BuildValue("(ss)", "default", "option");
+    /* Interned: orjson tells its keyword arguments apart by identity. */
+    PyObject *kwnames = Py_BuildValue("(NN)", PyUnicode_InternFromString("default"),
+                                      PyUnicode_InternFromString("option"));
     if (kwnames == NULL) {
         return NULL;
     }

@@ -9,6 +9,7 @@ errors raised inside the SDK).
 
 from __future__ import annotations
 
+import datetime
 import gc
 import json
 import os
@@ -21,7 +22,7 @@ import pytest
 
 import hiveloop_async
 from hiveloop_async import Agent, HiveBoard, _accel, _internal, _track
-from hiveloop_async.testing import EventCapture
+from hiveloop_async.testing import EventCapture, capture_events
 
 PURE = os.environ.get("HIVELOOP_ASYNC_PURE_PYTHON", "").strip() not in ("", "0")
 needs_c = pytest.mark.skipif(PURE, reason="HIVELOOP_ASYNC_PURE_PYTHON is set")
@@ -326,8 +327,98 @@ def test_scope_attributes_before_and_after(agent: Agent, cap: EventCapture) -> N
 def test_a_scope_built_for_something_else_than_an_agent_records_nothing() -> None:
     swallowed: list[str] = []
     _internal.error_hook = lambda exc, where: swallowed.append(where)
-    scope = hiveloop_async.ActionScope(object(), "stray")
+    scope = hiveloop_async.ActionScope(object(), "stray")  # type: ignore[arg-type]
     with scope:
         assert hiveloop_async.current_action_id() == scope.action_id_str
     assert hiveloop_async.current_action_id() is None
     assert swallowed == ["action enter", "action exit"]
+
+
+# -- the sender's encoder: C against Python, byte for byte ------------------------------------
+
+NAMES = [
+    "plain",
+    'quo"te',
+    "back\\slash",
+    "ctl\x01\x1f\n\t\r\b\f",
+    "é ✓ 𝄞",
+    "del\x7f",
+    "",
+    "lone\udc80",
+]
+PAYLOADS: list[Any] = [
+    None,
+    {},
+    {"tool": "search", "rows": 3, "cached": False},
+    {"nested": {"a": [1, 2.5, None, True]}, "s": "x\ny"},
+    {"summary": "s" * 600},
+    {"action_name": "overridden"},
+    {"function": "overridden"},
+    {"when": datetime.datetime(2026, 1, 2, 3, 4, 5)},
+    {1: "int key", None: "none key"},
+    {"big": "x" * 9000},
+    {"huge": "y" * 40000},
+    "not a dict",
+    [1, 2],
+    {"bad": "\ud800"},
+    {"nan": float("nan")},
+]
+
+
+@needs_c
+@pytest.mark.parametrize("name", NAMES)
+def test_the_c_encoder_writes_what_the_python_one_writes(agent: Agent, name: str) -> None:
+    from hiveloop_async._serialize import RecordEncoder
+
+    c_enc, py_enc = RecordEncoder(), RecordEncoder(accelerated=False)
+    py_enc._offset = c_enc._offset
+    records: list[tuple[bool, Any]] = []
+    with capture_events() as cap, agent.task('task "quoted"', project="p\\q"):
+        for i, payload in enumerate(PAYLOADS):
+            scope = hiveloop_async.ActionScope(agent, name, None if i % 2 else f"mod.{name}")
+            with scope:
+                with agent.track_context("child") as child:
+                    child.set_payload(payload)
+                scope.set_payload(payload)
+        records = list(cap._records)
+    compared = 0
+    for ended, rec in records:
+        if type(rec) is not hiveloop_async.ActionScope:
+            continue
+        c_out, py_out = c_enc.encode_phase(rec, ended), py_enc.encode_phase(rec, ended)
+        assert c_out is not None and py_out is not None
+        c_ev, py_ev = json.loads(c_out[1]), json.loads(py_out[1])
+        assert c_ev.pop("event_id") != py_ev.pop("event_id")  # each encoder draws its own
+        assert c_ev == py_ev
+        # Byte for byte apart from the event id (36 characters in both).
+        assert len(c_out[1]) == len(py_out[1])
+        compared += 1
+    assert compared == 4 * len(PAYLOADS)
+
+
+@needs_c
+def test_the_c_encoder_leaves_failed_and_odd_scopes_to_python(agent: Agent) -> None:
+    assert _accel.speedups is not None
+    encode = _accel.speedups.encode_action
+    with capture_events():
+        failed = agent.track_context("failed")
+        with pytest.raises(ValueError, match="x"), failed:
+            raise ValueError("x")
+        odd = hiveloop_async.ActionScope(agent, 42)  # type: ignore[arg-type]
+        with odd:
+            pass
+        listed = agent.track_context("listed")
+        with listed:
+            listed.set_payload([1])  # type: ignore[arg-type]
+        plain = agent.track_context("plain")
+        with plain:
+            plain.set_payload({"tool": "search", "rows": 3})
+    # The common case is the C encoder's: it must not quietly hand everything to Python.
+    assert encode(plain, False, 0, "p", "") is not None
+    assert encode(plain, True, 0, "p", "") is not None
+    assert encode(failed, False, 0, "p", "") is not None  # its start is a plain event
+    assert encode(failed, True, 0, "p", "") is None
+    assert encode(odd, True, 0, "p", "") is None
+    assert encode(listed, True, 0, "p", "") is None
+    with pytest.raises(TypeError):
+        encode(object(), True, 0, "p", "")
