@@ -53,6 +53,11 @@ MAX_BATCH_EVENTS = 500
 
 _ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
 _TASK_KEYS = ("task_id", "project_id", "task_type", "task_run_id", "correlation_id")
+#: ``encode_payload`` measures payloads whose compact JSON is longer than this exactly.
+_SIZE_CHECKED_ABOVE = MAX_PAYLOAD_BYTES // 4
+#: Cached action payload prefixes: at most this many names, of at most this many characters.
+_MAX_PREFIXES = 1024
+_MAX_PREFIX_CHARS = 256
 _ISSUE_SEVERITY = {"critical": "error", "high": "error", "medium": "warn", "low": "info"}
 
 
@@ -91,6 +96,7 @@ class RecordEncoder:
     def __init__(self) -> None:
         self._ts = TimestampFormatter()
         self._offset = wall_offset_ns()
+        self._prefixes: dict[Any, bytes] = {}
 
     def recalibrate(self) -> None:
         """Re-read wall minus monotonic time (follows NTP adjustments between batches)."""
@@ -143,35 +149,83 @@ class RecordEncoder:
     # (task fields, status, parent_event_id); only the payload goes through orjson as data.
 
     def _action(self, s: ActionScope, ended: bool) -> tuple[Agent, bytes]:
-        payload: dict[str, Any] = {"action_name": s.name}
-        if s.function is not None:
-            payload["function"] = s.function
         task = s.task
-        fields = self._task_fields(task) if task is not None else ""
+        if task is None:
+            fields = ""
+        else:
+            cached = task._fields
+            fields = cached if cached is not None else self._task_fields(task)
         aid = format_id(s.action_id)
         parent = s.parent
         if parent is not None:
             aid += f'","parent_action_id":"{format_id(parent.action_id)}'
-        if ended:
-            if s.exc_type is None:
-                head = '","event_type":"action_completed","severity":"info",'
-                tail = '","status":"success","duration_ms":'
-            else:
-                head = '","event_type":"action_failed","severity":"error",'
-                tail = '","status":"failure","duration_ms":'
-                _add_exception(payload, s.exc_type, s.exc_msg)
-            if s.payload:
-                _merge(payload, s.payload)
-            text = (
-                f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(s.t1 + self._offset)}'
-                f'{head}{fields}"action_id":"{aid}{tail}{(s.t1 - s.t0) // 1_000_000},'
-            )
-        else:
+        if not ended:
+            pre = self._action_prefix(s.name, s.function)
             text = (
                 f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(s.t0 + self._offset)}'
                 f'","event_type":"action_started","severity":"info",{fields}"action_id":"{aid}",'
+                '"payload":'
             )
-        return s.agent, _with_payload(text, payload)
+            if pre is not None:
+                return s.agent, text.encode() + pre + b"}}"
+            return s.agent, text.encode() + encode_payload(_action_payload(s)) + b"}"
+        extra = s.payload
+        if s.exc_type is None:
+            text = (
+                f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(s.t1 + self._offset)}'
+                f'","event_type":"action_completed","severity":"info",{fields}"action_id":"{aid}'
+                f'","status":"success","duration_ms":{(s.t1 - s.t0) // 1_000_000},"payload":'
+            )
+            pre = self._action_prefix(s.name, s.function)
+            if pre is not None:
+                if not extra:
+                    return s.agent, text.encode() + pre + b"}}"
+                if (
+                    type(extra) is dict
+                    and "action_name" not in extra
+                    and "function" not in extra
+                    and "summary" not in extra
+                ):
+                    data = _spliced(pre, extra)
+                    if data is not None:
+                        return s.agent, text.encode() + data + b"}"
+            payload = _action_payload(s)
+        else:
+            text = (
+                f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(s.t1 + self._offset)}'
+                f'","event_type":"action_failed","severity":"error",{fields}"action_id":"{aid}'
+                f'","status":"failure","duration_ms":{(s.t1 - s.t0) // 1_000_000},"payload":'
+            )
+            payload = _action_payload(s)
+            _add_exception(payload, s.exc_type, s.exc_msg)
+        if extra:
+            _merge(payload, extra)
+        return s.agent, text.encode() + encode_payload(payload) + b"}"
+
+    def _action_prefix(self, name: Any, function: Any) -> bytes | None:
+        """The action's own payload as JSON without its closing brace (``{"action_name":"a"``
+        or ``{"action_name":"a","function":"mod.fn"``), cached; None unless both are short
+        exact strings (the cache tells keys apart by equality, and 1 == 1.0 == True).
+        """
+        if type(name) is not str:
+            return None
+        if function is None:
+            key: Any = name
+        elif type(function) is str:
+            key = (name, function)
+        else:
+            return None
+        pre = self._prefixes.get(key)
+        if pre is None:
+            if len(name) + (0 if function is None else len(function)) > _MAX_PREFIX_CHARS:
+                return None
+            payload = {"action_name": name}
+            if function is not None:
+                payload["function"] = function
+            if len(self._prefixes) >= _MAX_PREFIXES:
+                self._prefixes.clear()
+            pre = self._prefixes[key] = orjson.dumps(payload)[:-1]
+        return pre
 
     def _task(self, t: Task, ended: bool) -> tuple[Agent, bytes]:
         fields = self._task_fields(t)
@@ -233,6 +287,28 @@ def _jstr(value: str) -> str:
 def _with_payload(text: str, payload: dict[str, Any]) -> bytes:
     """Close an event whose JSON so far is ``text`` (ending with a comma) with its payload."""
     return b'%s"payload":%s}' % (text.encode(), encode_payload(payload))
+
+
+def _action_payload(s: ActionScope) -> dict[str, Any]:
+    """The payload keys of an action's own (before exception keys and ``set_payload`` data)."""
+    payload: dict[str, Any] = {"action_name": s.name}
+    if s.function is not None:
+        payload["function"] = s.function
+    return payload
+
+
+def _spliced(prefix: bytes, extra: dict[str, Any]) -> bytes | None:
+    """``encode_payload`` of the action payload whose JSON starts with ``prefix`` (see
+    ``RecordEncoder._action_prefix``) merged with ``extra``, a non-empty dict sharing no key
+    with it and without "summary": our keys then the user's, as ``dict.update`` orders them.
+    None when ``encode_payload`` would have more to do (fallbacks, the size check).
+    """
+    try:
+        data = orjson.dumps(extra, default=_default, option=_ORJSON_OPTS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    data = prefix + b"," + data[1:]
+    return data if len(data) <= _SIZE_CHECKED_ABOVE else None
 
 
 def _merge(payload: dict[str, Any], extra: Any) -> None:
@@ -390,7 +466,7 @@ def encode_payload(payload: dict[str, Any]) -> bytes:
     # ensure_ascii JSON is at most 3x the UTF-8 compact size (6-char escapes for 2-byte
     # characters, 12 for 4-byte ones, one space per separator), so only large payloads
     # need the exact measure.
-    if len(data) > MAX_PAYLOAD_BYTES // 4:
+    if len(data) > _SIZE_CHECKED_ABOVE:
         if safe is None:
             safe = orjson.loads(data)
         if not _fits(safe):

@@ -1106,3 +1106,45 @@ def test_ids_and_timestamps_match_their_plain_formatting() -> None:
         sec, rem = divmod(ns, 1_000_000_000)
         plain = dt.datetime.fromtimestamp(sec, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
         assert fmt(ns) == f"{plain}.{rem // 1_000_000:03d}Z", ns
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"rows": 3, "tool": 'é\u2028"</'},
+        {"action_name": "mine", "x": 1},
+        {"x": 1, "function": "mine"},
+        {"summary": "s" * 600},
+        {"b": b"\xff", "when": dt.date(2020, 1, 2), 1: "int key"},
+        {"big": "x" * 9000},
+        {"big": "x" * 40_000},
+        ["not", "a", "dict"],
+        {},
+    ],
+)
+def test_action_payload_keeps_its_merge_rules(extra: Any, agent: Agent, cap: EventCapture) -> None:
+    """The closing payload is the action's keys updated with the user's (user keys win, in
+    our keys' places), encoded as one dict would be, whichever way the encoder builds it."""
+    from hiveloop_async._context import current_scope
+    from hiveloop_async._serialize import encode_payload
+
+    @agent.track("named")
+    def fn() -> None:
+        with agent.track_context("inner") as ctx:
+            ctx.set_payload(extra)
+        current_scope.get().set_payload(extra)
+
+    fn()
+    function = f"{fn.__module__}.{fn.__qualname__}"
+    inner, outer = cap.of_type("action_completed")
+    for ev, own in ((inner, {"action_name": "inner"}), (outer, {"action_name": "named"})):
+        if ev is outer:
+            own["function"] = function
+        expected = dict(own)
+        if isinstance(extra, dict):
+            expected.update(extra)
+        elif extra:
+            expected["value"] = extra
+        want = json.loads(encode_payload(expected))
+        assert ev["payload"] == want
+        assert list(ev["payload"]) == list(want)
