@@ -135,27 +135,28 @@ class TimestampFormatter:
     """Formats wall-clock nanoseconds as HiveBoard's ``YYYY-MM-DDTHH:MM:SS.mmmZ``.
 
     Caches the formatted millisecond (events come in bursts: most share their millisecond
-    with the one before) and the formatted second. Not thread-safe by design: each sender
-    owns one.
+    with the one before) and the formatted second. ``text`` is the last string returned,
+    for every time in ``[lo, hi)``: a caller may test that range itself and save the call.
+    Not thread-safe by design: each sender owns one.
     """
 
-    __slots__ = ("_hi", "_lo", "_prefix", "_sec", "_text")
+    __slots__ = ("_prefix", "_sec", "hi", "lo", "text")
 
     def __init__(self) -> None:
         self._sec = -1
         self._prefix = ""
-        self._lo = self._hi = 0  # the cached millisecond, [lo, hi) in nanoseconds
-        self._text = ""
+        self.lo = self.hi = 0
+        self.text = ""
 
     def __call__(self, wall_ns: int) -> str:
-        if self._lo <= wall_ns < self._hi:
-            return self._text
+        if self.lo <= wall_ns < self.hi:
+            return self.text
         ms = wall_ns // 1_000_000
         sec, ms_part = divmod(ms, 1000)
         if sec != self._sec:
             self._sec = sec
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        self._lo = ms * 1_000_000
-        self._hi = self._lo + 1_000_000
-        text = self._text = f"{self._prefix}.{ms_part:03d}Z"
+        self.lo = ms * 1_000_000
+        self.hi = self.lo + 1_000_000
+        text = self.text = f"{self._prefix}.{ms_part:03d}Z"
         return text

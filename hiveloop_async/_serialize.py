@@ -55,9 +55,9 @@ _ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
 _TASK_KEYS = ("task_id", "project_id", "task_type", "task_run_id", "correlation_id")
 #: ``encode_payload`` measures payloads whose compact JSON is longer than this exactly.
 _SIZE_CHECKED_ABOVE = MAX_PAYLOAD_BYTES // 4
-#: Cached action payload prefixes: at most this many names, of at most this many characters.
+#: Cached action payload prefixes: at most this many, of at most this many bytes each.
 _MAX_PREFIXES = 1024
-_MAX_PREFIX_CHARS = 256
+_MAX_PREFIX_BYTES = 512
 _ISSUE_SEVERITY = {"critical": "error", "high": "error", "medium": "warn", "low": "info"}
 
 
@@ -96,7 +96,7 @@ class RecordEncoder:
     def __init__(self) -> None:
         self._ts = TimestampFormatter()
         self._offset = wall_offset_ns()
-        self._prefixes: dict[Any, bytes] = {}
+        self._prefixes: dict[Any, str] = {}
 
     def recalibrate(self) -> None:
         """Re-read wall minus monotonic time (follows NTP adjustments between batches)."""
@@ -159,40 +159,44 @@ class RecordEncoder:
         parent = s.parent
         if parent is not None:
             aid += f'","parent_action_id":"{format_id(parent.action_id)}'
+        # The timestamp, from the formatter's cached millisecond when it is the same one.
+        t = (s.t1 if ended else s.t0) + self._offset
+        ts = self._ts
+        stamp = ts.text if ts.lo <= t < ts.hi else ts(t)
         if not ended:
             pre = self._action_prefix(s.name, s.function)
             text = (
-                f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(s.t0 + self._offset)}'
+                f'{{"event_id":"{new_id_str()}","timestamp":"{stamp}'
                 f'","event_type":"action_started","severity":"info",{fields}"action_id":"{aid}",'
                 '"payload":'
             )
             if pre is not None:
-                return s.agent, text.encode() + pre + b"}}"
+                return s.agent, f"{text}{pre}}}}}".encode()
             return s.agent, text.encode() + encode_payload(_action_payload(s)) + b"}"
         extra = s.payload
         if s.exc_type is None:
             text = (
-                f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(s.t1 + self._offset)}'
+                f'{{"event_id":"{new_id_str()}","timestamp":"{stamp}'
                 f'","event_type":"action_completed","severity":"info",{fields}"action_id":"{aid}'
                 f'","status":"success","duration_ms":{(s.t1 - s.t0) // 1_000_000},"payload":'
             )
             pre = self._action_prefix(s.name, s.function)
             if pre is not None:
                 if not extra:
-                    return s.agent, text.encode() + pre + b"}}"
+                    return s.agent, f"{text}{pre}}}}}".encode()
                 if (
                     type(extra) is dict
                     and "action_name" not in extra
                     and "function" not in extra
                     and "summary" not in extra
                 ):
-                    data = _spliced(pre, extra)
-                    if data is not None:
-                        return s.agent, text.encode() + data + b"}"
+                    rest = _json_rest(extra)
+                    if rest is not None:
+                        return s.agent, f"{text}{pre},{rest}}}".encode()
             payload = _action_payload(s)
         else:
             text = (
-                f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(s.t1 + self._offset)}'
+                f'{{"event_id":"{new_id_str()}","timestamp":"{stamp}'
                 f'","event_type":"action_failed","severity":"error",{fields}"action_id":"{aid}'
                 f'","status":"failure","duration_ms":{(s.t1 - s.t0) // 1_000_000},"payload":'
             )
@@ -202,10 +206,11 @@ class RecordEncoder:
             _merge(payload, extra)
         return s.agent, text.encode() + encode_payload(payload) + b"}"
 
-    def _action_prefix(self, name: Any, function: Any) -> bytes | None:
+    def _action_prefix(self, name: Any, function: Any) -> str | None:
         """The action's own payload as JSON without its closing brace (``{"action_name":"a"``
-        or ``{"action_name":"a","function":"mod.fn"``), cached; None unless both are short
-        exact strings (the cache tells keys apart by equality, and 1 == 1.0 == True).
+        or ``{"action_name":"a","function":"mod.fn"``), cached; None unless both are exact
+        strings (the cache tells keys apart by equality, and 1 == 1.0 == True) and the JSON
+        is at most ``_MAX_PREFIX_BYTES`` long.
         """
         if type(name) is not str:
             return None
@@ -217,14 +222,15 @@ class RecordEncoder:
             return None
         pre = self._prefixes.get(key)
         if pre is None:
-            if len(name) + (0 if function is None else len(function)) > _MAX_PREFIX_CHARS:
-                return None
             payload = {"action_name": name}
             if function is not None:
                 payload["function"] = function
+            data = orjson.dumps(payload)
+            if len(data) > _MAX_PREFIX_BYTES:
+                return None
             if len(self._prefixes) >= _MAX_PREFIXES:
                 self._prefixes.clear()
-            pre = self._prefixes[key] = orjson.dumps(payload)[:-1]
+            pre = self._prefixes[key] = data[:-1].decode()
         return pre
 
     def _task(self, t: Task, ended: bool) -> tuple[Agent, bytes]:
@@ -297,18 +303,20 @@ def _action_payload(s: ActionScope) -> dict[str, Any]:
     return payload
 
 
-def _spliced(prefix: bytes, extra: dict[str, Any]) -> bytes | None:
-    """``encode_payload`` of the action payload whose JSON starts with ``prefix`` (see
-    ``RecordEncoder._action_prefix``) merged with ``extra``, a non-empty dict sharing no key
-    with it and without "summary": our keys then the user's, as ``dict.update`` orders them.
-    None when ``encode_payload`` would have more to do (fallbacks, the size check).
+def _json_rest(extra: dict[str, Any]) -> str | None:
+    """The JSON of ``extra`` (a non-empty dict) without its opening brace, to follow an
+    action's payload prefix (``RecordEncoder._action_prefix``) and a comma: together, the
+    bytes ``encode_payload`` gives the prefix's dict updated with ``extra`` when the two share
+    no key and ``extra`` has no "summary". None when ``encode_payload`` would have more to do
+    (fallbacks for odd values, the exact size measure).
     """
     try:
         data = orjson.dumps(extra, default=_default, option=_ORJSON_OPTS)
     except (TypeError, orjson.JSONEncodeError):
         return None
-    data = prefix + b"," + data[1:]
-    return data if len(data) <= _SIZE_CHECKED_ABOVE else None
+    if len(data) + _MAX_PREFIX_BYTES > _SIZE_CHECKED_ABOVE:
+        return None
+    return data[1:].decode()
 
 
 def _merge(payload: dict[str, Any], extra: Any) -> None:
