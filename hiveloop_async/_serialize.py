@@ -76,12 +76,14 @@ def default_severity(event_type: str, payload: Mapping[str, Any] | None) -> str:
     severity = SEVERITY_DEFAULTS.get(event_type, "info")
     if event_type == "custom" and payload:
         kind = payload.get("kind")
-        if kind is not None:
+        if kind is None:
+            return severity
+        if kind == "queue_snapshot":
+            return "debug"
+        if kind == "todo" or kind == "plan_step" or kind == "issue":
             data = payload.get("data")
             data = data if isinstance(data, Mapping) else {}
-            if kind == "queue_snapshot":
-                severity = "debug"
-            elif kind == "todo" and data.get("action") == "failed":
+            if kind == "todo" and data.get("action") == "failed":
                 severity = "warn"
             elif kind == "plan_step" and data.get("action") == "failed":
                 severity = "error"
@@ -270,19 +272,23 @@ class RecordEncoder:
             payload = dict(payload) if isinstance(payload, Mapping) else {"value": payload}
         if severity not in SEVERITIES:
             severity = default_severity(event_type, payload)
+        t = t_ns + self._offset
+        ts = self._ts
+        stamp = ts.text if ts.lo <= t < ts.hi else ts(t)
+        if task is None:
+            fields = ""
+        else:
+            cached = task._fields
+            fields = cached if cached is not None else self._task_fields(task)
+        aid = "" if action_id is None else f'"action_id":"{format_id(action_id)}",'
+        pid = "" if parent is None else f'"parent_event_id":{_jstr(_as_str(parent))},'
         text = (
-            f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(t_ns + self._offset)}",'
-            f'"event_type":"{event_type}","severity":"{severity}",'
+            f'{{"event_id":"{new_id_str()}","timestamp":"{stamp}","event_type":"{event_type}",'
+            f'"severity":"{severity}",{fields}{aid}{pid}'
         )
-        if task is not None:
-            text += self._task_fields(task)
-        if action_id is not None:
-            text += f'"action_id":"{format_id(action_id)}",'
-        if parent is not None:
-            text += f'"parent_event_id":{_jstr(_as_str(parent))},'
         if payload is None:
-            return agent, text[:-1].encode() + b"}"
-        return agent, _with_payload(text, payload)
+            return agent, f"{text[:-1]}}}".encode()
+        return agent, f'{text}"payload":'.encode() + encode_payload(payload) + b"}"
 
 
 def _jstr(value: str) -> str:
