@@ -192,9 +192,9 @@ class RecordEncoder:
                     and "function" not in extra
                     and "summary" not in extra
                 ):
-                    rest = _json_rest(extra)
-                    if rest is not None:
-                        return s.agent, f"{text}{pre},{rest}}}".encode()
+                    rest = _json_rest(extra)  # bytes: a large non-ASCII payload is not
+                    if rest is not None:  # decoded and encoded again
+                        return s.agent, f"{text}{pre},".encode() + rest + b"}"
             payload = _action_payload(s)
         else:
             text = (
@@ -309,7 +309,7 @@ def _action_payload(s: ActionScope) -> dict[str, Any]:
     return payload
 
 
-def _json_rest(extra: dict[str, Any]) -> str | None:
+def _json_rest(extra: dict[str, Any]) -> bytes | None:
     """The JSON of ``extra`` (a non-empty dict) without its opening brace, to follow an
     action's payload prefix (``RecordEncoder._action_prefix``) and a comma: together, the
     bytes ``encode_payload`` gives the prefix's dict updated with ``extra`` when the two share
@@ -322,7 +322,7 @@ def _json_rest(extra: dict[str, Any]) -> str | None:
         return None
     if len(data) + _MAX_PREFIX_BYTES > _SIZE_CHECKED_ABOVE:
         return None
-    return data[1:].decode()
+    return data[1:]
 
 
 def _merge(payload: dict[str, Any], extra: Any) -> None:
