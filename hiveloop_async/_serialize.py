@@ -55,6 +55,11 @@ MAX_BATCH_EVENTS = 500
 
 _ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
 _TASK_KEYS = ("task_id", "project_id", "task_type", "task_run_id", "correlation_id")
+#: ``encode_payload`` measures payloads whose compact JSON is longer than this exactly.
+_SIZE_CHECKED_ABOVE = MAX_PAYLOAD_BYTES // 4
+#: Cached action payload prefixes: at most this many, of at most this many bytes each.
+_MAX_PREFIXES = 1024
+_MAX_PREFIX_BYTES = 512
 _ISSUE_SEVERITY = {"critical": "error", "high": "error", "medium": "warn", "low": "info"}
 
 
@@ -73,12 +78,14 @@ def default_severity(event_type: str, payload: Mapping[str, Any] | None) -> str:
     severity = SEVERITY_DEFAULTS.get(event_type, "info")
     if event_type == "custom" and payload:
         kind = payload.get("kind")
-        if kind is not None:
+        if kind is None:
+            return severity
+        if kind == "queue_snapshot":
+            return "debug"
+        if kind == "todo" or kind == "plan_step" or kind == "issue":
             data = payload.get("data")
             data = data if isinstance(data, Mapping) else {}
-            if kind == "queue_snapshot":
-                severity = "debug"
-            elif kind == "todo" and data.get("action") == "failed":
+            if kind == "todo" and data.get("action") == "failed":
                 severity = "warn"
             elif kind == "plan_step" and data.get("action") == "failed":
                 severity = "error"
@@ -95,6 +102,7 @@ class RecordEncoder:
         self._offset = wall_offset_ns()
         #: The C encoder for scope records, when the extension is in use.
         self._c_encode = speedups.encode_action if accelerated and speedups is not None else None
+        self._prefixes: dict[Any, str] = {}
 
     def recalibrate(self) -> None:
         """Re-read wall minus monotonic time (follows NTP adjustments between batches)."""
@@ -158,35 +166,92 @@ class RecordEncoder:
         return self._action(s, ended)
 
     def _action(self, s: ActionScope, ended: bool) -> tuple[Agent, bytes]:
-        payload: dict[str, Any] = {"action_name": s.name}
-        if s.function is not None:
-            payload["function"] = s.function
         task = s.task
-        fields = self._task_fields(task) if task is not None else ""
+        if task is None:
+            fields = ""
+        else:
+            cached = task._fields
+            fields = cached if cached is not None else self._task_fields(task)
         aid = format_id(s.action_id)
         parent = s.parent
         if parent is not None:
             aid += f'","parent_action_id":"{format_id(parent.action_id)}'
-        if ended:
-            if s.exc_type is None:
-                head = '","event_type":"action_completed","severity":"info",'
-                tail = '","status":"success","duration_ms":'
-            else:
-                head = '","event_type":"action_failed","severity":"error",'
-                tail = '","status":"failure","duration_ms":'
-                _add_exception(payload, s.exc_type, s.exc_msg)
-            if s.payload:
-                _merge(payload, s.payload)
+        # The timestamp, from the formatter's cached millisecond when it is the same one.
+        t = (s.t1 if ended else s.t0) + self._offset
+        ts = self._ts
+        stamp = ts.text if ts.lo <= t < ts.hi else ts(t)
+        if not ended:
+            pre = self._action_prefix(s.name, s.function)
             text = (
-                f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(s.t1 + self._offset)}'
-                f'{head}{fields}"action_id":"{aid}{tail}{(s.t1 - s.t0) // 1_000_000},'
+                f'{{"event_id":"{new_id_str()}","timestamp":"{stamp}'
+                f'","event_type":"action_started","severity":"info",{fields}"action_id":"{aid}",'
+                '"payload":'
             )
+            if pre is not None:
+                return s.agent, f"{text}{pre}}}}}".encode()
+            return s.agent, text.encode() + encode_payload(_action_payload(s)) + b"}"
+        extra = s.payload
+        if s.exc_type is None:
+            text = (
+                f'{{"event_id":"{new_id_str()}","timestamp":"{stamp}'
+                f'","event_type":"action_completed","severity":"info",{fields}"action_id":"{aid}'
+                f'","status":"success","duration_ms":{(s.t1 - s.t0) // 1_000_000},"payload":'
+            )
+            pre = self._action_prefix(s.name, s.function)
+            if pre is not None:
+                if not extra:
+                    return s.agent, f"{text}{pre}}}}}".encode()
+                if (
+                    type(extra) is dict
+                    and "action_name" not in extra
+                    and "function" not in extra
+                    and "summary" not in extra
+                ):
+                    rest = _json_rest(extra)  # bytes: a large non-ASCII payload is not
+                    if rest is not None:  # decoded and encoded again
+                        return s.agent, f"{text}{pre},".encode() + rest + b"}"
+            payload = _action_payload(s)
         else:
             text = (
-                f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(s.t0 + self._offset)}'
-                f'","event_type":"action_started","severity":"info",{fields}"action_id":"{aid}",'
+                f'{{"event_id":"{new_id_str()}","timestamp":"{stamp}'
+                f'","event_type":"action_failed","severity":"error",{fields}"action_id":"{aid}'
+                f'","status":"failure","duration_ms":{(s.t1 - s.t0) // 1_000_000},"payload":'
             )
-        return s.agent, _with_payload(text, payload)
+            payload = _action_payload(s)
+            _add_exception(payload, s.exc_type, s.exc_msg)
+        if extra:
+            _merge(payload, extra)
+        return s.agent, text.encode() + encode_payload(payload) + b"}"
+
+    def _action_prefix(self, name: Any, function: Any) -> str | None:
+        """The action's own payload as JSON without its closing brace (``{"action_name":"a"``
+        or ``{"action_name":"a","function":"mod.fn"``), cached; None unless both are exact
+        strings (the cache tells keys apart by equality, and 1 == 1.0 == True) and the JSON
+        is at most ``_MAX_PREFIX_BYTES`` long.
+        """
+        if type(name) is not str:
+            return None
+        if function is None:
+            key: Any = name
+        elif type(function) is str:
+            key = (name, function)
+        else:
+            return None
+        pre = self._prefixes.get(key)
+        if pre is None:
+            payload = {"action_name": name}
+            if function is not None:
+                payload["function"] = function
+            try:
+                data = orjson.dumps(payload)
+            except orjson.JSONEncodeError:  # lone surrogates: encode_payload() cleans them
+                return None
+            if len(data) > _MAX_PREFIX_BYTES:
+                return None
+            if len(self._prefixes) >= _MAX_PREFIXES:
+                self._prefixes.clear()
+            pre = self._prefixes[key] = data[:-1].decode()
+        return pre
 
     def _task(self, t: Task, ended: bool) -> tuple[Agent, bytes]:
         fields = self._task_fields(t)
@@ -225,19 +290,23 @@ class RecordEncoder:
             payload = dict(payload) if isinstance(payload, Mapping) else {"value": payload}
         if severity not in SEVERITIES:
             severity = default_severity(event_type, payload)
+        t = t_ns + self._offset
+        ts = self._ts
+        stamp = ts.text if ts.lo <= t < ts.hi else ts(t)
+        if task is None:
+            fields = ""
+        else:
+            cached = task._fields
+            fields = cached if cached is not None else self._task_fields(task)
+        aid = "" if action_id is None else f'"action_id":"{format_id(action_id)}",'
+        pid = "" if parent is None else f'"parent_event_id":{_jstr(_as_str(parent))},'
         text = (
-            f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(t_ns + self._offset)}",'
-            f'"event_type":"{event_type}","severity":"{severity}",'
+            f'{{"event_id":"{new_id_str()}","timestamp":"{stamp}","event_type":"{event_type}",'
+            f'"severity":"{severity}",{fields}{aid}{pid}'
         )
-        if task is not None:
-            text += self._task_fields(task)
-        if action_id is not None:
-            text += f'"action_id":"{format_id(action_id)}",'
-        if parent is not None:
-            text += f'"parent_event_id":{_jstr(_as_str(parent))},'
         if payload is None:
-            return agent, text[:-1].encode() + b"}"
-        return agent, _with_payload(text, payload)
+            return agent, f"{text[:-1]}}}".encode()
+        return agent, f'{text}"payload":'.encode() + encode_payload(payload) + b"}"
 
 
 def _jstr(value: str) -> str:
@@ -260,6 +329,30 @@ def _utf8_safe(text: str) -> str:
 def _with_payload(text: str, payload: dict[str, Any]) -> bytes:
     """Close an event whose JSON so far is ``text`` (ending with a comma) with its payload."""
     return b'%s"payload":%s}' % (text.encode(), encode_payload(payload))
+
+
+def _action_payload(s: ActionScope) -> dict[str, Any]:
+    """The payload keys of an action's own (before exception keys and ``set_payload`` data)."""
+    payload: dict[str, Any] = {"action_name": s.name}
+    if s.function is not None:
+        payload["function"] = s.function
+    return payload
+
+
+def _json_rest(extra: dict[str, Any]) -> bytes | None:
+    """The JSON of ``extra`` (a non-empty dict) without its opening brace, to follow an
+    action's payload prefix (``RecordEncoder._action_prefix``) and a comma: together, the
+    bytes ``encode_payload`` gives the prefix's dict updated with ``extra`` when the two share
+    no key and ``extra`` has no "summary". None when ``encode_payload`` would have more to do
+    (fallbacks for odd values, the exact size measure).
+    """
+    try:
+        data = orjson.dumps(extra, default=_default, option=_ORJSON_OPTS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    if len(data) + _MAX_PREFIX_BYTES > _SIZE_CHECKED_ABOVE:
+        return None
+    return data[1:]
 
 
 def _merge(payload: dict[str, Any], extra: Any) -> None:
@@ -419,7 +512,7 @@ def encode_payload(payload: dict[str, Any]) -> bytes:
     # ensure_ascii JSON is at most 3x the UTF-8 compact size (6-char escapes for 2-byte
     # characters, 12 for 4-byte ones, one space per separator), so only large payloads
     # need the exact measure.
-    if len(data) > MAX_PAYLOAD_BYTES // 4:
+    if len(data) > _SIZE_CHECKED_ABOVE:
         if safe is None:
             safe = orjson.loads(data)
         if not _fits(safe):

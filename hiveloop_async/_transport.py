@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import anyio
-import anyio.lowlevel
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -312,22 +311,27 @@ class Engine:
 
     async def _drain(self) -> None:
         client = self.client
-        q = client._q
+        popleft = client._q.popleft
         encode = self._encoder.encode
         self._encoder.recalibrate()
         batch_size = self.settings.batch_size
+        max_event = MAX_BATCH_BYTES - _ENVELOPE_OVERHEAD  # bytes of one event, at most
         groups: dict[Agent, _Group] = {}
+        # The group of the agent of the last event (consecutive events mostly share one).
+        agent: Agent | None = None
+        group = _Group()
         n = 0
         clock = time.perf_counter
         slice_end = clock() + ENCODE_SLICE_S
         try:
             while not self._handover:
                 try:
-                    rec = q.popleft()
+                    rec = popleft()
                 except IndexError:
                     break
                 if type(rec) is _Waiter:
                     await self._dispatch_all(groups)
+                    agent = None
                     self._add_flush_waiter(rec)
                     continue
                 client._popped += 1
@@ -337,29 +341,33 @@ class Engine:
                     if out is None:
                         client.in_flight -= 1
                         continue
-                    agent, data = out
+                    rec_agent, data = out
                 except Exception:
                     internal_error("serialize")
                     client.in_flight -= 1
                     client._count_dropped("serialization", 1)
                     continue
-                if len(data) + _ENVELOPE_OVERHEAD > MAX_BATCH_BYTES:
+                size = len(data)
+                if size > max_event:
                     client.in_flight -= 1
                     client._count_dropped("oversize", 1)
                     continue
-                found = groups.get(agent)
-                if found is None:
-                    group = groups[agent] = _Group()
-                else:
-                    group = found
-                if len(group.events) >= batch_size or group.size + len(data) + 1 > MAX_BATCH_BYTES:
+                if rec_agent is not agent:
+                    agent = rec_agent
+                    found = groups.get(agent)
+                    if found is None:
+                        group = groups[agent] = _Group()
+                    else:
+                        group = found
+                size += 1  # and its comma
+                if len(group.events) >= batch_size or group.size + size > MAX_BATCH_BYTES:
                     await self._dispatch(agent, group.events)
                     group = groups[agent] = _Group()
                 group.events.append(data)
-                group.size += len(data) + 1
+                group.size += size
                 n += 1
                 if not n & 15 and clock() >= slice_end:
-                    await anyio.lowlevel.checkpoint()
+                    await asyncio.sleep(0)  # a checkpoint; cheaper than anyio's on asyncio
                     slice_end = clock() + ENCODE_SLICE_S
             await self._dispatch_all(groups)
         except BaseException:

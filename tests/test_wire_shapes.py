@@ -1084,3 +1084,67 @@ def test_top_level_none_keys_are_absent(agent: Agent, cap: EventCapture) -> None
         norm(ev)
         assert set(ev) >= {"event_id", "timestamp", "event_type", "severity"}
     assert cap.of_type("custom")[1]["payload"]["data"]["total_steps"] is None
+
+
+def test_ids_and_timestamps_match_their_plain_formatting() -> None:
+    """The cached id heads and timestamp milliseconds give the plain f-string's output."""
+    from hiveloop_async import _events
+
+    mask = (1 << 48) - 1
+    ids = [0, 1, 4095, 4096, 4097, mask, mask + 1, mask + 4096 + 7, 2**70 + 3]
+    ids += list(range(10**6, 10**6 + 3 * 4096, 13)) + list(range(10**6, 0, -9973))
+    for n in ids:
+        assert _events.format_id(n) == f"{_events._prefix}{n & mask:012x}", n
+        assert UUID4.match(_events.format_id(n))
+    assert _events.format_id("given") == "given"
+
+    fmt = _events.TimestampFormatter()
+    base = 1_764_000_000_123_456_789
+    stamps = [base + d for d in range(0, 3_000_000_000, 7_777_777)]
+    stamps += [base + d for d in (999_999, 1_000_000, -1, 0, 10**9, -(10**9), 5)]
+    for ns in stamps:
+        sec, rem = divmod(ns, 1_000_000_000)
+        plain = dt.datetime.fromtimestamp(sec, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        assert fmt(ns) == f"{plain}.{rem // 1_000_000:03d}Z", ns
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"rows": 3, "tool": 'é\u2028"</'},
+        {"action_name": "mine", "x": 1},
+        {"x": 1, "function": "mine"},
+        {"summary": "s" * 600},
+        {"b": b"\xff", "when": dt.date(2020, 1, 2), 1: "int key"},
+        {"big": "x" * 9000},
+        {"big": "x" * 40_000},
+        ["not", "a", "dict"],
+        {},
+    ],
+)
+def test_action_payload_keeps_its_merge_rules(extra: Any, agent: Agent, cap: EventCapture) -> None:
+    """The closing payload is the action's keys updated with the user's (user keys win, in
+    our keys' places), encoded as one dict would be, whichever way the encoder builds it."""
+    from hiveloop_async._context import current_scope
+    from hiveloop_async._serialize import encode_payload
+
+    @agent.track("named")
+    def fn() -> None:
+        with agent.track_context("inner") as ctx:
+            ctx.set_payload(extra)
+        current_scope.get().set_payload(extra)
+
+    fn()
+    function = f"{fn.__module__}.{fn.__qualname__}"
+    inner, outer = cap.of_type("action_completed")
+    for ev, own in ((inner, {"action_name": "inner"}), (outer, {"action_name": "named"})):
+        if ev is outer:
+            own["function"] = function
+        expected = dict(own)
+        if isinstance(extra, dict):
+            expected.update(extra)
+        elif extra:
+            expected["value"] = extra
+        want = json.loads(encode_payload(expected))
+        assert ev["payload"] == want
+        assert list(ev["payload"]) == list(want)
