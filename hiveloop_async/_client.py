@@ -388,6 +388,18 @@ class HiveBoard:
         with self._lock:
             self._dropped[reason] += n
 
+    def _release(self, n: int, reason: str | None) -> None:
+        """``n`` events in flight are done: sent (``reason`` None) or dropped for ``reason``.
+
+        One locked step, so that stats() sees each event in exactly one place.
+        """
+        with self._lock:
+            self.in_flight -= n
+            if reason is None:
+                self.sent += n
+            else:
+                self._dropped[reason] += n
+
     def _rearm(self) -> bool:
         """Called by the sender after draining; True when the queue already needs it again."""
         with self._lock:
@@ -607,16 +619,18 @@ class HiveBoard:
             depth = sum(1 for r in list(self._q) if type(r) is not _Waiter)
             popped = self._popped
             put_dropped = self._put_dropped
+            sent = self.sent
+            in_flight = self.in_flight
         mode = None if self._engine is None else ("thread" if self._thread else "loop")
         return {
             "recorded": popped + depth + put_dropped,
-            "sent": self.sent,
+            "sent": sent,
             "dropped": dropped,
             "dropped_total": sum(dropped.values()),
             "retries": self.retries,
             "batches": self.batches,
             "queue_depth": depth,
-            "in_flight": self.in_flight,
+            "in_flight": in_flight,
             "last_error": self.last_error,
             "state": self._state,
             "mode": mode,

@@ -241,12 +241,13 @@ class Engine:
         client = self.client
         try:
             if not self._handover and client.closed:
-                while True:
-                    try:
-                        rec = client._q.popleft()
-                    except IndexError:
-                        break
-                    client._discard(rec, "shutdown")
+                with client._lock:
+                    while True:
+                        try:
+                            rec = client._q.popleft()
+                        except IndexError:
+                            break
+                        client._discard(rec, "shutdown")
             for batch in self._open_batches.values():
                 if not batch.outstanding:
                     continue
@@ -256,8 +257,9 @@ class Engine:
                     client._stash.append((batch.agent, batch.events))
             self._open_batches.clear()
             if client.closed and client.in_flight:
-                client._count_dropped("shutdown", client.in_flight)
-                client.in_flight = 0
+                with client._lock:
+                    client._dropped["shutdown"] += client.in_flight
+                    client.in_flight = 0
                 client._stash.clear()
             for _, waiter in self._flush_waiters:
                 waiter.resolve()
@@ -312,6 +314,9 @@ class Engine:
     async def _drain(self) -> None:
         client = self.client
         popleft = client._q.popleft
+        # Taking a record and counting it happen under the client's lock, so that stats()
+        # never sees a record both in the queue and taken, or in neither.
+        lock = client._lock
         encode = self._encoder.encode
         self._encoder.recalibrate()
         batch_size = self.settings.batch_size
@@ -325,32 +330,33 @@ class Engine:
         slice_end = clock() + ENCODE_SLICE_S
         try:
             while not self._handover:
-                try:
-                    rec = popleft()
-                except IndexError:
-                    break
-                if type(rec) is _Waiter:
+                with lock:
+                    try:
+                        rec = popleft()
+                    except IndexError:
+                        break
+                    waiter = type(rec) is _Waiter
+                    if not waiter:
+                        client._popped += 1
+                        client.in_flight += 1  # from here until it is sent or dropped
+                if waiter:
                     await self._dispatch_all(groups)
                     agent = None
                     self._add_flush_waiter(rec)
                     continue
-                client._popped += 1
-                client.in_flight += 1  # from here until it is sent or dropped
                 try:
                     out = encode(rec)
                     if out is None:
-                        client.in_flight -= 1
+                        client._release(1, None)
                         continue
                     rec_agent, data = out
                 except Exception:
                     internal_error("serialize")
-                    client.in_flight -= 1
-                    client._count_dropped("serialization", 1)
+                    client._release(1, "serialization")
                     continue
                 size = len(data)
                 if size > max_event:
-                    client.in_flight -= 1
-                    client._count_dropped("oversize", 1)
+                    client._release(1, "oversize")
                     continue
                 if rec_agent is not agent:
                     agent = rec_agent
@@ -419,11 +425,7 @@ class Engine:
             return
         batch.outstanding -= n
         client = self.client
-        client.in_flight -= n
-        if reason is None:
-            client.sent += n
-        else:
-            client._count_dropped(reason, n)
+        client._release(n, reason)
 
     async def _request_worker(self, batches: MemoryObjectReceiveStream[tuple[int, _Batch]]) -> None:
         async for seq, batch in batches:
