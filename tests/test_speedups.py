@@ -326,7 +326,7 @@ def test_scope_attributes_before_and_after(agent: Agent, cap: EventCapture) -> N
 def test_a_scope_built_for_something_else_than_an_agent_records_nothing() -> None:
     swallowed: list[str] = []
     _internal.error_hook = lambda exc, where: swallowed.append(where)
-    scope = hiveloop_async.ActionScope(object(), "stray")
+    scope = hiveloop_async.ActionScope(object(), "stray")  # type: ignore[arg-type]
     with scope:
         assert hiveloop_async.current_action_id() == scope.action_id_str
     assert hiveloop_async.current_action_id() is None
