@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import json
 import logging
 import multiprocessing
 import os
@@ -457,6 +459,36 @@ def test_a_sender_thread_that_cannot_start_at_exit_is_drained_in_the_exit_hook(
         )
         assert sorted(srv.agent_of.values()) == ["explicit"] * 2 + ["implicit"] * 2
         assert "hiveloop_async" not in err
+
+
+def test_a_host_name_that_cannot_be_resolved_at_exit_is_counted_and_warned_once(
+    tmp_path: Path,
+) -> None:
+    """``http://localhost``: aiohttp's resolver needs a thread pool, which refuses work at
+    exit. The exit drain counts the events as dropped (shutdown) with one warning, at once."""
+    if importlib.util.find_spec("aiodns") is not None:
+        pytest.skip("aiodns resolves host names without a thread")
+    # Before the SDK's exit hook: the time it starts; after it: what it did, and how long.
+    stamp = "_atexit.register(lambda: T.append(time.monotonic()))\n"
+    report = (
+        "import atexit as _atexit, json, time\nT = []\n"
+        "_atexit.register(lambda: print(json.dumps("
+        "{**CLIENTS[0].stats(), 'exit_s': time.monotonic() - T[0]})))\n"
+    )
+    with FaultServer() as srv:
+        url = srv.url.replace("127.0.0.1", "localhost")
+        text = report + ORPHAN_SCRIPT.format(at_exit=stamp)
+        out, err = run_exit_script(tmp_path, text, url)
+        got = json.loads(out)
+        assert got["sent"] == 0
+        assert got["dropped"]["shutdown"] == got["dropped_total"] == got["recorded"] == 5
+        assert got["queue_depth"] == got["in_flight"] == 0
+        warnings = [line for line in err.splitlines() if "hiveloop_async" in line]
+        assert len(warnings) == 1, err
+        assert "5 events dropped (shutdown)" in warnings[0]
+        assert "host name" in warnings[0]
+        assert srv.requests == 0
+        assert got["exit_s"] < 1.0  # no retrying until the 3 s shutdown_timeout
 
 
 @pytest.mark.parametrize(
