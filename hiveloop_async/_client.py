@@ -407,14 +407,21 @@ class HiveBoard:
             self._set_threshold_locked()
             return len(self._q) >= self._batch
 
-    def _start_thread_locked(self) -> None:
+    def _start_thread_locked(self, *, spawn: bool = True) -> None:
+        """Create the private sender and start its thread.
+
+        Without a thread (``spawn=False`` at exit, or one that cannot start because the
+        interpreter is shutting down) the records wait in the queue and ``shutdown()`` drains
+        them in the calling thread.
+        """
         from ._transport import ThreadRunner
 
         self._state = _RUNNING
         runner = ThreadRunner(self)
         self._thread = runner
         self._engine = runner.engine
-        runner.start()
+        if spawn:
+            runner.start()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -699,12 +706,13 @@ def _shutdown_all_at_exit() -> None:
 
 
 def _drain_orphaned(client: HiveBoard) -> None:
-    """A client whose event loop ended without ``aclose()``: drain it on a private thread."""
+    """A client whose event loop ended without ``aclose()``: drain it in this thread (no new
+    thread: CPython 3.12 refuses them at exit)."""
     with client._lock:
         client._engine = None
         client._state = _NEW
-    if client._q or client._stash:
-        client._put_slow(_Waiter())
+        if client._q or client._stash:
+            client._start_thread_locked(spawn=False)
     client.shutdown()
 
 

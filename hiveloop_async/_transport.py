@@ -11,7 +11,9 @@ one drop reason. Nothing here raises into the host program.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
+import ipaddress
 import math
 import random
 import threading
@@ -20,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
@@ -683,16 +686,38 @@ def _retry_after(raw: bytes | None, header: str | None) -> float:
 
 
 class ThreadRunner:
-    """Runs an :class:`Engine` on a private event loop in a daemon thread."""
+    """Runs an :class:`Engine` on a private event loop in a daemon thread.
+
+    When no thread can start (CPython 3.12 forbids new threads once ``atexit`` hooks run) or
+    at exit (``start()`` never called), :meth:`close` runs the final drain in the calling
+    thread instead, on a fresh event loop, bounded by the same deadline.
+    """
 
     def __init__(self, client: HiveBoard) -> None:
         self.engine = Engine(client)
         self._thread = threading.Thread(
             target=self._main, name="hiveloop_async.sender", daemon=True
         )
+        self._started = False
+        self._drain_lock = threading.Lock()
 
-    def start(self) -> None:
-        self._thread.start()
+    def start(self) -> bool:
+        """Start the thread; False when it cannot start (``close()`` then drains here)."""
+        try:
+            self._thread.start()
+        except RuntimeError as exc:  # "can't create new thread at interpreter shutdown"
+            if "shutdown" in str(exc):
+                logger.debug("hiveloop_async: no sender thread at shutdown; draining at close")
+            else:
+                warn_once(
+                    "thread-start",
+                    "hiveloop_async: could not start the sender thread (%s); events stay "
+                    "queued until shutdown() or aclose()",
+                    exc,
+                )
+            return False
+        self._started = True
+        return True
 
     def _main(self) -> None:
         try:
@@ -702,10 +727,121 @@ class ThreadRunner:
 
     def close(self, deadline: float) -> None:
         """Close the engine and join the thread, both bounded by ``deadline``."""
+        if not self._started:
+            self._drain_here(deadline)
+            return
         self.engine.close_threadsafe(deadline)
         self._thread.join(max(0.0, deadline - time.monotonic()) + 0.1)
 
     def hand_over(self, timeout: float) -> None:
         """Stop consuming the queue so an engine on the application's loop can take it."""
+        if not self._started:
+            return  # nothing took records from the queue: the new engine takes it as it is
         self.engine.hand_over(time.monotonic() + timeout)
         self._thread.join(timeout + 0.1)
+
+    def _drain_here(self, deadline: float) -> None:
+        """The final drain on a fresh event loop in the calling thread, until ``deadline``.
+
+        Not ``asyncio.run()``: its executor shutdown starts a thread. Runs in an empty
+        context so the caller's scope does not leak into the engine. One caller at a time.
+        """
+        if not self._drain_lock.acquire(timeout=max(0.0, deadline - time.monotonic()) + 0.1):
+            return
+        try:
+            if self.engine._finished.is_set():
+                return  # drained by an earlier close()
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:  # this thread runs a loop, and no thread could start: nowhere to send from
+                self._give_up(
+                    "no sender thread could start and shutdown() was called from a running "
+                    "event loop (use 'await hb.aclose()')"
+                )
+                return
+            loop = asyncio.new_event_loop()
+            try:
+                contextvars.Context().run(loop.run_until_complete, self._final_drain(deadline))
+            except Exception:
+                internal_error("exit drain")
+            finally:
+                _close_loop(loop, deadline)
+                if not self.engine._finished.is_set():
+                    self.engine._finish()
+        finally:
+            self._drain_lock.release()
+
+    async def _final_drain(self, deadline: float) -> None:
+        engine = self.engine
+        client = engine.client
+        if not client._q and not client._stash:
+            return
+        if not await _can_resolve(self.engine.settings.ingest_url, deadline):
+            self._give_up(
+                "the endpoint's host name cannot be resolved while the interpreter shuts down "
+                "(use an IP address, or call shutdown() or aclose() before exiting)"
+            )
+            return
+        await engine.start_on_loop()
+        await engine.close(deadline)
+
+    def _give_up(self, why: str) -> None:
+        """Count everything left as dropped (``shutdown``), with one warning."""
+        client = self.engine.client
+        before = client.stats()["dropped_total"]
+        self.engine._finish()
+        lost = client.stats()["dropped_total"] - before
+        if lost:
+            logger.warning("hiveloop_async: %d events dropped (shutdown): %s", lost, why)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+    """Close a loop of :meth:`ThreadRunner._drain_here`, within 0.15 s past ``deadline``."""
+    try:
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:  # an engine cut off at its deadline: let it account for what is left
+            grace = max(0.01, deadline + 0.1 - time.monotonic())
+            loop.run_until_complete(asyncio.wait(tasks, timeout=grace))
+        loop.run_until_complete(
+            asyncio.wait({loop.create_task(loop.shutdown_asyncgens())}, timeout=0.05)
+        )
+    except Exception:
+        internal_error("exit drain")
+    finally:
+        loop.close()
+
+
+async def _can_resolve(url: str, deadline: float) -> bool:
+    """False when the host of ``url`` needs a resolver that cannot run here.
+
+    aiohttp connects to an IP literal directly; a host name goes through its resolver, by
+    default a thread pool, which refuses work once the interpreter shuts down (RuntimeError).
+    Any other failure is left to the sender, which counts it like any network error.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname
+    if host is None:
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    resolver = aiohttp.DefaultResolver()
+    try:
+        await asyncio.wait_for(resolver.resolve(host, port), max(0.0, deadline - time.monotonic()))
+    except RuntimeError:
+        return False
+    except Exception:
+        pass
+    finally:
+        try:
+            await resolver.close()
+        except Exception:
+            pass
+    return True

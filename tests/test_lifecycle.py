@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import json
 import logging
 import multiprocessing
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from typing import Any
 import pytest
 
 import hiveloop_async as hl
-from hiveloop_async import HiveLoopConfigError
+from hiveloop_async import HiveLoopConfigError, _internal
 from hiveloop_async._config import resolve_settings
 
 from .faultserver import FaultServer
@@ -357,41 +360,206 @@ def test_debug_logs_sender_activity(caplog: pytest.LogCaptureFixture) -> None:
 _ = os
 
 
+#: Pasted into exit scripts after ``import hiveloop_async``, so it runs before the SDK's exit
+#: hook: from then on no thread can start, as on CPython 3.12 (whatever runs the test).
+NO_THREADS_AT_EXIT = """
+import atexit as _atexit, threading as _threading
+
+def _refuse(self):
+    raise RuntimeError("can't create new thread at interpreter shutdown")
+
+_atexit.register(lambda: setattr(_threading.Thread, "start", _refuse))
+"""
+
+#: An exit script that starts the sender on its loop and lets the loop end without aclose().
+ORPHAN_SCRIPT = """
+import asyncio, sys
+
+import hiveloop_async as hiveloop
+{at_exit}
+CLIENTS = []
+
+async def main() -> None:
+    hb = hiveloop.HiveBoard(api_key="hb_test_orphan", endpoint=sys.argv[1],
+                            flush_interval=60, shutdown_timeout=3)
+    await hb.start()
+    agent = hb.agent("orphan", heartbeat_interval=0)
+    async with agent.task("t-orphan"):
+        async with agent.track_context("step"):
+            await asyncio.sleep(0)
+    CLIENTS.append(hb)
+
+asyncio.run(main())
+"""
+
+#: An exit script whose events are first recorded in an exit hook that runs before the SDK's.
+LATE_SCRIPT = """
+import atexit, sys
+
+import hiveloop_async as hiveloop
+
+CLIENTS = []
+
+def late() -> None:
+    explicit = hiveloop.HiveBoard(api_key="hb_test_late", endpoint=sys.argv[1])
+    explicit.agent("explicit", heartbeat_interval=0).event("custom", {{"kind": "x"}})
+    print(explicit.stats()["mode"], explicit.shutdown(5))
+    implicit = hiveloop.HiveBoard(api_key="hb_test_late", endpoint=sys.argv[1])
+    implicit.agent("implicit", heartbeat_interval=0).event("custom", {{"kind": "y"}})
+    CLIENTS.append(implicit)  # drained by the SDK's exit hook
+
+atexit.register(late)
+{at_exit}
+"""
+
+ORPHAN_EVENTS = sorted(
+    ["agent_registered", "task_started", "action_started", "action_completed", "task_completed"]
+)
+
+
+def run_exit_script(tmp_path: Path, text: str, url: str) -> tuple[str, str]:
+    """Run ``text`` as a script with ``url``; return its stdout and stderr."""
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    proc = subprocess.run(
+        [sys.executable, str(script), url], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, proc.stderr
+
+
 def test_a_loop_that_ends_without_aclose_is_drained_at_exit(tmp_path: Path) -> None:
     """``await hb.start()`` without ``aclose()``: when the script's loop ends, the exit hook
-    drains what is left on a private thread."""
-    script = tmp_path / "script.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import asyncio, sys
-            import hiveloop_async as hiveloop
+    drains what is left in its own thread, with no new thread (CPython 3.12 refuses them)."""
+    with FaultServer() as srv:
+        _, err = run_exit_script(tmp_path, ORPHAN_SCRIPT.format(at_exit=""), srv.url)
+        assert sorted(e["event_type"] for e in srv.events) == ORPHAN_EVENTS
+        assert "hiveloop_async" not in err
 
-            async def main() -> None:
-                hb = hiveloop.HiveBoard(api_key="hb_test_orphan", endpoint=sys.argv[1],
-                                        flush_interval=60)
-                await hb.start()
-                agent = hb.agent("orphan", heartbeat_interval=0)
-                async with agent.task("t-orphan"):
-                    async with agent.track_context("step"):
-                        await asyncio.sleep(0)
 
-            asyncio.run(main())
-            """
+def test_the_orphaned_loop_is_drained_without_a_thread_on_every_python(tmp_path: Path) -> None:
+    """The same with thread creation refused at exit whatever the Python version."""
+    with FaultServer() as srv:
+        text = ORPHAN_SCRIPT.format(at_exit=NO_THREADS_AT_EXIT)
+        _, err = run_exit_script(tmp_path, text, srv.url)
+        assert sorted(e["event_type"] for e in srv.events) == ORPHAN_EVENTS
+        assert "hiveloop_async" not in err
+
+
+def test_a_sender_thread_that_cannot_start_at_exit_is_drained_in_the_exit_hook(
+    tmp_path: Path,
+) -> None:
+    """Events first recorded in an exit hook, when no thread can start: an explicit
+    shutdown() delivers them, and so does the SDK's own exit hook."""
+    text = LATE_SCRIPT.format(at_exit=NO_THREADS_AT_EXIT)
+    with FaultServer() as srv:
+        out, err = run_exit_script(tmp_path, text, srv.url)
+        assert out.strip() == (
+            "thread FlushResult(delivered=2, dropped=0, pending=0, timed_out=False)"
         )
+        assert sorted(srv.agent_of.values()) == ["explicit"] * 2 + ["implicit"] * 2
+        assert "hiveloop_async" not in err
+
+
+def test_a_host_name_that_cannot_be_resolved_at_exit_is_counted_and_warned_once(
+    tmp_path: Path,
+) -> None:
+    """``http://localhost``: aiohttp's resolver needs a thread pool, which refuses work at
+    exit. The exit drain counts the events as dropped (shutdown) with one warning, at once."""
+    if importlib.util.find_spec("aiodns") is not None:
+        pytest.skip("aiodns resolves host names without a thread")
+    # Before the SDK's exit hook: the time it starts; after it: what it did, and how long.
+    stamp = "_atexit.register(lambda: T.append(time.monotonic()))\n"
+    report = (
+        "import atexit as _atexit, json, time\nT = []\n"
+        "_atexit.register(lambda: print(json.dumps("
+        "{**CLIENTS[0].stats(), 'exit_s': time.monotonic() - T[0]})))\n"
     )
     with FaultServer() as srv:
-        subprocess.run([sys.executable, str(script), srv.url], check=True, timeout=30)
-        types = sorted(e["event_type"] for e in srv.events)
-        assert types == sorted(
-            [
-                "agent_registered",
-                "task_started",
-                "action_started",
-                "action_completed",
-                "task_completed",
-            ]
-        )
+        url = srv.url.replace("127.0.0.1", "localhost")
+        text = report + ORPHAN_SCRIPT.format(at_exit=stamp)
+        out, err = run_exit_script(tmp_path, text, url)
+        got = json.loads(out)
+        assert got["sent"] == 0
+        assert got["dropped"]["shutdown"] == got["dropped_total"] == got["recorded"] == 5
+        assert got["queue_depth"] == got["in_flight"] == 0
+        warnings = [line for line in err.splitlines() if "hiveloop_async" in line]
+        assert len(warnings) == 1, err
+        assert "5 events dropped (shutdown)" in warnings[0]
+        assert "host name" in warnings[0]
+        assert srv.requests == 0
+        assert got["exit_s"] < 1.0  # no retrying until the 3 s shutdown_timeout
+
+
+@pytest.mark.parametrize(
+    ("error", "warned"),
+    [("can't create new thread at interpreter shutdown", 0), ("can't start new thread", 1)],
+)
+def test_shutdown_drains_in_the_calling_thread_when_no_thread_can_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, error: str, warned: int
+) -> None:
+    """In process: a thread-mode client whose thread could not start delivers everything
+    on shutdown(), from the calling thread. Only a failure outside shutdown is worth a
+    warning (the events then wait for shutdown)."""
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError(error)
+
+    with FaultServer() as srv:
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        monkeypatch.setattr(_internal, "_warned", set())
+        hb = hl.HiveBoard(api_key=KEY, endpoint=srv.url, flush_interval=60)
+        with caplog.at_level(logging.WARNING, logger="hiveloop_async"):
+            agent = hb.agent("no-thread", heartbeat_interval=0)
+            for i in range(50):
+                agent.event("custom", {"kind": "probe", "i": i})
+        assert hb.stats()["mode"] == "thread"
+        assert len(caplog.records) == warned
+        result = hb.shutdown(5)
+        assert result == hl.FlushResult(delivered=51, dropped=0, pending=0, timed_out=False)
+        got = sorted(e["payload"]["i"] for e in srv.events if e["event_type"] == "custom")
+        assert got == list(range(50))
+
+
+def test_the_drain_in_the_calling_thread_is_bounded_when_the_server_hangs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """shutdown(0.5) without a sender thread returns within its timeout (+0.2 s) against a
+    server that never answers, and counts the loss."""
+    with FaultServer(lambda n, ev: "hang") as srv:
+        monkeypatch.setattr(threading.Thread, "start", _refuse_thread)
+        hb = hl.HiveBoard(api_key=KEY, endpoint=srv.url, request_timeout=30)
+        agent = hb.agent("no-thread", heartbeat_interval=0)
+        for i in range(30):
+            agent.event("custom", {"kind": "probe", "i": i})
+        t0 = time.monotonic()
+        result = hb.shutdown(0.5)
+        assert time.monotonic() - t0 < 0.7
+        assert srv.requests >= 1
+        assert result.timed_out is True
+        assert hb.stats()["dropped"]["shutdown"] == 31
+
+
+async def test_start_takes_over_from_a_sender_thread_that_never_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``await hb.start()`` after the sender thread failed to start takes the queue at once."""
+    with FaultServer() as srv:
+        with monkeypatch.context() as m:
+            m.setattr(threading.Thread, "start", _refuse_thread)
+            hb = hl.HiveBoard(api_key=KEY, endpoint=srv.url, flush_interval=60)
+            agent = hb.agent("late-loop", heartbeat_interval=0)
+            agent.event("custom", {"kind": "probe"})
+        t0 = time.monotonic()
+        await hb.start()
+        assert time.monotonic() - t0 < 1.0
+        assert await hb.aflush(5)
+        await hb.aclose()
+        assert sorted(e["event_type"] for e in srv.events) == ["agent_registered", "custom"]
+
+
+def _refuse_thread(self: threading.Thread) -> None:
+    raise RuntimeError("can't create new thread at interpreter shutdown")
 
 
 async def test_a_disabled_client_on_the_app_loop_starts_nothing() -> None:
