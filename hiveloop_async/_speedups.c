@@ -52,6 +52,7 @@ typedef struct {
     int state;
     char sent;          /* set by the sender once it encoded action_started */
     char await_pending; /* which result the scope's own awaitable gives (async with) */
+    char recorded;      /* entry got as far as the ContextVar: exit records the closing event */
 } Scope;
 
 static PyTypeObject ScopeType;
@@ -246,6 +247,7 @@ do_enter(Scope *self)
         return -1;
     }
     Py_XSETREF(self->token, token);
+    self->recorded = 1;
     self->t0 = mono_ns();
     return put(self);
 }
@@ -253,6 +255,10 @@ do_enter(Scope *self)
 static int
 enter_checked(Scope *self)
 {
+    if (g_var == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "hiveloop_async._speedups.setup() was not called");
+        return -1;
+    }
     if (self->state != S_NEW) {
         PyErr_Format(g_usage_error,
                      "track_context(%R) was already entered; use a new one per block",
@@ -264,24 +270,6 @@ enter_checked(Scope *self)
         return -1;
     }
     return 0;
-}
-
-/* Take a closed scope out of the cyclic GC's view when it cannot be part of a garbage cycle.
- *
- * A closed scope waits in the queue until the sender encodes it: under a backlog that is
- * hundreds of thousands of objects that every full collection would walk, for nothing. What
- * a closed scope refers to can lead back to it only through the client's queue (agent ->
- * client -> deque, alive as long as the client is, and the client is kept alive by its
- * sender while anything is queued) or through a payload that holds the scope itself. So the
- * scope leaves the GC when its own payload is not a container the GC tracks (None, a dict
- * of plain values, a string...): a payload that can hold references keeps it tracked. */
-static inline void
-untrack_if_done(Scope *self)
-{
-    if (self->token == NULL && (self->payload == NULL || !PyObject_GC_IsTracked(self->payload)) &&
-        PyObject_GC_IsTracked((PyObject *)self)) {
-        PyObject_GC_UnTrack(self);
-    }
 }
 
 static int
@@ -337,7 +325,6 @@ do_exit(Scope *self, long long t1, PyObject *exc_type, PyObject *exc)
             }
         }
     }
-    untrack_if_done(self);
     return put(self);
 }
 
@@ -349,6 +336,9 @@ exit_checked(Scope *self, PyObject *exc_type, PyObject *exc)
         return 0;
     }
     self->state = S_CLOSED;
+    if (!self->recorded) {
+        return 0; /* entry failed early (an internal error, reported): nothing to close */
+    }
     if (do_exit(self, t1, exc_type, exc) < 0 && swallow(s_where_exit) < 0) {
         return -1;
     }
@@ -487,6 +477,7 @@ scope_create(PyTypeObject *type, PyObject *agent, PyObject *name, PyObject *func
     self->state = S_NEW;
     self->sent = 0;
     self->await_pending = AWAIT_NONE;
+    self->recorded = 0;
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
@@ -612,7 +603,9 @@ static PyMethodDef scope_methods[] = {
      "__exit__($self, exc_type, exc, tb, /)\n--\n\n"
      "Record action_completed or action_failed; never swallows the exception."},
     {"__aenter__", (PyCFunction)scope_aenter, METH_NOARGS,
-     "__aenter__($self, /)\n--\n\nAs __enter__, as an awaitable that never suspends."},
+     "__aenter__($self, /)\n--\n\n"
+     "As __enter__, returning an awaitable that never suspends. The scope is entered when\n"
+     "__aenter__ is called (in ``async with``, right before the await)."},
     {"__aexit__", (PyCFunction)(void (*)(void))scope_aexit, METH_FASTCALL,
      "__aexit__($self, exc_type, exc, tb, /)\n--\n\n"
      "As __exit__, as an awaitable that never suspends."},
@@ -628,7 +621,7 @@ static PyMemberDef scope_members[] = {
     {"agent", T_OBJECT, offsetof(Scope, agent), READONLY, NULL},
     {"name", T_OBJECT, offsetof(Scope, name), READONLY, NULL},
     {"function", T_OBJECT, offsetof(Scope, function), READONLY, NULL},
-    {"payload", T_OBJECT, offsetof(Scope, payload), READONLY, NULL},
+    {"payload", T_OBJECT, offsetof(Scope, payload), 0, NULL},
     {"parent", T_OBJECT, offsetof(Scope, parent), READONLY, NULL},
     {"task", T_OBJECT, offsetof(Scope, task), READONLY, NULL},
     {"_token", T_OBJECT, offsetof(Scope, token), READONLY, NULL},
@@ -664,6 +657,7 @@ static PyTypeObject ScopeType = {
     .tp_traverse = (traverseproc)scope_traverse,
     .tp_clear = (inquiry)scope_clear,
     .tp_repr = (reprfunc)scope_repr,
+    .tp_iter = PyObject_SelfIter, /* `yield from` (asyncio on 3.10/3.11) needs an iterator */
     .tp_iternext = (iternextfunc)scope_iternext,
     .tp_as_async = &scope_as_async,
     .tp_methods = scope_methods,
@@ -893,6 +887,13 @@ buf_int(Buf *b, long long v)
     return buf_add(b, tmp, n);
 }
 
+/* a // b for b > 0, as Python rounds: towards minus infinity. */
+static inline long long
+floor_div(long long a, long long b)
+{
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
 /* "YYYY-MM-DDTHH:MM:SS.mmmZ" for wall-clock nanoseconds; the second is cached. */
 static long long ts_sec = LLONG_MIN;
 static char ts_text[32];
@@ -901,13 +902,18 @@ static int ts_len;
 static int
 buf_timestamp(Buf *b, long long wall_ns)
 {
-    long long ms = wall_ns >= 0 ? wall_ns / 1000000 : -((-wall_ns + 999999) / 1000000);
-    long long sec = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
+    long long ms = floor_div(wall_ns, 1000000);
+    long long sec = floor_div(ms, 1000);
     int msp = (int)(ms - sec * 1000);
     if (sec != ts_sec) {
         time_t t = (time_t)sec;
         struct tm tm;
-        if (gmtime_r(&t, &tm) == NULL) {
+#ifdef _WIN32
+        int failed = (long long)t != sec || gmtime_s(&tm, &t) != 0;
+#else
+        int failed = (long long)t != sec || gmtime_r(&t, &tm) == NULL;
+#endif
+        if (failed) {
             PyErr_SetString(PyExc_OverflowError, "timestamp out of range");
             return -1;
         }
@@ -975,7 +981,10 @@ mod_encode_action(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
             }
             if (hit != 0) {
                 if (hit < 0) {
-                    PyErr_Clear();
+                    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                        return NULL;
+                    }
+                    PyErr_Clear(); /* a key whose __eq__ fails: the Python path reports it */
                 }
                 Py_RETURN_NONE;
             }
@@ -1022,7 +1031,7 @@ mod_encode_action(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     }
     if (ok && ended) {
         ok = BUF_LIT(&b, "\",\"status\":\"success\",\"duration_ms\":") == 0 &&
-             buf_int(&b, (sc->t1 - sc->t0) / 1000000) == 0 && BUF_LIT(&b, ",") == 0;
+             buf_int(&b, floor_div(sc->t1 - sc->t0, 1000000)) == 0 && BUF_LIT(&b, ",") == 0;
     }
     else if (ok) {
         ok = BUF_LIT(&b, "\",") == 0;
@@ -1146,8 +1155,11 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef speedups_module = {
-    PyModuleDef_HEAD_INIT, "hiveloop_async._speedups",
-    "The optional C hot path of hiveloop_async (see _track.py).", -1, module_methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "hiveloop_async._speedups",
+    .m_doc = "The optional C hot path of hiveloop_async (see _track.py).",
+    .m_size = -1,
+    .m_methods = module_methods,
 };
 
 static PyObject *

@@ -9,6 +9,7 @@ errors raised inside the SDK).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import gc
 import json
@@ -16,12 +17,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import weakref
 from typing import Any
 
 import pytest
 
 import hiveloop_async
 from hiveloop_async import Agent, HiveBoard, _accel, _internal, _track
+from hiveloop_async._context import current_scope
 from hiveloop_async.testing import EventCapture, capture_events
 
 PURE = os.environ.get("HIVELOOP_ASYNC_PURE_PYTHON", "").strip() not in ("", "0")
@@ -422,3 +425,54 @@ def test_the_c_encoder_leaves_failed_and_odd_scopes_to_python(agent: Agent) -> N
     assert encode(listed, True, 0, "p", "") is None
     with pytest.raises(TypeError):
         encode(object(), True, 0, "p", "")
+
+
+def test_a_cycle_through_an_agent_callback_and_a_kept_scope_is_collected() -> None:
+    # A client per job whose heartbeat callback is a method of a worker that keeps its last
+    # scope: client -> agent -> callback -> worker -> scope -> agent. It must be freed.
+    class Worker:
+        last: Any = None
+
+        def status(self) -> dict[str, Any]:
+            return {"busy": self.last is not None}
+
+    refs = []
+    for _ in range(3):
+        client = HiveBoard(api_key="hb_test_x", enabled=False)
+        worker = Worker()
+        agent = client.agent("job", heartbeat_interval=0, heartbeat_payload=worker.status)
+        with agent.task("t"), agent.track_context("step") as scope:
+            scope.set_payload({"n": 1})
+        worker.last = scope
+        client.shutdown(timeout=0)
+        refs.append(weakref.ref(client))
+        del client, worker, agent, scope
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+
+
+async def test_aenter_awaited_through_ensure_future(agent: Agent) -> None:
+    # asyncio on 3.10/3.11 wraps a non-coroutine awaitable with `yield from`.
+    scope = agent.track_context("wrapped")
+    bound = await asyncio.ensure_future(scope.__aenter__())
+    assert bound is scope
+    await asyncio.gather(scope.__aexit__(None, None, None))
+    assert repr(scope) == "<ActionScope 'wrapped' closed>"
+
+
+@pytest.mark.allows_internal_errors
+def test_an_entry_that_failed_early_records_no_closing_event(
+    agent: Agent, cap: EventCapture
+) -> None:
+    class Foreign:
+        @property
+        def _state(self) -> int:
+            raise RuntimeError("not a scope")
+
+    token = current_scope.set(Foreign())
+    try:
+        with agent.track_context("early"):
+            pass
+    finally:
+        current_scope.reset(token)
+    assert cap.events == []
