@@ -27,6 +27,7 @@ from typing import Any
 import hiveloop_async as hl
 from hiveloop_async import _serialize
 from hiveloop_async._serialize import RecordEncoder, build_body
+from hiveloop_async._track import PyActionScope
 
 from . import _harness as h
 from .sink import Sink
@@ -231,12 +232,16 @@ def _queued_block(hb: hl.HiveBoard, agent: hl.Agent, full: Callable[[int], None]
             full(n)
             after = len(gc.get_objects())
         scope = hb._q[-1]
+        # The C scope keeps its id and times as C integers (no int objects behind them).
+        inline = type(scope) is not PyActionScope
         sizes = {
-            "ActionScope (slots + GC header)": sys.getsizeof(scope) + 16,
-            "action_id (128-bit int)": sys.getsizeof(scope.action_id),
-            "t0, t1 (ints)": sys.getsizeof(scope.t0) + sys.getsizeof(scope.t1),
+            "ActionScope (getsizeof: fields + GC header)": sys.getsizeof(scope),
+            "action_id (int object)": 0 if inline else sys.getsizeof(scope.action_id),
+            "t0, t1 (int objects)": (
+                0 if inline else sys.getsizeof(scope.t0) + sys.getsizeof(scope.t1)
+            ),
             "contextvars.Token kept in _token": (
-                sys.getsizeof(scope._token) + 16 if scope._token is not None else 0
+                sys.getsizeof(scope._token) if scope._token is not None else 0
             ),
             "payload dict (user's)": sys.getsizeof(scope.payload),
             "2 deque slots": 16,
@@ -281,7 +286,9 @@ def sender(endpoint: str, blocks: int = 50_000) -> dict[str, Any]:
     )
 
     def to_json(wired: Any) -> bytes:
-        if isinstance(wired, bytes) or encode_event is None:
+        if isinstance(wired, bytes):
+            return wired  # the encoder already wrote JSON: nothing left to do
+        if encode_event is None:
             return bytes(wired)
         return encode_event(wired)[0]
 
