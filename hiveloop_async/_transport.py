@@ -32,6 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._client import _Waiter
 from ._internal import internal_error, logger, warn_once
 from ._payloads import queue_summary
+from ._resolve import ExitSafeResolver
 from ._serialize import (
     MAX_BATCH_BYTES,
     RecordEncoder,
@@ -205,7 +206,12 @@ class Engine:
                 "Content-Type": "application/json",
                 "User-Agent": f"hiveloop-async/{__version__}",
             }
-            connector = aiohttp.TCPConnector(limit=settings.max_concurrent_requests)
+            # An explicit resolver, whether aiodns is installed or not: it resolves a host
+            # name at interpreter exit too (see _resolve.py). aiohttp caches what it resolves
+            # for 10 s (ttl_dns_cache), per connector.
+            connector = aiohttp.TCPConnector(
+                limit=settings.max_concurrent_requests, resolver=ExitSafeResolver()
+            )
             async with aiohttp.ClientSession(
                 timeout=timeout, headers=headers, connector=connector
             ) as session:

@@ -461,6 +461,44 @@ def test_a_sender_thread_that_cannot_start_at_exit_is_drained_in_the_exit_hook(
         assert "hiveloop_async" not in err
 
 
+#: A plain synchronous script: the sender thread starts with the first event, and the SDK's
+#: exit hook drains the rest. It prints the client's stats, and how long the exit hook took.
+SCRIPT_WITH_STATS = """
+import atexit, json, sys, time
+
+T = []
+atexit.register(lambda: print(json.dumps({{**hb.stats(), "exit_s": time.monotonic() - T[0]}})))
+
+import hiveloop_async as hiveloop
+
+atexit.register(lambda: T.append(time.monotonic()))
+{at_exit}
+hb = hiveloop.HiveBoard(api_key="hb_test_exit", endpoint=sys.argv[1], flush_interval=60,
+                        shutdown_timeout=3)
+agent = hb.agent("exit-agent", heartbeat_interval=0)
+with agent.task("t-exit"):
+    with agent.track_context("step"):
+        pass
+"""
+
+
+@pytest.mark.parametrize("at_exit", ["", NO_THREADS_AT_EXIT], ids=["threads", "no-threads"])
+def test_a_script_delivers_to_a_host_name_at_exit(tmp_path: Path, at_exit: str) -> None:
+    """``http://localhost``: the sender thread resolves the host name in the exit drain,
+    although the thread pool aiohttp resolves in refuses work by then (in a thread of its
+    own, or in the sender's thread when no thread can start), and delivers at once."""
+    with FaultServer() as srv:
+        url = srv.url.replace("127.0.0.1", "localhost")
+        out, err = run_exit_script(tmp_path, SCRIPT_WITH_STATS.format(at_exit=at_exit), url)
+        got = json.loads(out)
+        assert sorted(e["event_type"] for e in srv.events) == ORPHAN_EVENTS
+        assert got["sent"] == got["recorded"] == 5
+        assert got["dropped_total"] == got["retries"] == 0
+        assert got["mode"] == "thread"
+        assert "hiveloop_async" not in err
+        assert got["exit_s"] < 1.0  # no retrying until the 3 s shutdown_timeout
+
+
 def test_a_host_name_that_cannot_be_resolved_at_exit_is_counted_and_warned_once(
     tmp_path: Path,
 ) -> None:
