@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-import ipaddress
 import math
 import random
 import threading
@@ -22,7 +21,6 @@ from collections import Counter
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
@@ -784,12 +782,6 @@ class ThreadRunner:
         client = engine.client
         if not client._q and not client._stash:
             return
-        if not await _can_resolve(self.engine.settings.ingest_url, deadline):
-            self._give_up(
-                "the endpoint's host name cannot be resolved while the interpreter shuts down "
-                "(use an IP address, or call shutdown() or aclose() before exiting)"
-            )
-            return
         await engine.start_on_loop()
         await engine.close(deadline)
 
@@ -819,35 +811,3 @@ def _close_loop(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         internal_error("exit drain")
     finally:
         loop.close()
-
-
-async def _can_resolve(url: str, deadline: float) -> bool:
-    """False when the host of ``url`` needs a resolver that cannot run here.
-
-    aiohttp connects to an IP literal directly; a host name goes through its resolver, by
-    default a thread pool, which refuses work once the interpreter shuts down (RuntimeError).
-    Any other failure is left to the sender, which counts it like any network error.
-    """
-    parts = urlsplit(url)
-    host = parts.hostname
-    if host is None:
-        return True
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    resolver = aiohttp.DefaultResolver()
-    try:
-        await asyncio.wait_for(resolver.resolve(host, port), max(0.0, deadline - time.monotonic()))
-    except RuntimeError:
-        return False
-    except Exception:
-        pass
-    finally:
-        try:
-            await resolver.close()
-        except Exception:
-            pass
-    return True
