@@ -15,6 +15,7 @@ import contextvars
 import inspect
 import math
 import random
+import socket
 import threading
 import time
 from collections import Counter
@@ -241,10 +242,14 @@ class Engine:
             self._ready.set()
             if on_ready is not None:
                 on_ready()
-            self._finish()
+            self._finish(summary=True)
 
-    def _finish(self) -> None:
-        """Account for everything left when the engine stops, and release flush waiters."""
+    def _finish(self, summary: bool = False) -> None:
+        """Account for everything left when the engine stops, and release flush waiters.
+
+        With ``summary``, a closing engine also logs what was dropped since the last summary
+        (those counted while its last batches were retried or cut off at the deadline).
+        """
         client = self.client
         try:
             if not self._handover and client.closed:
@@ -271,6 +276,8 @@ class Engine:
             for _, waiter in self._flush_waiters:
                 waiter.resolve()
             self._flush_waiters.clear()
+            if summary and self._closing:
+                self._log_drops()
         except Exception:
             internal_error("engine finish")
         finally:
@@ -544,7 +551,11 @@ class Engine:
                 raw = await resp.read()
                 return resp.status, raw, resp.headers.get("Retry-After")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            self.client.last_error = f"{type(exc).__name__}: network error"
+            cause = getattr(exc, "os_error", exc)  # aiohttp wraps the resolver's error
+            if isinstance(cause, socket.gaierror):
+                self.client.last_error = f"cannot resolve the endpoint's host name: {cause}"
+            else:
+                self.client.last_error = f"{type(exc).__name__}: network error"
             return -1, None, None
         except Exception as exc:  # an HTTP stack failure we do not know: retry, say so once
             self.client.last_error = f"{type(exc).__name__}: unexpected error while sending"

@@ -525,6 +525,47 @@ def test_the_exit_drain_in_the_calling_thread_delivers_to_a_host_name(
         assert got["exit_s"] < 1.0  # no retrying until the 3 s shutdown_timeout
 
 
+#: Prepended to an exit script: a host name the system resolver does not know (no lookup
+#: leaves the machine).
+UNKNOWN_HOST = """
+import socket as _socket
+
+def _unknown(host, *args, **kwargs):
+    raise _socket.gaierror(_socket.EAI_NONAME, "Name or service not known")
+
+_socket.getaddrinfo = _unknown
+"""
+
+
+@pytest.mark.parametrize("script", ["thread", "orphan"])
+def test_a_host_name_that_cannot_be_resolved_at_exit_is_counted_and_warned_once(
+    tmp_path: Path, script: str
+) -> None:
+    """The exit drain retries a host name that does not resolve until shutdown_timeout,
+    then counts what is left (shutdown) and says why in one warning. Both with the sender
+    thread and in the calling thread (an orphaned loop)."""
+    if script == "thread":
+        text = SCRIPT_WITH_STATS.format(at_exit="")
+    else:
+        text = (
+            "import atexit as _atexit, json, time\nT = []\n"
+            "_atexit.register(lambda: print(json.dumps("
+            "{**CLIENTS[0].stats(), 'exit_s': time.monotonic() - T[0]})))\n"
+        ) + ORPHAN_SCRIPT.format(at_exit="_atexit.register(lambda: T.append(time.monotonic()))")
+    text = UNKNOWN_HOST + text.replace("shutdown_timeout=3", "shutdown_timeout=0.5")
+    out, err = run_exit_script(tmp_path, text, "https://unknown-host.localhost:9")
+    got = json.loads(out)
+    assert got["sent"] == 0
+    assert got["dropped"]["shutdown"] == got["dropped_total"] == got["recorded"] == 5
+    assert got["queue_depth"] == got["in_flight"] == 0
+    assert got["last_error"].startswith("cannot resolve the endpoint's host name")
+    warnings = [line for line in err.splitlines() if "hiveloop_async" in line]
+    assert len(warnings) == 1, err
+    assert "5 events dropped" in warnings[0]
+    assert "(shutdown=5); last error: cannot resolve the endpoint's host name" in warnings[0]
+    assert got["exit_s"] < 0.5 + 0.5
+
+
 @pytest.mark.parametrize(
     ("error", "warned"),
     [("can't create new thread at interpreter shutdown", 0), ("can't start new thread", 1)],
