@@ -566,6 +566,38 @@ def test_a_host_name_that_cannot_be_resolved_at_exit_is_counted_and_warned_once(
     assert got["exit_s"] < 0.5 + 0.5
 
 
+#: Prepended to an exit script: a system resolver that never answers.
+HUNG_RESOLVER = """
+import socket as _socket, threading as _threading
+
+def _hang(host, *args, **kwargs):
+    _threading.Event().wait()
+
+_socket.getaddrinfo = _hang
+"""
+
+
+@pytest.mark.parametrize("at_exit", ["", NO_THREADS_AT_EXIT], ids=["threads", "no-threads"])
+def test_a_lookup_that_hangs_at_exit_is_bounded_by_shutdown_timeout(
+    tmp_path: Path, at_exit: str
+) -> None:
+    """A host name lookup that never returns holds the exit no longer than shutdown_timeout.
+    In a thread of its own the sender gives up on it and counts the events; where no thread
+    can start (CPython 3.12 at exit) it blocks the sender's thread, which the exit hook
+    stops waiting for at the deadline (those events are then left uncounted)."""
+    text = SCRIPT_WITH_STATS.format(at_exit=at_exit).replace(
+        "shutdown_timeout=3", "shutdown_timeout=0.5"
+    )
+    out, err = run_exit_script(tmp_path, HUNG_RESOLVER + text, "https://hung.localhost:9")
+    got = json.loads(out)
+    assert got["sent"] == 0
+    assert got["exit_s"] < 0.5 + 0.5
+    if not at_exit and sys.version_info[:2] != (3, 12):  # the lookup had a thread of its own
+        assert got["dropped"]["shutdown"] == got["dropped_total"] == 5
+        assert got["in_flight"] == 0
+        assert "5 events dropped" in err
+
+
 @pytest.mark.parametrize(
     ("error", "warned"),
     [("can't create new thread at interpreter shutdown", 0), ("can't start new thread", 1)],
