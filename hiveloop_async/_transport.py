@@ -13,16 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-import ipaddress
 import math
 import random
+import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
@@ -33,6 +32,7 @@ from yarl import URL  # aiohttp's URL type, installed with it
 from ._client import _Waiter
 from ._internal import internal_error, logger, warn_once
 from ._payloads import queue_summary
+from ._resolve import ExitSafeResolver
 from ._serialize import (
     MAX_BATCH_BYTES,
     RecordEncoder,
@@ -207,7 +207,12 @@ class Engine:
                 "Content-Type": "application/json",
                 "User-Agent": f"hiveloop-async/{__version__}",
             }
-            connector = aiohttp.TCPConnector(limit=settings.max_concurrent_requests)
+            # An explicit resolver, whether aiodns is installed or not: it resolves a host
+            # name at interpreter exit too (see _resolve.py). aiohttp caches what it resolves
+            # for 10 s (ttl_dns_cache), per connector.
+            connector = aiohttp.TCPConnector(
+                limit=settings.max_concurrent_requests, resolver=ExitSafeResolver()
+            )
             async with aiohttp.ClientSession(
                 timeout=timeout, headers=headers, connector=connector
             ) as session:
@@ -242,10 +247,14 @@ class Engine:
             self._ready.set()
             if on_ready is not None:
                 on_ready()
-            self._finish()
+            self._finish(summary=True)
 
-    def _finish(self) -> None:
-        """Account for everything left when the engine stops, and release flush waiters."""
+    def _finish(self, summary: bool = False) -> None:
+        """Account for everything left when the engine stops, and release flush waiters.
+
+        With ``summary``, a closing engine also logs what was dropped since the last summary
+        (those counted while its last batches were retried or cut off at the deadline).
+        """
         client = self.client
         try:
             if not self._handover and client.closed:
@@ -272,6 +281,8 @@ class Engine:
             for _, waiter in self._flush_waiters:
                 waiter.resolve()
             self._flush_waiters.clear()
+            if summary and self._closing:
+                self._log_drops()
         except Exception:
             internal_error("engine finish")
         finally:
@@ -545,7 +556,11 @@ class Engine:
                 raw = await resp.read()
                 return resp.status, raw, resp.headers.get("Retry-After")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            self.client.last_error = f"{type(exc).__name__}: network error"
+            cause = getattr(exc, "os_error", exc)  # aiohttp wraps the resolver's error
+            if isinstance(cause, socket.gaierror):
+                self.client.last_error = f"cannot resolve the endpoint's host name: {cause}"
+            else:
+                self.client.last_error = f"{type(exc).__name__}: network error"
             return -1, None, None
         except Exception as exc:  # an HTTP stack failure we do not know: retry, say so once
             self.client.last_error = f"{type(exc).__name__}: unexpected error while sending"
@@ -783,12 +798,6 @@ class ThreadRunner:
         client = engine.client
         if not client._q and not client._stash:
             return
-        if not await _can_resolve(self.engine.settings.ingest_url, deadline):
-            self._give_up(
-                "the endpoint's host name cannot be resolved while the interpreter shuts down "
-                "(use an IP address, or call shutdown() or aclose() before exiting)"
-            )
-            return
         await engine.start_on_loop()
         await engine.close(deadline)
 
@@ -818,35 +827,3 @@ def _close_loop(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         internal_error("exit drain")
     finally:
         loop.close()
-
-
-async def _can_resolve(url: str, deadline: float) -> bool:
-    """False when the host of ``url`` needs a resolver that cannot run here.
-
-    aiohttp connects to an IP literal directly; a host name goes through its resolver, by
-    default a thread pool, which refuses work once the interpreter shuts down (RuntimeError).
-    Any other failure is left to the sender, which counts it like any network error.
-    """
-    parts = urlsplit(url)
-    host = parts.hostname
-    if host is None:
-        return True
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    resolver = aiohttp.DefaultResolver()
-    try:
-        await asyncio.wait_for(resolver.resolve(host, port), max(0.0, deadline - time.monotonic()))
-    except RuntimeError:
-        return False
-    except Exception:
-        pass
-    finally:
-        try:
-            await resolver.close()
-        except Exception:
-            pass
-    return True

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import logging
 import multiprocessing
@@ -461,13 +460,51 @@ def test_a_sender_thread_that_cannot_start_at_exit_is_drained_in_the_exit_hook(
         assert "hiveloop_async" not in err
 
 
-def test_a_host_name_that_cannot_be_resolved_at_exit_is_counted_and_warned_once(
-    tmp_path: Path,
+#: A plain synchronous script: the sender thread starts with the first event, and the SDK's
+#: exit hook drains the rest. It prints the client's stats, and how long the exit hook took.
+SCRIPT_WITH_STATS = """
+import atexit, json, sys, time
+
+T = []
+atexit.register(lambda: print(json.dumps({{**hb.stats(), "exit_s": time.monotonic() - T[0]}})))
+
+import hiveloop_async as hiveloop
+
+atexit.register(lambda: T.append(time.monotonic()))
+{at_exit}
+hb = hiveloop.HiveBoard(api_key="hb_test_exit", endpoint=sys.argv[1], flush_interval=60,
+                        shutdown_timeout=3)
+agent = hb.agent("exit-agent", heartbeat_interval=0)
+with agent.task("t-exit"):
+    with agent.track_context("step"):
+        pass
+"""
+
+
+@pytest.mark.parametrize("at_exit", ["", NO_THREADS_AT_EXIT], ids=["threads", "no-threads"])
+def test_a_script_delivers_to_a_host_name_at_exit(tmp_path: Path, at_exit: str) -> None:
+    """``http://localhost``: the sender thread resolves the host name in the exit drain,
+    although the thread pool aiohttp resolves in refuses work by then (in a thread of its
+    own, or in the sender's thread when no thread can start), and delivers at once."""
+    with FaultServer() as srv:
+        url = srv.url.replace("127.0.0.1", "localhost")
+        out, err = run_exit_script(tmp_path, SCRIPT_WITH_STATS.format(at_exit=at_exit), url)
+        got = json.loads(out)
+        assert sorted(e["event_type"] for e in srv.events) == ORPHAN_EVENTS
+        assert got["sent"] == got["recorded"] == 5
+        assert got["dropped_total"] == got["retries"] == 0
+        assert got["mode"] == "thread"
+        assert "hiveloop_async" not in err
+        assert got["exit_s"] < 1.0  # no retrying until the 3 s shutdown_timeout
+
+
+@pytest.mark.parametrize("at_exit", ["", NO_THREADS_AT_EXIT], ids=["threads", "no-threads"])
+def test_the_exit_drain_in_the_calling_thread_delivers_to_a_host_name(
+    tmp_path: Path, at_exit: str
 ) -> None:
-    """``http://localhost``: aiohttp's resolver needs a thread pool, which refuses work at
-    exit. The exit drain counts the events as dropped (shutdown) with one warning, at once."""
-    if importlib.util.find_spec("aiodns") is not None:
-        pytest.skip("aiodns resolves host names without a thread")
+    """``http://localhost`` from an orphaned loop: the exit hook drains in its own thread on
+    a fresh loop, whose thread pool refuses work, and still resolves the host name and
+    delivers at once (without a thread of its own, the lookup blocks in the exit hook)."""
     # Before the SDK's exit hook: the time it starts; after it: what it did, and how long.
     stamp = "_atexit.register(lambda: T.append(time.monotonic()))\n"
     report = (
@@ -477,18 +514,88 @@ def test_a_host_name_that_cannot_be_resolved_at_exit_is_counted_and_warned_once(
     )
     with FaultServer() as srv:
         url = srv.url.replace("127.0.0.1", "localhost")
-        text = report + ORPHAN_SCRIPT.format(at_exit=stamp)
+        text = report + ORPHAN_SCRIPT.format(at_exit=stamp + at_exit)
         out, err = run_exit_script(tmp_path, text, url)
         got = json.loads(out)
-        assert got["sent"] == 0
-        assert got["dropped"]["shutdown"] == got["dropped_total"] == got["recorded"] == 5
+        assert sorted(e["event_type"] for e in srv.events) == ORPHAN_EVENTS
+        assert got["sent"] == got["recorded"] == 5
+        assert got["dropped_total"] == got["retries"] == 0
         assert got["queue_depth"] == got["in_flight"] == 0
-        warnings = [line for line in err.splitlines() if "hiveloop_async" in line]
-        assert len(warnings) == 1, err
-        assert "5 events dropped (shutdown)" in warnings[0]
-        assert "host name" in warnings[0]
-        assert srv.requests == 0
+        assert "hiveloop_async" not in err
         assert got["exit_s"] < 1.0  # no retrying until the 3 s shutdown_timeout
+
+
+#: Prepended to an exit script: a host name the system resolver does not know (no lookup
+#: leaves the machine).
+UNKNOWN_HOST = """
+import socket as _socket
+
+def _unknown(host, *args, **kwargs):
+    raise _socket.gaierror(_socket.EAI_NONAME, "Name or service not known")
+
+_socket.getaddrinfo = _unknown
+"""
+
+
+@pytest.mark.parametrize("script", ["thread", "orphan"])
+def test_a_host_name_that_cannot_be_resolved_at_exit_is_counted_and_warned_once(
+    tmp_path: Path, script: str
+) -> None:
+    """The exit drain retries a host name that does not resolve until shutdown_timeout,
+    then counts what is left (shutdown) and says why in one warning. Both with the sender
+    thread and in the calling thread (an orphaned loop)."""
+    if script == "thread":
+        text = SCRIPT_WITH_STATS.format(at_exit="")
+    else:
+        text = (
+            "import atexit as _atexit, json, time\nT = []\n"
+            "_atexit.register(lambda: print(json.dumps("
+            "{**CLIENTS[0].stats(), 'exit_s': time.monotonic() - T[0]})))\n"
+        ) + ORPHAN_SCRIPT.format(at_exit="_atexit.register(lambda: T.append(time.monotonic()))")
+    text = UNKNOWN_HOST + text.replace("shutdown_timeout=3", "shutdown_timeout=0.5")
+    out, err = run_exit_script(tmp_path, text, "https://unknown-host.localhost:9")
+    got = json.loads(out)
+    assert got["sent"] == 0
+    assert got["dropped"]["shutdown"] == got["dropped_total"] == got["recorded"] == 5
+    assert got["queue_depth"] == got["in_flight"] == 0
+    assert got["last_error"].startswith("cannot resolve the endpoint's host name")
+    warnings = [line for line in err.splitlines() if "hiveloop_async" in line]
+    assert len(warnings) == 1, err
+    assert "5 events dropped" in warnings[0]
+    assert "(shutdown=5); last error: cannot resolve the endpoint's host name" in warnings[0]
+    assert got["exit_s"] < 0.5 + 0.5
+
+
+#: Prepended to an exit script: a system resolver that never answers.
+HUNG_RESOLVER = """
+import socket as _socket, threading as _threading
+
+def _hang(host, *args, **kwargs):
+    _threading.Event().wait()
+
+_socket.getaddrinfo = _hang
+"""
+
+
+@pytest.mark.parametrize("at_exit", ["", NO_THREADS_AT_EXIT], ids=["threads", "no-threads"])
+def test_a_lookup_that_hangs_at_exit_is_bounded_by_shutdown_timeout(
+    tmp_path: Path, at_exit: str
+) -> None:
+    """A host name lookup that never returns holds the exit no longer than shutdown_timeout.
+    In a thread of its own the sender gives up on it and counts the events; where no thread
+    can start (CPython 3.12 at exit) it blocks the sender's thread, which the exit hook
+    stops waiting for at the deadline (those events are then left uncounted)."""
+    text = SCRIPT_WITH_STATS.format(at_exit=at_exit).replace(
+        "shutdown_timeout=3", "shutdown_timeout=0.5"
+    )
+    out, err = run_exit_script(tmp_path, HUNG_RESOLVER + text, "https://hung.localhost:9")
+    got = json.loads(out)
+    assert got["sent"] == 0
+    assert got["exit_s"] < 0.5 + 0.5
+    if not at_exit and sys.version_info[:2] != (3, 12):  # the lookup had a thread of its own
+        assert got["dropped"]["shutdown"] == got["dropped_total"] == 5
+        assert got["in_flight"] == 0
+        assert "5 events dropped" in err
 
 
 @pytest.mark.parametrize(
