@@ -9,7 +9,7 @@ PURE_TESTS := tests/test_track.py tests/test_generators.py tests/test_concurrenc
               tests/test_wire_shapes.py tests/test_manual_examples.py tests/test_queue.py \
               tests/test_speedups.py tests/test_public_api.py
 
-.PHONY: help setup test lint typecheck unit demo serve bench bench-hot bench-breakdown bench-soak clean
+.PHONY: help setup test lint typecheck unit demo serve bench bench-hot bench-breakdown bench-http bench-soak clean
 
 help:
 	@echo "make demo       start a local server, run the example agent, print its timelines"
@@ -55,6 +55,9 @@ bench: $(STAMP)
 
 bench-breakdown: $(STAMP)
 	$(BIN)/python -m benchmarks.breakdown
+
+bench-http: $(STAMP)
+	$(BIN)/python -m benchmarks.http_ceiling
 
 bench-soak: $(STAMP)
 	$(BIN)/python -m benchmarks.run --soak

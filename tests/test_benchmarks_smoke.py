@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 # ``benchmarks`` is a top-level folder of the repository (on pytest's pythonpath).
-from benchmarks import _harness, hot_path, sdk_ours
+from benchmarks import _harness, hot_path, http_ceiling, sdk_ours
 from benchmarks.sink import Sink, count_otlp_protobuf, count_sentry_envelope
 
 
@@ -128,3 +128,10 @@ def test_percentile_and_summary() -> None:
     s = _harness.summarize(samples, overhead_ns=0)
     assert s["median_us"] == 50.0
     assert s["p99_us"] == 99.0
+
+
+def test_http_ceiling_delivers_every_event() -> None:
+    # run() raises unless the sink counted every event of every round.
+    rows = http_ceiling.run(requests=5, events_per_request=3)
+    assert [r["concurrency"] for r in rows] == [1, 4, 8]
+    assert all(r["events_per_s"] > 0 and r["client_cpu_us_per_request"] > 0 for r in rows)
