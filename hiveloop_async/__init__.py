@@ -4,13 +4,14 @@ Drop-in for hiveloop 0.2.0 (``import hiveloop_async as hiveloop``), built for as
 
 Layering, bottom to top (a module imports only from the layers below it)::
 
+    _accel, _speedups (C, optional)             which hot path runs; the C one
     _exceptions, _internal, _version, _events   errors, SDK logging, ids and clocks
     _context                                    the ContextVar that makes a scope current
     _payloads                                   payload builders (pure)
     _track, _task                               ActionScope and Task: record on enter/exit
     _agent                                      Agent: the recording API
     _config, _client                            settings; HiveBoard: queue, lifecycle, stats
-    _serialize, _transport                      records -> JSON; the anyio/aiohttp sender
+    _serialize, _resolve, _transport            records -> JSON; host names at exit; the sender
     _module                                     init()/shutdown()/flush(), current_*()
     testing, contrib.log_handler                public helpers
     _server, _render, _cli                      the local HiveBoard-compatible server, CLI
