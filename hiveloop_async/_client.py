@@ -70,8 +70,8 @@ class _Route:
     """Where the fast path appends: a client's queue, the client, and the threshold.
 
     Below ``wake_at`` queued records an event is one ``append``; at or above it the event
-    goes through ``client._put_slow``. Agents and scopes keep a reference to it, so the hot
-    path reads one object instead of walking agent -> client -> queue.
+    goes through ``client._put_slow``. Agents keep a reference to it (and C scopes, from
+    their agent), so the hot path reads one object instead of walking agent -> client -> queue.
     """
 
     __slots__ = ("client", "q", "wake_at")

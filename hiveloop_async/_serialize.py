@@ -541,4 +541,4 @@ def build_body(envelope: bytes, events: list[bytes]) -> bytes:
 if speedups is not None:
     # encode_action() leaves payloads whose JSON is over this size to encode_payload(),
     # which measures them exactly (the same threshold).
-    speedups.setup_encoder(orjson.dumps, _default, _ORJSON_OPTS, MAX_PAYLOAD_BYTES // 4)
+    speedups.setup_encoder(orjson.dumps, _default, _ORJSON_OPTS, _SIZE_CHECKED_ABOVE)

@@ -274,9 +274,7 @@ class Engine:
                     client._stash.append((batch.agent, batch.events))
             self._open_batches.clear()
             if client.closed and client.in_flight:
-                with client._lock:
-                    client._dropped["shutdown"] += client.in_flight
-                    client.in_flight = 0
+                client._release(client.in_flight, "shutdown")
                 client._stash.clear()
             for _, waiter in self._flush_waiters:
                 waiter.resolve()
@@ -443,8 +441,7 @@ class Engine:
         if n <= 0:
             return
         batch.outstanding -= n
-        client = self.client
-        client._release(n, reason)
+        self.client._release(n, reason)
 
     async def _request_worker(self, batches: MemoryObjectReceiveStream[tuple[int, _Batch]]) -> None:
         async for seq, batch in batches:
