@@ -27,7 +27,6 @@ from typing import Any
 import hiveloop_async as hl
 from hiveloop_async import _serialize
 from hiveloop_async._serialize import RecordEncoder, build_body
-from hiveloop_async._track import PyActionScope
 
 from . import _harness as h
 from .sink import Sink
@@ -232,14 +231,10 @@ def _queued_block(hb: hl.HiveBoard, agent: hl.Agent, full: Callable[[int], None]
             full(n)
             after = len(gc.get_objects())
         scope = hb._q[-1]
-        # The C scope keeps its id and times as C integers (no int objects behind them).
-        inline = type(scope) is not PyActionScope
         sizes = {
             "ActionScope (getsizeof: fields + GC header)": sys.getsizeof(scope),
-            "action_id (int object)": 0 if inline else sys.getsizeof(scope.action_id),
-            "t0, t1 (int objects)": (
-                0 if inline else sys.getsizeof(scope.t0) + sys.getsizeof(scope.t1)
-            ),
+            "action_id (int object)": sys.getsizeof(scope.action_id),
+            "t0, t1 (int objects)": sys.getsizeof(scope.t0) + sys.getsizeof(scope.t1),
             "contextvars.Token kept in _token": (
                 sys.getsizeof(scope._token) if scope._token is not None else 0
             ),

@@ -11,7 +11,6 @@ import platform
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._accel import speedups
 from ._events import now_ns
 from ._internal import internal_error
 from ._payloads import llm_payload, queue_summary
@@ -320,8 +319,3 @@ class Agent:
     def __repr__(self) -> str:
         return f"<Agent {self.agent_id!r} type={self.agent_type!r}>"
 
-
-if speedups is not None:
-    # The same method as a C method descriptor: ``agent.track_context(name)`` then builds the
-    # scope without a Python frame (about a tenth of a block's cost).
-    Agent.track_context = speedups.track_context_method(Agent)  # type: ignore[method-assign]

@@ -22,7 +22,6 @@ from collections import Counter, deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._accel import speedups
 from ._agent import Agent, HeartbeatCallback
 from ._config import Settings, resolve_settings
 from ._exceptions import HiveLoopConfigError
@@ -82,8 +81,7 @@ class _Route:
         self.wake_at = 0
 
 
-#: The C type (same attributes) when the extension is in use.
-Route: type[_Route] = speedups.Route if speedups is not None else _Route
+Route = _Route
 
 
 def _set_capturing(active: bool) -> None:

@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from ._accel import speedups
-
 EVENT_TYPES: Final = frozenset(
     {
         "agent_registered",
@@ -65,10 +63,7 @@ SEVERITIES: Final = frozenset({"debug", "info", "warn", "error"})
 # RFC 4122 variant) followed by the counter in the last 12 hex digits. Unique within the
 # process for 2**48 ids, and across processes by the random prefix, which a forked child
 # draws anew (the counter is copied by fork, the prefix is not kept).
-# With the C hot path the counter lives there, so that its scopes and the Python tasks share it.
-next_id: Callable[[], int] = (
-    speedups.next_id if speedups is not None else itertools.count(1).__next__
-)
+next_id: Callable[[], int] = itertools.count(1).__next__
 _ID_MASK: Final = (1 << 48) - 1
 
 

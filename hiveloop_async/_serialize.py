@@ -28,8 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from . import _events
-from ._accel import speedups
 from ._events import (
     EVENT_TYPES,
     SEVERITIES,
@@ -97,11 +95,9 @@ def default_severity(event_type: str, payload: Mapping[str, Any] | None) -> str:
 class RecordEncoder:
     """Turns queued records into wire event dicts. One per sender; not thread-safe."""
 
-    def __init__(self, *, accelerated: bool = True) -> None:
+    def __init__(self) -> None:
         self._ts = TimestampFormatter()
         self._offset = wall_offset_ns()
-        #: The C encoder for scope records, when the extension is in use.
-        self._c_encode = speedups.encode_action if accelerated and speedups is not None else None
         self._prefixes: dict[Any, str] = {}
 
     def recalibrate(self) -> None:
@@ -155,17 +151,6 @@ class RecordEncoder:
     # (task fields, status, parent_event_id); only the payload goes through orjson as data.
 
     def _scope(self, s: ActionScope, ended: bool) -> tuple[Agent, bytes]:
-        c_encode = self._c_encode
-        if c_encode is not None:
-            # The common cases in C (see _speedups.encode_action); None: the rest in Python.
-            task = s.task
-            fields = "" if task is None else (task._fields or self._task_fields(task))
-            data = c_encode(s, ended, self._offset, _events._prefix, fields)
-            if data is not None:
-                return s.agent, data
-        return self._action(s, ended)
-
-    def _action(self, s: ActionScope, ended: bool) -> tuple[Agent, bytes]:
         task = s.task
         if task is None:
             fields = ""
@@ -537,8 +522,3 @@ def build_body(envelope: bytes, events: list[bytes]) -> bytes:
     """Join an encoded envelope and encoded events into one ingest request body."""
     return b'{"envelope":' + envelope + b',"events":[' + b",".join(events) + b"]}"
 
-
-if speedups is not None:
-    # encode_action() leaves payloads whose JSON is over this size to encode_payload(),
-    # which measures them exactly (the same threshold).
-    speedups.setup_encoder(orjson.dumps, _default, _ORJSON_OPTS, _SIZE_CHECKED_ABOVE)

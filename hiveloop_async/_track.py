@@ -16,7 +16,6 @@ from collections.abc import Callable, Generator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ._accel import speedups
 from ._context import current_scope
 from ._events import format_id, next_id, now_ns
 from ._exceptions import HiveLoopUsageError
@@ -179,15 +178,6 @@ class ActionScope:
         return f"<ActionScope {self.name!r} {state}>"
 
 
-#: The pure-Python implementation, also when the C one is in use (tests compare the two).
-PyActionScope = ActionScope
-
-if speedups is not None and not TYPE_CHECKING:
-    # The C type has the same attributes, methods and behaviour; for the rare paths it calls
-    # back into the functions below (handed over by the setup() call after them).
-    ActionScope = speedups.ActionScope
-
-
 def exception_message(exc: BaseException | None) -> str:
     """``str(exc)``, or a placeholder when the exception's ``__str__`` itself fails."""
     if exc is None:
@@ -220,17 +210,6 @@ def _restore_foreign(scope: Task | ActionScope, token: Any) -> None:
         _set(live_scope(None if old is token.MISSING else old))
 
 
-if speedups is not None:
-    speedups.setup(
-        current_scope,
-        HiveLoopUsageError,
-        internal_error,
-        exception_message,
-        live_scope,
-        _restore_foreign,
-        format_id,
-        PyActionScope.__doc__,
-    )
 
 
 # -- the decorator ------------------------------------------------------------------------
