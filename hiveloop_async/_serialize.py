@@ -28,28 +28,23 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ._events import (
-    EVENT_TYPES,
-    SEVERITIES,
-    SEVERITY_DEFAULTS,
-    TimestampFormatter,
-    format_id,
-    new_id_str,
-    wall_offset_ns,
-)
+from ._ids import TimestampFormatter, format_id, new_id_str, wall_offset_ns
 from ._task import Task
 from ._track import ActionScope
+from ._wire import (
+    EVENT_TYPES,
+    MAX_ENVIRONMENT_LEN,
+    MAX_GROUP_LEN,
+    MAX_ID_LEN,
+    MAX_PAYLOAD_BYTES,
+    MAX_SUMMARY_LEN,
+    SEVERITIES,
+    SEVERITY_DEFAULTS,
+)
 
 if TYPE_CHECKING:
     from ._agent import Agent
 
-MAX_PAYLOAD_BYTES = 32_768
-MAX_ID_LEN = 256
-MAX_SUMMARY_LEN = 512
-MAX_ENVIRONMENT_LEN = 64
-MAX_GROUP_LEN = 128
-MAX_BATCH_BYTES = 1_000_000
-MAX_BATCH_EVENTS = 500
 
 _ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
 _TASK_KEYS = ("task_id", "project_id", "task_type", "task_run_id", "correlation_id")
@@ -120,16 +115,16 @@ class RecordEncoder:
         """Return ``(agent, event JSON)`` for one queued record, or None for a non-event.
 
         A scope or task seen for the first time gives its opening event, the second time its
-        closing one (the record's ``_sent`` flag remembers which).
+        closing one (the record's ``opened`` flag remembers which).
         """
         kind = type(rec)
         if kind is ActionScope:
-            ended = rec._sent
-            rec._sent = True
+            ended = rec.opened
+            rec.opened = True
             return self._scope(rec, ended)
         if kind is Task:
-            ended = rec._sent
-            rec._sent = True
+            ended = rec.opened
+            rec.opened = True
             return self._task(rec, ended)
         if kind is tuple:
             return self._event(rec)
@@ -521,4 +516,3 @@ def encode_envelope(agent: Agent) -> bytes:
 def build_body(envelope: bytes, events: list[bytes]) -> bytes:
     """Join an encoded envelope and encoded events into one ingest request body."""
     return b'{"envelope":' + envelope + b',"events":[' + b",".join(events) + b"]}"
-

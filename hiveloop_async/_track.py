@@ -17,8 +17,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._context import current_scope
-from ._events import format_id, next_id, now_ns
 from ._exceptions import HiveLoopUsageError
+from ._ids import format_id, next_id, now_ns
 from ._internal import internal_error, logger
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ class ActionScope:
     exc_type: type[BaseException] | None
 
     __slots__ = (
-        "_sent",
         "_state",
         "_token",
         "action_id",
@@ -61,6 +60,7 @@ class ActionScope:
         "exc_type",
         "function",
         "name",
+        "opened",
         "parent",
         "payload",
         "t0",
@@ -75,7 +75,8 @@ class ActionScope:
         self.function = function
         self.payload: Any = None
         self._state = _NEW
-        self._sent = False  # set by the sender once it encoded action_started
+        #: Set once the opening event was taken (encoded or discarded); see ``_queue``.
+        self.opened = False
 
     # One implementation for every form: ``with`` and ``async with`` call these two, the
     # decorator uses ``with``, and the generator wrappers call them around the iteration.
@@ -106,7 +107,7 @@ class ActionScope:
             if len(q) < r.wake_at:
                 q.append(self)
             else:
-                r.client._put_slow(self)
+                r.put_slow(self)
         except Exception:
             internal_error("action enter")
         return self
@@ -142,7 +143,7 @@ class ActionScope:
             if len(q) < r.wake_at:
                 q.append(self)
             else:
-                r.client._put_slow(self)
+                r.put_slow(self)
         except Exception:
             internal_error("action exit")
 
@@ -167,6 +168,11 @@ class ActionScope:
         """
         if self._state != _CLOSED:
             self.payload = payload
+
+    @property
+    def closed(self) -> bool:
+        """True once the block was left."""
+        return self._state == _CLOSED
 
     @property
     def action_id_str(self) -> str | None:
@@ -208,8 +214,6 @@ def _restore_foreign(scope: Task | ActionScope, token: Any) -> None:
     if _get() is scope:
         old = token.old_value
         _set(live_scope(None if old is token.MISSING else old))
-
-
 
 
 # -- the decorator ------------------------------------------------------------------------
