@@ -20,6 +20,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import ipaddress
+import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -295,8 +296,6 @@ def _capped_batch_size(value: int) -> int:
 
 
 def _enable_debug_logging() -> None:
-    import logging
-
     logger.setLevel(logging.DEBUG)
     if not any(getattr(h, "_hiveloop_debug", False) for h in logger.handlers):
         handler = logging.StreamHandler()
