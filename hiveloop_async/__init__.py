@@ -28,7 +28,6 @@ function (``tests/test_layering.py`` checks it on the source)::
     __main__                                      ``python -m hiveloop_async``
 """
 
-
 from ._agent import Agent as Agent
 from ._api import UntrackedScope as UntrackedScope
 from ._api import current_action_id as current_action_id

@@ -178,6 +178,7 @@ def track(action_name: str) -> Callable[[_F], _F]:
 
     Works on sync and async functions and generators like ``agent.track``.
     """
+
     def decorate(fn: _F) -> _F:
         cache: dict[int, Any] = {}
 

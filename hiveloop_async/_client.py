@@ -106,6 +106,7 @@ class HiveBoard:
         max_concurrent_requests: int | None = None,
         drop_policy: DropPolicy = "oldest",
         read_local_config: bool = False,
+        auth_retry_interval: float | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
             api_key=api_key,
@@ -122,6 +123,7 @@ class HiveBoard:
             retry_deadline=retry_deadline,
             max_concurrent_requests=max_concurrent_requests,
             read_local_config=read_local_config,
+            auth_retry_interval=auth_retry_interval,
         )
         if drop_policy not in ("oldest", "newest"):
             raise HiveLoopConfigError("drop_policy must be 'oldest' or 'newest'")

@@ -39,6 +39,7 @@ DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 DEFAULT_REQUEST_TIMEOUT = 10.0
 DEFAULT_RETRY_DEADLINE = 60.0
 DEFAULT_MAX_CONCURRENT_REQUESTS = 4
+DEFAULT_AUTH_RETRY_INTERVAL = 60.0
 
 _T = TypeVar("_T")
 
@@ -60,6 +61,8 @@ class Settings:
     request_timeout: float
     retry_deadline: float
     max_concurrent_requests: int
+    #: After a 401/403, seconds between probes with one event (a rotated key resumes).
+    auth_retry_interval: float = DEFAULT_AUTH_RETRY_INTERVAL
 
     @property
     def ingest_url(self) -> str:
@@ -172,6 +175,7 @@ def resolve_settings(
     max_concurrent_requests: int | None = None,
     read_local_config: bool = False,
     env: Mapping[str, str] | None = None,
+    auth_retry_interval: float | None = None,
 ) -> Settings:
     """Resolve every setting. Raises :class:`HiveLoopConfigError` only for the API key."""
     env = os.environ if env is None else env
@@ -264,6 +268,15 @@ def resolve_settings(
             DEFAULT_MAX_CONCURRENT_REQUESTS,
             int,
             lambda v: 1 <= v <= 64,
+        ),
+        auth_retry_interval=_pick(
+            "auth_retry_interval",
+            auth_retry_interval,
+            {},
+            "",
+            DEFAULT_AUTH_RETRY_INTERVAL,
+            float,
+            _positive,
         ),
     )
     if settings.enabled:

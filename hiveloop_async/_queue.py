@@ -237,6 +237,8 @@ class EventQueue:
         self.retries = 0
         self.batches = 0
         self.last_error: str | None = None
+        #: Set by the consumer once the server refused the key (so it says so once).
+        self.auth_refused = False
 
     # -- producers -------------------------------------------------------------------------
 

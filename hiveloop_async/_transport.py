@@ -102,7 +102,9 @@ class Engine:
         self._batch_seq = 0
         self._open_batches: dict[int, _Batch] = {}
         self._flush_waiters: list[tuple[int, _Resolvable]] = []
-        self._unauthorized = False
+        #: After a refused key: when the next probe may go out (monotonic), else None.
+        self._auth_probe_at: float | None = None
+        self._probing = False
         self._last_drop_log = time.monotonic()
         self._logged_drops = 0
         self._rejections: Counter[str] = Counter()
@@ -455,15 +457,34 @@ class Engine:
                 self._batch_done(seq)
 
     async def _deliver(self, batch: _Batch, events: list[bytes], deadline: float) -> None:
+        """Deliver ``events``; while the key is refused, count them or probe with one."""
+        queue = self.queue
+        probe = self._auth_probe_at
+        if probe is not None:  # the key was refused: count, or probe with one event
+            if self._probing or time.monotonic() < probe:
+                self._settle(batch, len(events), "unauthorized")
+                return
+            self._probing = True
+            try:
+                await self._send(batch, events[:1], deadline)
+            finally:
+                self._probing = False
+            if self._auth_probe_at is None:  # accepted: the rest goes out as usual
+                logger.warning("hiveloop_async: the server accepts the API key again")
+                if len(events) > 1:
+                    await self._deliver(batch, events[1:], deadline)
+            else:
+                self._settle(batch, len(events) - 1, "unauthorized")
+            return
+        await self._send(batch, events, deadline)
+
+    async def _send(self, batch: _Batch, events: list[bytes], deadline: float) -> None:
         """Send ``events`` until accepted or given up (see :func:`~._delivery.classify`)."""
         queue = self.queue
         n = len(events)
         body = build_body(self._envelope(batch.agent), events)
         attempt = 0
         while True:
-            if self._unauthorized:
-                self._settle(batch, n, "unauthorized")
-                return
             queue.count_attempt()
             status, raw, retry_after = await self._post(body)
             outcome = classify(status, raw, retry_after, n, attempt)
@@ -489,12 +510,19 @@ class Engine:
                 await self._deliver(batch, events[half:], deadline)
                 return
             if kind == "unauthorized":
-                self._unauthorized = True
-                logger.error(
-                    "hiveloop_async: the server refused the API key (HTTP %d); events will be "
-                    "counted as dropped (unauthorized) and not sent",
-                    status,
-                )
+                interval = self.settings.auth_retry_interval
+                self._auth_probe_at = time.monotonic() + interval
+                if not queue.auth_refused:
+                    queue.auth_refused = True  # one error line per client, in either mode
+                    logger.error(
+                        "hiveloop_async: the server refused the API key (HTTP %d); events "
+                        "are counted as dropped (unauthorized) and not sent; one event is "
+                        "tried again every %g s",
+                        status,
+                        interval,
+                    )
+            elif self._auth_probe_at is not None and kind != "retry":
+                self._auth_probe_at = None  # the probe got through: the key works again
             elif kind == "delivered":
                 logger.debug("hiveloop_async: delivered %d events", n)
             self._settle(batch, outcome.sent, None)
