@@ -458,7 +458,6 @@ class Engine:
 
     async def _deliver(self, batch: _Batch, events: list[bytes], deadline: float) -> None:
         """Deliver ``events``; while the key is refused, count them or probe with one."""
-        queue = self.queue
         probe = self._auth_probe_at
         if probe is not None:  # the key was refused: count, or probe with one event
             if self._probing or time.monotonic() < probe:
