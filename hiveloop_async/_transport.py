@@ -520,7 +520,7 @@ class Engine:
                         status,
                         interval,
                     )
-            elif self._auth_probe_at is not None and kind != "retry":
+            elif self._auth_probe_at is not None:
                 self._auth_probe_at = None  # the probe got through: the key works again
             elif kind == "delivered":
                 logger.debug("hiveloop_async: delivered %d events", n)
