@@ -17,7 +17,7 @@ function (``tests/test_layering.py`` checks it on the source)::
     _track                                        ActionScope and the decorator
     _task                                         Task
     _agent                                        Agent: the recording API
-    _config, _serialize, _delivery, _resolve      settings; records to JSON; policy; DNS
+    _config, _serialize, _delivery, _resolve, _sampling  settings; JSON; policy; DNS; sampling
     _transport                                    the sender: session, request workers, heartbeats
     _runner                                       sender thread, exit drain, atexit/fork
     _client                                       HiveBoard: queue + sender + lifecycle, stats()
@@ -48,6 +48,7 @@ from ._exceptions import HiveLoopConfigError as HiveLoopConfigError
 from ._exceptions import HiveLoopError as HiveLoopError
 from ._exceptions import HiveLoopUsageError as HiveLoopUsageError
 from ._payloads import tool_payload as tool_payload
+from ._sampling import TaskInfo as TaskInfo
 from ._task import Task as Task
 from ._track import ActionScope as ActionScope
 from ._version import SDK_VERSION as SDK_VERSION
@@ -64,6 +65,7 @@ __all__ = (
     "HiveLoopUsageError",
     "Stats",
     "Task",
+    "TaskInfo",
     "UntrackedScope",
     "__version__",
     "bind_context",

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import time
 import weakref
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, TypedDict
 
@@ -23,6 +24,7 @@ from ._exceptions import HiveLoopConfigError, HiveLoopUsageError
 from ._internal import internal_error, warn_once
 from ._queue import DROP_REASONS, DropPolicy, EventQueue
 from ._runner import ThreadRunner
+from ._sampling import TaskInfo
 from ._transport import Engine
 
 __all__ = ["DROP_REASONS", "FlushResult", "HiveBoard", "Stats"]
@@ -107,6 +109,9 @@ class HiveBoard:
         drop_policy: DropPolicy = "oldest",
         read_local_config: bool = False,
         auth_retry_interval: float | None = None,
+        sample_rate: float | None = None,
+        keep_failed: bool = True,
+        sampler: Callable[[TaskInfo], bool] | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
             api_key=api_key,
@@ -124,6 +129,9 @@ class HiveBoard:
             max_concurrent_requests=max_concurrent_requests,
             read_local_config=read_local_config,
             auth_retry_interval=auth_retry_interval,
+            sample_rate=sample_rate,
+            keep_failed=keep_failed,
+            sampler=sampler,
         )
         if drop_policy not in ("oldest", "newest"):
             raise HiveLoopConfigError("drop_policy must be 'oldest' or 'newest'")

@@ -63,6 +63,12 @@ class Settings:
     max_concurrent_requests: int
     #: After a 401/403, seconds between probes with one event (a rotated key resumes).
     auth_retry_interval: float = DEFAULT_AUTH_RETRY_INTERVAL
+    #: Share of root tasks kept (see ``_sampling``); 1.0 keeps everything.
+    sample_rate: float = 1.0
+    #: Keep the whole tree of a sampled-out task that fails.
+    keep_failed: bool = True
+    #: A custom decision per root task: ``sampler(TaskInfo) -> bool``.
+    sampler: Callable[[Any], bool] | None = None
 
     @property
     def ingest_url(self) -> str:
@@ -176,6 +182,9 @@ def resolve_settings(
     read_local_config: bool = False,
     env: Mapping[str, str] | None = None,
     auth_retry_interval: float | None = None,
+    sample_rate: float | None = None,
+    keep_failed: bool = True,
+    sampler: Callable[[Any], bool] | None = None,
 ) -> Settings:
     """Resolve every setting. Raises :class:`HiveLoopConfigError` only for the API key."""
     env = os.environ if env is None else env
@@ -278,7 +287,20 @@ def resolve_settings(
             float,
             _positive,
         ),
+        sample_rate=_pick(
+            "sample_rate",
+            sample_rate,
+            env,
+            "HIVELOOP_SAMPLE_RATE",
+            1.0,
+            float,
+            lambda v: 0.0 <= v <= 1.0,
+        ),
+        keep_failed=bool(keep_failed),
+        sampler=sampler if callable(sampler) else None,
     )
+    if sampler is not None and not callable(sampler):
+        warn_once("config:sampler", "hiveloop_async: sampler must be callable; ignoring it")
     if settings.enabled:
         host = urlsplit(settings.endpoint).hostname
         if settings.endpoint.startswith("http://") and not is_loopback(host):

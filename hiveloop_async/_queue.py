@@ -55,6 +55,8 @@ DROP_REASONS = (
     "shutdown",
     "serialization",
     "disabled",
+    "sampled_out",
+    "before_send",
 )
 
 #: What a full queue gives up: the oldest queued events, or the event being recorded.

@@ -38,6 +38,7 @@ from ._internal import internal_error, logger, warn_once
 from ._payloads import queue_summary
 from ._queue import EventQueue, FlushMarker
 from ._resolve import ExitSafeResolver
+from ._sampling import TaskSampler
 from ._serialize import RecordEncoder, build_body, encode_envelope
 from ._version import __version__
 
@@ -108,6 +109,11 @@ class Engine:
         self._last_drop_log = time.monotonic()
         self._logged_drops = 0
         self._rejections: Counter[str] = Counter()
+        self._sampler: TaskSampler | None = None
+        if settings.sample_rate < 1.0 or settings.sampler is not None:
+            self._sampler = TaskSampler(
+                settings.sample_rate, settings.sampler, keep_failed=settings.keep_failed
+            )
 
     # -- thread-safe controls ------------------------------------------------------------
 
@@ -270,6 +276,8 @@ class Engine:
                 else:  # the next sender sends it (the events stay counted in flight)
                     queue.stash(batch.agent, batch.events)
             self._open_batches.clear()
+            if self._sampler is not None:  # held trees whose root did not end: sampled out
+                queue.settle(self._sampler.release_held(), "sampled_out")
             if queue.closed and queue.in_flight:
                 queue.settle(queue.in_flight, "shutdown")
                 queue.drop_stash()
@@ -333,6 +341,8 @@ class Engine:
         batcher: Batcher[Agent] = Batcher(self.settings.batch_size)
         max_event = Batcher.MAX_EVENT_BYTES
         settle = queue.settle
+        sampler = self._sampler
+        closing = False
         chunk: list[Any] = []
         i = end = 0  # chunk[i:end] is taken and not handled yet
         marker: FlushMarker | None = None  # taken, not yet registered as a flush waiter
@@ -359,6 +369,8 @@ class Engine:
                         self._add_flush_waiter(rec)
                         marker = None
                         continue
+                    if sampler is not None:
+                        closing = type(rec) is not tuple and rec.opened
                     try:
                         out = encode(rec)
                         if out is None:
@@ -372,11 +384,22 @@ class Engine:
                     if len(data) > max_event:
                         settle(1, "oversize")
                         continue
-                    full = batcher.add(agent, data)
-                    if full is not None:
-                        queue.give_back(chunk[i:])  # as above: the dispatch may wait
-                        end = i
-                        await self._dispatch(agent, full)
+                    if sampler is None:
+                        full = batcher.add(agent, data)
+                        if full is not None:
+                            queue.give_back(chunk[i:])  # as above: the dispatch may wait
+                            end = i
+                            await self._dispatch(agent, full)
+                    else:
+                        to_send, dropped = sampler.route(rec, closing, agent, data)
+                        if dropped:
+                            settle(dropped, "sampled_out")
+                        for agent, data in to_send:
+                            full = batcher.add(agent, data)
+                            if full is not None:
+                                queue.give_back(chunk[i:])
+                                end = i
+                                await self._dispatch(agent, full)
                     n += 1
                     if not n & 15 and clock() >= slice_end:
                         await asyncio.sleep(0)  # a checkpoint; cheaper than anyio's on asyncio

@@ -21,7 +21,7 @@ LAYERS: list[list[str]] = [
     ["_track"],
     ["_task"],
     ["_agent"],
-    ["_config", "_serialize", "_delivery", "_resolve"],
+    ["_config", "_serialize", "_delivery", "_resolve", "_sampling"],
     ["_transport"],
     ["_runner"],
     ["_client"],

@@ -42,6 +42,8 @@ DROP_REASONS = {
     "retries_exhausted",
     "shutdown",
     "serialization",
+    "sampled_out",
+    "before_send",
 }
 
 
