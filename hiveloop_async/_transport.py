@@ -362,7 +362,7 @@ class Engine:
                     if type(rec) is FlushMarker:
                         # Dispatching may wait for a free worker: what is not taken yet
                         # stays in the queue meanwhile (where overflow can drop it).
-                        queue.give_back(chunk[i:])
+                        queue.give_back(chunk[i:end])
                         end = i
                         marker = rec
                         await self._dispatch_all(batcher)
@@ -387,7 +387,7 @@ class Engine:
                     if sampler is None:
                         full = batcher.add(agent, data)
                         if full is not None:
-                            queue.give_back(chunk[i:])  # as above: the dispatch may wait
+                            queue.give_back(chunk[i:end])  # as above: the dispatch may wait
                             end = i
                             await self._dispatch(agent, full)
                     else:
@@ -397,7 +397,7 @@ class Engine:
                         for agent, data in to_send:
                             full = batcher.add(agent, data)
                             if full is not None:
-                                queue.give_back(chunk[i:])
+                                queue.give_back(chunk[i:end])
                                 end = i
                                 await self._dispatch(agent, full)
                     n += 1

@@ -153,3 +153,31 @@ def test_an_invalid_sample_rate_falls_back_to_keeping_everything(
     assert hb.settings.sample_rate == 1.0
     assert "invalid sample_rate" in caplog.text
     hb.shutdown(0)
+
+
+async def test_a_released_tree_larger_than_a_batch_is_sent_once() -> None:
+    """A failed sampled-out tree released at its end fills several batches at once: each
+    event still arrives exactly once, and the records after it are not taken twice."""
+    with FaultServer() as srv:
+        async with hl.HiveBoard(
+            api_key="hb_test_sampling",
+            endpoint=srv.url,
+            flush_interval=0.05,
+            batch_size=2,
+            sample_rate=0.0,
+        ) as hb:
+            agent = hb.agent("big", heartbeat_interval=0)
+            with pytest.raises(RuntimeError):
+                async with agent.task("big-failed"):
+                    for i in range(20):
+                        async with agent.track_context(f"step-{i}"):
+                            pass
+                    raise RuntimeError("late failure")
+            for i in range(30):
+                agent.event("custom", {"kind": "probe", "i": i})
+            assert await hb.aflush(10)
+            stats = hb.stats()
+    ids = [ev["event_id"] for ev in srv.events]
+    assert len(ids) == len(set(ids))
+    assert len([ev for ev in srv.events if ev.get("task_id") == "big-failed"]) == 2 + 40
+    assert stats["recorded"] == stats["sent"] + stats["dropped_total"]
