@@ -1,6 +1,11 @@
 """Per-block caller cost of hiveloop_async against the CPython floor (``make bench-hot``).
 
-``python -m benchmarks.hot_path [--blocks N] [--json PATH]``
+``python -m benchmarks.hot_path [--blocks N] [--peer-blocks N] [--skip-peers] [--json PATH]``
+
+After our shapes, the same ``with`` block is measured for each peer (hiveloop 0.2.0,
+OpenTelemetry, Sentry; installed into ``benchmarks/.peers-venv`` on first use) in the same
+run, each against the floor measured in its own process: ratios to the floor compare across
+processes, absolute figures only within one.
 
 Four shapes (``with``, ``async with``, sync decorator, async decorator; see
 :mod:`benchmarks.sdk_ours`), each on a real client whose sender is live against the local
@@ -34,10 +39,12 @@ from typing import Any
 
 from . import _harness as h
 from . import sdk_ours
+from .run import NAMES, PEERS, ensure_peers, figure
 from .sink import Sink
 
 GOALS = {"with": 2.0, "async with": 2.5, "sync decorator": 2.5, "async decorator": 2.5}
 DEFAULT_BLOCKS = 200_000
+DEFAULT_PEER_BLOCKS = 20_000
 VARIANTS = ("live", "undrained", "full")
 TITLES = {
     "live": "sink up, default queue, delivered after every 1,000-block burst",
@@ -46,10 +53,17 @@ TITLES = {
 }
 
 
-def run(blocks: int = DEFAULT_BLOCKS, variants: tuple[str, ...] = VARIANTS) -> dict[str, Any]:
-    """Measure every shape in each variant; return the figures (see the module docstring)."""
+def run(
+    blocks: int = DEFAULT_BLOCKS,
+    variants: tuple[str, ...] = VARIANTS,
+    peers: tuple[str, ...] = (),
+    peer_blocks: int = DEFAULT_PEER_BLOCKS,
+) -> dict[str, Any]:
+    """Measure every shape in each variant, then each peer's ``with`` block (same run)."""
     out: dict[str, Any] = {"blocks": blocks, "machine": h.machine(), "loadavg": os.getloadavg()}
     with Sink("ok") as ok, Sink("refuse") as refuse:
+        if peers:
+            out["peers_setup"] = ensure_peers()
         for variant in variants:
             drained = variant == "live"
             res = sdk_ours.caller_cost(
@@ -60,6 +74,12 @@ def run(blocks: int = DEFAULT_BLOCKS, variants: tuple[str, ...] = VARIANTS) -> d
             )
             _add_ratios(res)
             out[variant] = res
+        out["peers"] = {}
+        for peer in peers:
+            res = figure(peer, "caller_cost", endpoint=ok.url, blocks=peer_blocks)
+            if "error" not in res:
+                _add_ratios(res)
+            out["peers"][peer] = res
     return out
 
 
@@ -109,15 +129,45 @@ def table(result: dict[str, Any]) -> str:
             )
         lines.append(f"timer overhead subtracted: {floor['timer_overhead_ns']:.0f} ns")
         lines.append("")
+    peers = result.get("peers") or {}
+    live = (result.get("live") or {}).get("shapes", {}).get("with")
+    if peers and live is not None:
+        lines.append("[peers] the `with` block, sink up, drained after every burst (same run)")
+        lines.append(
+            f"{'sdk':<16} {'median':>8} {'p99':>8} {'× floor':>8} {'× ours':>8}   floor here"
+        )
+        ours = live["gc_on"]["median_us"] or 1e-9
+        ours_floor = result["live"]["floor"]["gc_on"]["median_us"]
+        lines.append(
+            f"{NAMES['ours']:<16} {ours:>8.3f} {live['gc_on']['p99_us']:>8.3f} "
+            f"{live['ratio']:>7.2f}× {1.0:>7.2f}×   {ours_floor:.3f}"
+        )
+        for peer, res in peers.items():
+            if "error" in res:
+                lines.append(f"{NAMES[peer]:<16} failed: {res['error'][:80]}")
+                continue
+            fig = res["shapes"]["with"]
+            med = fig["gc_on"]["median_us"]
+            # Across processes compare ratios to each one's floor, not absolute times.
+            vs_ours = fig["ratio"] / (live["ratio"] or 1e-9)
+            lines.append(
+                f"{NAMES[peer]:<16} {med:>8.3f} {fig['gc_on']['p99_us']:>8.3f} "
+                f"{fig['ratio']:>7.2f}× {vs_ours:>7.1f}×   "
+                f"{res['floor']['gc_on']['median_us']:.3f}"
+            )
+        lines.append("(× ours: the peer's ratio to its floor over ours: how many times our cost)")
+        lines.append("")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="hiveloop_async per-block cost vs the floor")
     parser.add_argument("--blocks", type=int, default=DEFAULT_BLOCKS)
+    parser.add_argument("--peer-blocks", type=int, default=DEFAULT_PEER_BLOCKS)
+    parser.add_argument("--skip-peers", action="store_true", help="only our SDK")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
-    result = run(args.blocks)
+    result = run(args.blocks, peers=() if args.skip_peers else PEERS, peer_blocks=args.peer_blocks)
     sys.stdout.write(table(result) + "\n")
     m = result["machine"]
     sys.stdout.write(
