@@ -678,3 +678,14 @@ def test_importing_the_package_does_not_import_opentelemetry() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_what_makes_an_action_a_tool() -> None:
+    from hiveloop_async._otlp import is_tool_action
+
+    assert is_tool_action(hl.tool_payload(args={"q": 1}))
+    assert is_tool_action({"args": {"q": 1}, "result_preview": "x"})  # the manual's pattern
+    assert is_tool_action({"tool_name": "search"})
+    assert is_tool_action({"gen_ai.operation.name": "execute_tool"})
+    assert not is_tool_action({"result_preview": "x", "sources": 3})
+    assert not is_tool_action({})

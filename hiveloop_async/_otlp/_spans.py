@@ -55,8 +55,9 @@ SEMCONV_SCHEMA_URL: Final = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}
 
 STILL_OPEN: Final = "still open at shutdown"
 
-#: Payload keys that make an action a tool call (``tool_payload()`` writes the first two;
-#: integrations write ``tool_name``). A payload may also say ``gen_ai.operation.name``.
+#: Payload keys that make an action a tool call, besides ``args`` (``tool_payload()`` writes
+#: ``tool_category``; integrations write ``tool_name``). A payload may also say
+#: ``gen_ai.operation.name``.
 TOOL_KEYS: Final = ("tool_category", "tool_name", "tool_call_id")
 
 _INT64_MIN: Final = -(2**63)
@@ -276,15 +277,15 @@ def is_tool_action(payload: Mapping[str, Any]) -> bool:
     """Whether an action's closing payload describes a tool call (see the README's table).
 
     True when the payload names ``gen_ai.operation.name: "execute_tool"``, has one of
-    ``tool_category`` / ``tool_name`` / ``tool_call_id``, or has the shape
-    ``tool_payload()`` gives (a boolean ``success`` with ``args`` or ``result``).
+    ``tool_category`` / ``tool_name`` / ``tool_call_id``, or has the tool's arguments under
+    ``args`` (what ``tool_payload()`` and the manual's turn pattern write).
     """
     if payload.get("gen_ai.operation.name") == "execute_tool":
         return True
     for key in TOOL_KEYS:
         if key in payload:
             return True
-    return type(payload.get("success")) is bool and ("args" in payload or "result" in payload)
+    return "args" in payload
 
 
 _PROVIDERS: Final = (
