@@ -27,7 +27,6 @@ from typing import Any
 import hiveloop_async as hl
 from hiveloop_async import _serialize
 from hiveloop_async._serialize import RecordEncoder, build_body
-from hiveloop_async._track import PyActionScope
 
 from . import _harness as h
 from .sink import Sink
@@ -132,7 +131,10 @@ def caller(endpoint: str) -> dict[str, Any]:
             _ = {"tool": "search", "rows": i, "cached": False}
 
     out.update(_queued_block(hb, agent, full))
-    clear = hb._q.clear  # a throwaway client: keep its queue from growing between runs
+
+    def clear() -> None:  # a throwaway client: keep its queue from growing between runs
+        hb._queue.discard_all("queue_full")
+
     with agent.task("breakdown"):
         loop = per_call_us(empty)
         t_create = per_call_us(create) - loop
@@ -231,22 +233,18 @@ def _queued_block(hb: hl.HiveBoard, agent: hl.Agent, full: Callable[[int], None]
             before = len(gc.get_objects())
             full(n)
             after = len(gc.get_objects())
-        scope = hb._q[-1]
-        # The C scope keeps its id and times as C integers (no int objects behind them).
-        inline = type(scope) is not PyActionScope
+        scope = hb._queue.records()[-1]
         sizes = {
             "ActionScope (getsizeof: fields + GC header)": sys.getsizeof(scope),
-            "action_id (int object)": 0 if inline else sys.getsizeof(scope.action_id),
-            "t0, t1 (int objects)": (
-                0 if inline else sys.getsizeof(scope.t0) + sys.getsizeof(scope.t1)
-            ),
+            "action_id (int object)": sys.getsizeof(scope.action_id),
+            "t0, t1 (int objects)": sys.getsizeof(scope.t0) + sys.getsizeof(scope.t1),
             "contextvars.Token kept in _token": (
                 sys.getsizeof(scope._token) if scope._token is not None else 0
             ),
             "payload dict (user's)": sys.getsizeof(scope.payload),
             "2 deque slots": 16,
         }
-        hb._q.clear()
+        hb._queue.discard_all("queue_full")
     return {
         "gc_tracked_objects_per_block": round((after - before) / n, 2),
         "bytes_per_block": sizes,
@@ -268,9 +266,9 @@ def sender(endpoint: str, blocks: int = 50_000) -> dict[str, Any]:
         for i in range(blocks):
             with agent.track_context("step") as ctx:
                 ctx.set_payload({"tool": "search", "rows": i, "cached": False})
-    records = list(hb._q)[-2 * blocks :]
+    records = hb._queue.records()[-2 * blocks :]
     for r in records:
-        r._sent = False
+        r.opened = False
     enc = RecordEncoder()
     n = len(records)
     phase = [i % 2 == 1 for i in range(n)]  # started, completed, started, ...

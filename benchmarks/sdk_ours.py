@@ -372,7 +372,7 @@ def burst(
         res = hb.shutdown(120)
         t_end = time.monotonic()
         cpu1 = h.cpu_seconds()
-        stats = hb.stats()
+        stats: dict[str, Any] = dict(hb.stats())
     else:
 
         async def main() -> tuple[float, float, float, float, float, Any, dict[str, Any]]:
@@ -392,7 +392,7 @@ def burst(
             t_loop = time.monotonic()
             res = await hb.aclose(120)
             t_end = time.monotonic()
-            return cpu0, h.cpu_seconds(), t0, t_loop, t_end, res, hb.stats()
+            return cpu0, h.cpu_seconds(), t0, t_loop, t_end, res, dict(hb.stats())
 
         cpu0, cpu1, t0, t_loop, t_end, res, stats = asyncio.run(main())
     after = h.sink_counts(endpoint)

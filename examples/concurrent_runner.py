@@ -77,7 +77,7 @@ async def amain(
             f"sent {stats['sent']}, dropped {stats['dropped_total']}, "
             f"{stats['batches']} batches" + ("" if delivered else " (flush timed out)")
         )
-    return stats
+    return dict(stats)
 
 
 def main(

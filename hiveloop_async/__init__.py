@@ -18,22 +18,23 @@ Layering, bottom to top (a module imports only from the layers below it)::
 """
 
 from ._agent import Agent as Agent
+from ._api import current_action_id as current_action_id
+from ._api import current_agent as current_agent
+from ._api import current_task as current_task
+from ._api import flush as flush
+from ._api import get_client as get_client
+from ._api import init as init
+from ._api import reset as reset
+from ._api import shutdown as shutdown
+from ._api import track as track
+from ._api import track_context as track_context
 from ._client import FlushResult as FlushResult
 from ._client import HiveBoard as HiveBoard
+from ._client import Stats as Stats
 from ._context import bind_context as bind_context
 from ._exceptions import HiveLoopConfigError as HiveLoopConfigError
 from ._exceptions import HiveLoopError as HiveLoopError
 from ._exceptions import HiveLoopUsageError as HiveLoopUsageError
-from ._module import current_action_id as current_action_id
-from ._module import current_agent as current_agent
-from ._module import current_task as current_task
-from ._module import flush as flush
-from ._module import get_client as get_client
-from ._module import init as init
-from ._module import reset as reset
-from ._module import shutdown as shutdown
-from ._module import track as track
-from ._module import track_context as track_context
 from ._payloads import tool_payload as tool_payload
 from ._task import Task as Task
 from ._track import ActionScope as ActionScope
@@ -49,6 +50,7 @@ __all__ = (
     "HiveLoopConfigError",
     "HiveLoopError",
     "HiveLoopUsageError",
+    "Stats",
     "Task",
     "__version__",
     "bind_context",

@@ -11,8 +11,7 @@ import platform
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._accel import speedups
-from ._events import now_ns
+from ._ids import now_ns
 from ._internal import internal_error
 from ._payloads import llm_payload, queue_summary
 from ._task import Task
@@ -100,7 +99,7 @@ class Agent:
         parent_event_id: str | None = None,
     ) -> None:
         try:
-            self._client._put(
+            self._route.put(
                 (self, now_ns(), event_type, None, None, payload, severity, parent_event_id)
             )
         except Exception:
@@ -317,11 +316,16 @@ class Agent:
         """Stop this agent's heartbeats (HiveBoard then shows it offline). Never raises."""
         self._heartbeat_stopped = True
 
+    def resume_heartbeat(self) -> None:
+        """Undo :meth:`stop_heartbeat` (when ``heartbeat_interval`` is positive); heartbeats
+        start again with the next sender. Never raises."""
+        if self.heartbeat_interval > 0:
+            self._heartbeat_stopped = False
+
+    @property
+    def heartbeat_stopped(self) -> bool:
+        """True after :meth:`stop_heartbeat` or the client's shutdown."""
+        return self._heartbeat_stopped
+
     def __repr__(self) -> str:
         return f"<Agent {self.agent_id!r} type={self.agent_type!r}>"
-
-
-if speedups is not None:
-    # The same method as a C method descriptor: ``agent.track_context(name)`` then builds the
-    # scope without a Python frame (about a tenth of a block's cost).
-    Agent.track_context = speedups.track_context_method(Agent)  # type: ignore[method-assign]

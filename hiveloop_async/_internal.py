@@ -7,6 +7,7 @@ Every recording path catches ``Exception`` from the SDK's internals and hands it
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -60,3 +61,13 @@ def warn_once(key: str, msg: str, *args: object) -> None:
             return
         _warned.add(key)
     logger.warning(msg, *args)
+
+
+def _renew_lock_after_fork() -> None:
+    """In a forked child: a fresh lock (the parent's may have been held at fork)."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_lock_after_fork)

@@ -28,30 +28,23 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from . import _events
-from ._accel import speedups
-from ._events import (
-    EVENT_TYPES,
-    SEVERITIES,
-    SEVERITY_DEFAULTS,
-    TimestampFormatter,
-    format_id,
-    new_id_str,
-    wall_offset_ns,
-)
+from ._ids import TimestampFormatter, format_id, new_id_str, wall_offset_ns
 from ._task import Task
 from ._track import ActionScope
+from ._wire import (
+    EVENT_TYPES,
+    MAX_ENVIRONMENT_LEN,
+    MAX_GROUP_LEN,
+    MAX_ID_LEN,
+    MAX_PAYLOAD_BYTES,
+    MAX_SUMMARY_LEN,
+    SEVERITIES,
+    SEVERITY_DEFAULTS,
+)
 
 if TYPE_CHECKING:
     from ._agent import Agent
 
-MAX_PAYLOAD_BYTES = 32_768
-MAX_ID_LEN = 256
-MAX_SUMMARY_LEN = 512
-MAX_ENVIRONMENT_LEN = 64
-MAX_GROUP_LEN = 128
-MAX_BATCH_BYTES = 1_000_000
-MAX_BATCH_EVENTS = 500
 
 _ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
 _TASK_KEYS = ("task_id", "project_id", "task_type", "task_run_id", "correlation_id")
@@ -97,11 +90,9 @@ def default_severity(event_type: str, payload: Mapping[str, Any] | None) -> str:
 class RecordEncoder:
     """Turns queued records into wire event dicts. One per sender; not thread-safe."""
 
-    def __init__(self, *, accelerated: bool = True) -> None:
+    def __init__(self) -> None:
         self._ts = TimestampFormatter()
         self._offset = wall_offset_ns()
-        #: The C encoder for scope records, when the extension is in use.
-        self._c_encode = speedups.encode_action if accelerated and speedups is not None else None
         self._prefixes: dict[Any, str] = {}
 
     def recalibrate(self) -> None:
@@ -124,16 +115,16 @@ class RecordEncoder:
         """Return ``(agent, event JSON)`` for one queued record, or None for a non-event.
 
         A scope or task seen for the first time gives its opening event, the second time its
-        closing one (the record's ``_sent`` flag remembers which).
+        closing one (the record's ``opened`` flag remembers which).
         """
         kind = type(rec)
         if kind is ActionScope:
-            ended = rec._sent
-            rec._sent = True
+            ended = rec.opened
+            rec.opened = True
             return self._scope(rec, ended)
         if kind is Task:
-            ended = rec._sent
-            rec._sent = True
+            ended = rec.opened
+            rec.opened = True
             return self._task(rec, ended)
         if kind is tuple:
             return self._event(rec)
@@ -155,17 +146,6 @@ class RecordEncoder:
     # (task fields, status, parent_event_id); only the payload goes through orjson as data.
 
     def _scope(self, s: ActionScope, ended: bool) -> tuple[Agent, bytes]:
-        c_encode = self._c_encode
-        if c_encode is not None:
-            # The common cases in C (see _speedups.encode_action); None: the rest in Python.
-            task = s.task
-            fields = "" if task is None else (task._fields or self._task_fields(task))
-            data = c_encode(s, ended, self._offset, _events._prefix, fields)
-            if data is not None:
-                return s.agent, data
-        return self._action(s, ended)
-
-    def _action(self, s: ActionScope, ended: bool) -> tuple[Agent, bytes]:
         task = s.task
         if task is None:
             fields = ""
@@ -536,9 +516,3 @@ def encode_envelope(agent: Agent) -> bytes:
 def build_body(envelope: bytes, events: list[bytes]) -> bytes:
     """Join an encoded envelope and encoded events into one ingest request body."""
     return b'{"envelope":' + envelope + b',"events":[' + b",".join(events) + b"]}"
-
-
-if speedups is not None:
-    # encode_action() leaves payloads whose JSON is over this size to encode_payload(),
-    # which measures them exactly (the same threshold).
-    speedups.setup_encoder(orjson.dumps, _default, _ORJSON_OPTS, _SIZE_CHECKED_ABOVE)

@@ -15,8 +15,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._context import current_scope
-from ._events import new_id_str, now_ns
 from ._exceptions import HiveLoopUsageError
+from ._ids import new_id_str, now_ns
 from ._internal import internal_error
 from ._payloads import llm_payload
 from ._track import ActionScope, _restore_foreign, exception_message, live_scope
@@ -47,7 +47,6 @@ class Task:
         "_plan_revision",
         "_plan_total",
         "_prev",
-        "_sent",
         "_state",
         "_token",
         "agent",
@@ -55,6 +54,7 @@ class Task:
         "exc_msg",
         "exc_type",
         "failed",
+        "opened",
         "payload",
         "project_id",
         "status",
@@ -92,7 +92,8 @@ class Task:
         self._fields: str | None = None  # wire fields as JSON, cached by the serializer
         self._token: Any = None
         self._state = _NEW
-        self._sent = False  # set by the sender once it encoded task_started
+        #: Set once the opening event was taken (encoded or discarded); see ``_queue``.
+        self.opened = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -103,7 +104,7 @@ class Task:
         self._prev = live_scope(current_scope.get())
         self.t0 = now_ns()
         self._token = current_scope.set(self)
-        self.agent._client._put(self)
+        self.agent._route.put(self)
 
     def _end(
         self,
@@ -125,7 +126,7 @@ class Task:
                 self.exc_msg = exception_message(exc)
                 if payload:
                     self.payload = payload
-                self.agent._client._put(self)
+                self.agent._route.put(self)
             token = self._token
             if token is not None:
                 self._token = None
@@ -170,6 +171,11 @@ class Task:
     ) -> None:
         self.__exit__(exc_type, exc, tb)
 
+    @property
+    def closed(self) -> bool:
+        """True once the task recorded its closing event."""
+        return self._state == _CLOSED
+
     def complete(self, status: str = "success", payload: Mapping[str, Any] | None = None) -> None:
         """Record ``task_completed`` with ``status`` (sent verbatim). Never raises.
 
@@ -205,7 +211,7 @@ class Task:
         try:
             cur = live_scope(current_scope.get())
             action_id = cur.action_id if type(cur) is ActionScope else None
-            self.agent._client._put(
+            self.agent._route.put(
                 (
                     self.agent,
                     now_ns(),

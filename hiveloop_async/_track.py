@@ -16,10 +16,9 @@ from collections.abc import Callable, Generator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ._accel import speedups
 from ._context import current_scope
-from ._events import format_id, next_id, now_ns
 from ._exceptions import HiveLoopUsageError
+from ._ids import format_id, next_id, now_ns
 from ._internal import internal_error, logger
 
 if TYPE_CHECKING:
@@ -53,7 +52,6 @@ class ActionScope:
     exc_type: type[BaseException] | None
 
     __slots__ = (
-        "_sent",
         "_state",
         "_token",
         "action_id",
@@ -62,6 +60,7 @@ class ActionScope:
         "exc_type",
         "function",
         "name",
+        "opened",
         "parent",
         "payload",
         "t0",
@@ -76,7 +75,8 @@ class ActionScope:
         self.function = function
         self.payload: Any = None
         self._state = _NEW
-        self._sent = False  # set by the sender once it encoded action_started
+        #: Set once the opening event was taken (encoded or discarded); see ``_queue``.
+        self.opened = False
 
     # One implementation for every form: ``with`` and ``async with`` call these two, the
     # decorator uses ``with``, and the generator wrappers call them around the iteration.
@@ -107,7 +107,7 @@ class ActionScope:
             if len(q) < r.wake_at:
                 q.append(self)
             else:
-                r.client._put_slow(self)
+                r.put_slow(self)
         except Exception:
             internal_error("action enter")
         return self
@@ -143,7 +143,7 @@ class ActionScope:
             if len(q) < r.wake_at:
                 q.append(self)
             else:
-                r.client._put_slow(self)
+                r.put_slow(self)
         except Exception:
             internal_error("action exit")
 
@@ -170,6 +170,11 @@ class ActionScope:
             self.payload = payload
 
     @property
+    def closed(self) -> bool:
+        """True once the block was left."""
+        return self._state == _CLOSED
+
+    @property
     def action_id_str(self) -> str | None:
         """The action id as sent on the wire (a uuid4 string), or None before entry."""
         return format_id(self.action_id) if self._state != _NEW else None
@@ -177,15 +182,6 @@ class ActionScope:
     def __repr__(self) -> str:
         state = ("new", "open", "closed")[self._state]
         return f"<ActionScope {self.name!r} {state}>"
-
-
-#: The pure-Python implementation, also when the C one is in use (tests compare the two).
-PyActionScope = ActionScope
-
-if speedups is not None and not TYPE_CHECKING:
-    # The C type has the same attributes, methods and behaviour; for the rare paths it calls
-    # back into the functions below (handed over by the setup() call after them).
-    ActionScope = speedups.ActionScope
 
 
 def exception_message(exc: BaseException | None) -> str:
@@ -218,19 +214,6 @@ def _restore_foreign(scope: Task | ActionScope, token: Any) -> None:
     if _get() is scope:
         old = token.old_value
         _set(live_scope(None if old is token.MISSING else old))
-
-
-if speedups is not None:
-    speedups.setup(
-        current_scope,
-        HiveLoopUsageError,
-        internal_error,
-        exception_message,
-        live_scope,
-        _restore_foreign,
-        format_id,
-        PyActionScope.__doc__,
-    )
 
 
 # -- the decorator ------------------------------------------------------------------------

@@ -1,64 +1,60 @@
-"""The sender: an anyio task group on an asyncio loop that batches, sends and retries.
+r"""The sender: an anyio task group on an asyncio loop that encodes, batches, sends and retries.
 
 ``Engine`` runs either as a task on the application's loop (``async with HiveBoard``) or in
-``ThreadRunner``'s daemon thread with a private loop. It pops records from the client's
-queue, encodes them (orjson, off the hot path), groups them per agent into batches of at most
-``batch_size`` events and 1 MB, and POSTs them to ``/v1/ingest`` with at most
-``max_concurrent_requests`` in flight. Every event ends in exactly one counter: ``sent`` or
-one drop reason. Nothing here raises into the host program.
+:class:`~._runner.ThreadRunner`'s daemon thread with a private loop. The path of one event:
+
+1. :meth:`Engine._drain` takes records from the :class:`~._queue.EventQueue` (``take``),
+   encodes them (:mod:`._serialize`, orjson, off the hot path) and groups them per agent
+   (:class:`~._delivery.Batcher`);
+2. a fixed pool of request workers POSTs each batch to ``/v1/ingest``, at most
+   ``max_concurrent_requests`` in flight;
+3. :func:`~._delivery.classify` says what the response means, and the engine applies it:
+   the queue ``settle``\ s every event as sent or dropped for one reason, or the batch waits
+   and is retried.
+
+Heartbeats run here too, one task per agent. Nothing here raises into the host program.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import math
-import random
 import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import anyio
-import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from yarl import URL  # aiohttp's URL type, installed with it
 
-from ._client import _Waiter
+from ._config import Settings
+from ._delivery import NETWORK_ERROR, Batcher, classify, retry_delay
 from ._internal import internal_error, logger, warn_once
 from ._payloads import queue_summary
+from ._queue import EventQueue, FlushMarker
 from ._resolve import ExitSafeResolver
-from ._serialize import (
-    MAX_BATCH_BYTES,
-    RecordEncoder,
-    build_body,
-    encode_envelope,
-)
+from ._serialize import RecordEncoder, build_body, encode_envelope
 from ._version import __version__
 
 if TYPE_CHECKING:
     from ._agent import Agent, HeartbeatCallback
-    from ._client import HiveBoard
 
-#: Backoff for 5xx and network errors: full jitter over an exponential ceiling.
-BACKOFF_BASE = 0.5
-BACKOFF_CAP = 30.0
-#: Delay for a 429 that names none.
-DEFAULT_RETRY_AFTER = 2.0
-#: While shutting down, no backoff sleep is longer than this.
-SHUTDOWN_BACKOFF_CAP = 0.2
 #: At most one summary line of drops per this many seconds.
 DROP_LOG_INTERVAL = 10.0
 #: The sender yields to the event loop (and, in thread mode, the GIL) after encoding for
 #: this long, so the application's loop lag stays well under a millisecond.
 ENCODE_SLICE_S = 0.0002
+#: Records taken from the queue in one locked step.
+TAKE_CHUNK = 64
 
-_ENVELOPE_OVERHEAD = 64
+
+class _Resolvable(Protocol):
+    def resolve(self) -> None: ...
 
 
 class _Batch:
@@ -72,20 +68,18 @@ class _Batch:
         self.outstanding = len(events)
 
 
-class _Group:
-    __slots__ = ("events", "size")
-
-    def __init__(self) -> None:
-        self.events: list[bytes] = []
-        self.size = _ENVELOPE_OVERHEAD
-
-
 class Engine:
-    """Sender and heartbeats of one client, on one asyncio loop. See the module docstring."""
+    """Sender and heartbeats of one queue, on one asyncio loop. See the module docstring.
 
-    def __init__(self, client: HiveBoard) -> None:
-        self.client = client
-        self.settings = client.settings
+    ``agents`` returns the client's agents (heartbeats start for each when the engine runs).
+    """
+
+    def __init__(
+        self, queue: EventQueue, settings: Settings, agents: Callable[[], list[Agent]]
+    ) -> None:
+        self.queue = queue
+        self.settings = settings
+        self._agents = agents
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread_id: int | None = None
         self._ready = threading.Event()
@@ -107,7 +101,7 @@ class Engine:
         self._heartbeats: set[str] = set()
         self._batch_seq = 0
         self._open_batches: dict[int, _Batch] = {}
-        self._flush_waiters: list[tuple[int, _Waiter]] = []
+        self._flush_waiters: list[tuple[int, _Resolvable]] = []
         self._unauthorized = False
         self._last_drop_log = time.monotonic()
         self._logged_drops = 0
@@ -120,8 +114,14 @@ class Engine:
         return self._thread_id == threading.get_ident()
 
     def loop_alive(self) -> bool:
+        """True while the engine's loop runs and the engine has not finished."""
         loop = self.loop
         return loop is not None and not loop.is_closed() and not self._finished.is_set()
+
+    @property
+    def finished(self) -> bool:
+        """True once the engine accounted for everything it held and stopped."""
+        return self._finished.is_set()
 
     def _call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         loop = self.loop
@@ -232,7 +232,7 @@ class Engine:
                             self._request_worker, batches_in, name=f"hiveloop_async.request.{i}"
                         )
                     tg.start_soon(self._sender_loop, name="hiveloop_async.sender")
-                    for agent in self.client.agents:
+                    for agent in self._agents():
                         self._start_heartbeat(agent)
                     self._ready.set()
                     if on_ready is not None:
@@ -247,35 +247,30 @@ class Engine:
             self._ready.set()
             if on_ready is not None:
                 on_ready()
-            self._finish(summary=True)
+            self.finish(summary=True)
 
-    def _finish(self, summary: bool = False) -> None:
+    def finish(self, summary: bool = False) -> None:
         """Account for everything left when the engine stops, and release flush waiters.
 
-        With ``summary``, a closing engine also logs what was dropped since the last summary
+        Called when the engine's body ends, and by the runner when no body could run. With
+        ``summary``, a closing engine also logs what was dropped since the last summary
         (those counted while its last batches were retried or cut off at the deadline).
         """
-        client = self.client
+        queue = self.queue
         try:
-            if not self._handover and client.closed:
-                with client._lock:
-                    while True:
-                        try:
-                            rec = client._q.popleft()
-                        except IndexError:
-                            break
-                        client._discard(rec, "shutdown")
+            if not self._handover and queue.closed:
+                queue.discard_all("shutdown")
             for batch in self._open_batches.values():
                 if not batch.outstanding:
                     continue
-                if client.closed or batch.outstanding != len(batch.events):
+                if queue.closed or batch.outstanding != len(batch.events):
                     self._settle(batch, batch.outstanding, "shutdown")
                 else:  # the next sender sends it (the events stay counted in flight)
-                    client._stash.append((batch.agent, batch.events))
+                    queue.stash(batch.agent, batch.events)
             self._open_batches.clear()
-            if client.closed and client.in_flight:
-                client._release(client.in_flight, "shutdown")
-                client._stash.clear()
+            if queue.closed and queue.in_flight:
+                queue.settle(queue.in_flight, "shutdown")
+                queue.drop_stash()
             for _, waiter in self._flush_waiters:
                 waiter.resolve()
             self._flush_waiters.clear()
@@ -288,10 +283,10 @@ class Engine:
 
     async def _sender_loop(self) -> None:
         assert self._wake_ev is not None and self._sender_done is not None
+        queue = self.queue
         try:
-            while self.client._stash:  # batches a previous sender could not finish
-                agent, events = self.client._stash.pop(0)
-                await self._dispatch(agent, events)
+            while (stashed := queue.unstash()) is not None:  # what a previous sender left
+                await self._dispatch(*stashed)
             while True:
                 if not self._closing:
                     with anyio.move_on_after(self.settings.flush_interval):
@@ -303,10 +298,10 @@ class Engine:
                 await self._drain()
                 self._log_drops()
                 if self._closing:
-                    if not self.client._q:
+                    if not len(queue):
                         await self._wait_batches()
                         return
-                elif self.client._rearm():
+                elif queue.rearm():
                     self._wake_ev.set()
         except Exception:
             internal_error("sender loop")
@@ -316,7 +311,7 @@ class Engine:
     async def _wait_batches(self) -> None:
         while self._open_batches:
             waiter = _LocalWaiter()
-            self._flush_waiters.append((self._batch_seq, waiter))  # type: ignore[arg-type]
+            self._flush_waiters.append((self._batch_seq, waiter))
             await waiter.event.wait()
 
     # -- encoding and batching -----------------------------------------------------------------
@@ -329,81 +324,77 @@ class Engine:
         return cached[1]
 
     async def _drain(self) -> None:
-        client = self.client
-        popleft = client._q.popleft
-        # Taking a record and counting it happen under the client's lock, so that stats()
-        # never sees a record both in the queue and taken, or in neither.
-        lock = client._lock
+        """Take, encode and batch everything queued; dispatch the batches to the workers."""
+        queue = self.queue
         encode = self._encoder.encode
         self._encoder.recalibrate()
-        batch_size = self.settings.batch_size
-        max_event = MAX_BATCH_BYTES - _ENVELOPE_OVERHEAD  # bytes of one event, at most
-        groups: dict[Agent, _Group] = {}
-        # The group of the agent of the last event (consecutive events mostly share one).
-        agent: Agent | None = None
-        group = _Group()
+        batcher: Batcher[Agent] = Batcher(self.settings.batch_size)
+        max_event = Batcher.MAX_EVENT_BYTES
+        settle = queue.settle
+        chunk: list[Any] = []
+        i = end = 0  # chunk[i:end] is taken and not handled yet
+        marker: FlushMarker | None = None  # taken, not yet registered as a flush waiter
         n = 0
         clock = time.perf_counter
         slice_end = clock() + ENCODE_SLICE_S
         try:
             while not self._handover:
-                with lock:
-                    try:
-                        rec = popleft()
-                    except IndexError:
-                        break
-                    waiter = type(rec) is _Waiter
-                    if not waiter:
-                        client._popped += 1
-                        client.in_flight += 1  # from here until it is sent or dropped
-                if waiter:
-                    await self._dispatch_all(groups)
-                    agent = None
-                    self._add_flush_waiter(rec)
-                    continue
-                try:
-                    out = encode(rec)
-                    if out is None:
-                        client._release(1, None)
+                chunk = queue.take(TAKE_CHUNK)
+                i = 0
+                if not chunk:
+                    break
+                end = len(chunk)
+                while i < end and not self._handover:
+                    rec = chunk[i]
+                    i += 1
+                    if type(rec) is FlushMarker:
+                        # Dispatching may wait for a free worker: what is not taken yet
+                        # stays in the queue meanwhile (where overflow can drop it).
+                        queue.give_back(chunk[i:])
+                        end = i
+                        marker = rec
+                        await self._dispatch_all(batcher)
+                        self._add_flush_waiter(rec)
+                        marker = None
                         continue
-                    rec_agent, data = out
-                except Exception:
-                    internal_error("serialize")
-                    client._release(1, "serialization")
-                    continue
-                size = len(data)
-                if size > max_event:
-                    client._release(1, "oversize")
-                    continue
-                if rec_agent is not agent:
-                    agent = rec_agent
-                    found = groups.get(agent)
-                    if found is None:
-                        group = groups[agent] = _Group()
-                    else:
-                        group = found
-                size += 1  # and its comma
-                if len(group.events) >= batch_size or group.size + size > MAX_BATCH_BYTES:
-                    await self._dispatch(agent, group.events)
-                    group = groups[agent] = _Group()
-                group.events.append(data)
-                group.size += size
-                n += 1
-                if not n & 15 and clock() >= slice_end:
-                    await asyncio.sleep(0)  # a checkpoint; cheaper than anyio's on asyncio
-                    slice_end = clock() + ENCODE_SLICE_S
-            await self._dispatch_all(groups)
+                    try:
+                        out = encode(rec)
+                        if out is None:
+                            settle(1, None)
+                            continue
+                        agent, data = out
+                    except Exception:
+                        internal_error("serialize")
+                        settle(1, "serialization")
+                        continue
+                    if len(data) > max_event:
+                        settle(1, "oversize")
+                        continue
+                    full = batcher.add(agent, data)
+                    if full is not None:
+                        queue.give_back(chunk[i:])  # as above: the dispatch may wait
+                        end = i
+                        await self._dispatch(agent, full)
+                    n += 1
+                    if not n & 15 and clock() >= slice_end:
+                        await asyncio.sleep(0)  # a checkpoint; cheaper than anyio's on asyncio
+                        slice_end = clock() + ENCODE_SLICE_S
+                queue.give_back(chunk[i:end])  # handed over mid-chunk: the next engine takes them
+                chunk = []
+            await self._dispatch_all(batcher)
         except BaseException:
-            # Cancelled without a shutdown: what was taken from the queue goes to the stash.
-            if not client.closed:
-                client._stash.extend((a, g.events) for a, g in groups.items() if g.events)
+            # Cancelled: what was taken but not encoded goes back to the queue, and what was
+            # encoded but not dispatched to the stash (the next sender sends both).
+            queue.give_back(([marker] if marker is not None else []) + chunk[i:end])
+            if not queue.closed:
+                for agent, events in batcher.pending():
+                    queue.stash(agent, events)
             raise
 
-    async def _dispatch_all(self, groups: dict[Agent, _Group]) -> None:
-        """Dispatch every group; a group leaves ``groups`` only once it is dispatched."""
-        for agent in list(groups):
-            await self._dispatch(agent, groups[agent].events)
-            del groups[agent]
+    async def _dispatch_all(self, batcher: Batcher[Agent]) -> None:
+        """Dispatch every batch still forming (each one registered before any await)."""
+        while (item := batcher.pop()) is not None:
+            await self._dispatch(*item)
 
     async def _dispatch(self, agent: Agent, events: list[bytes]) -> None:
         if not events:
@@ -416,7 +407,7 @@ class Engine:
 
     # -- flush bookkeeping ---------------------------------------------------------------------
 
-    def _add_flush_waiter(self, waiter: _Waiter) -> None:
+    def _add_flush_waiter(self, waiter: _Resolvable) -> None:
         if not self._open_batches:
             waiter.resolve()
         else:
@@ -441,7 +432,7 @@ class Engine:
         if n <= 0:
             return
         batch.outstanding -= n
-        self.client._release(n, reason)
+        self.queue.settle(n, reason)
 
     async def _request_worker(self, batches: MemoryObjectReceiveStream[tuple[int, _Batch]]) -> None:
         async for seq, batch in batches:
@@ -457,15 +448,15 @@ class Engine:
             self._settle(batch, batch.outstanding, "shutdown")
         finally:
             # Cancelled: at shutdown what is left is lost (counted); otherwise (the loop
-            # ended under us, a hand-over) the batch stays open and _finish stashes it.
-            if batch.outstanding and self.client.closed:
+            # ended under us, a hand-over) the batch stays open and finish() stashes it.
+            if batch.outstanding and self.queue.closed:
                 self._settle(batch, batch.outstanding, "shutdown")
             if not batch.outstanding:
                 self._batch_done(seq)
 
     async def _deliver(self, batch: _Batch, events: list[bytes], deadline: float) -> None:
-        """Send ``events`` until accepted or given up; split on 400 to isolate bad ones."""
-        client = self.client
+        """Send ``events`` until accepted or given up (see :func:`~._delivery.classify`)."""
+        queue = self.queue
         n = len(events)
         body = build_body(self._envelope(batch.agent), events)
         attempt = 0
@@ -473,80 +464,46 @@ class Engine:
             if self._unauthorized:
                 self._settle(batch, n, "unauthorized")
                 return
-            client.batches += 1
-            status, raw, retry_after_header = await self._post(body)
-            if status == 200:
-                self._settle(batch, n, None)
-                logger.debug("hiveloop_async: delivered %d events", n)
-                return
-            if status == 207:
-                self._partial(batch, n, raw)
-                return
-            if status in (400, 413, 422):
-                client.last_error = f"HTTP {status}: {_error_text(raw)}"
-                if n == 1:
-                    self._settle(batch, 1, "rejected")
-                    self._rejections["validation_error"] += 1
+            queue.count_attempt()
+            status, raw, retry_after = await self._post(body)
+            outcome = classify(status, raw, retry_after, n, attempt)
+            if outcome.error is not None:
+                queue.note_error(outcome.error)
+            for code, count in outcome.codes.items():
+                self._rejections[code] += count
+            kind = outcome.kind
+            if kind == "retry":
+                attempt += 1
+                delay = retry_delay(
+                    outcome.delay, closing=self._closing, now=time.monotonic(), deadline=deadline
+                )
+                if delay is None:
+                    self._settle(batch, n, "retries_exhausted")
                     return
+                queue.count_retry()
+                await self._backoff(delay)
+                continue
+            if kind == "split":  # isolate the events the server refuses
                 half = n // 2
                 await self._deliver(batch, events[:half], deadline)
                 await self._deliver(batch, events[half:], deadline)
                 return
-            if status in (401, 403):
+            if kind == "unauthorized":
                 self._unauthorized = True
-                client.last_error = f"HTTP {status}: {_error_text(raw)}"
                 logger.error(
                     "hiveloop_async: the server refused the API key (HTTP %d); events will be "
                     "counted as dropped (unauthorized) and not sent",
                     status,
                 )
-                self._settle(batch, n, "unauthorized")
-                return
-            if status == 429:
-                delay = _retry_after(raw, retry_after_header)
-                client.last_error = "HTTP 429: rate limited"
-            elif status >= 500 or status < 0:
-                delay = random.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
-                if status >= 500:
-                    client.last_error = f"HTTP {status}"
-            else:
-                client.last_error = f"HTTP {status}: {_error_text(raw)}"
-                self._settle(batch, n, "rejected")
-                return
-            attempt += 1
-            if self._closing:
-                delay = min(delay, SHUTDOWN_BACKOFF_CAP)
-            if time.monotonic() + delay > deadline:
-                self._settle(batch, n, "retries_exhausted")
-                return
-            client.retries += 1
-            await self._backoff(delay)
-
-    def _partial(self, batch: _Batch, n: int, raw: bytes | None) -> None:
-        """207: count accepted as sent and rejected by the server's reason."""
-        try:
-            info = orjson.loads(raw or b"{}")
-            errors = info.get("errors") or []
-            rejected = int(info.get("rejected", len(errors)))
-        except Exception:
-            errors, rejected = [], 0
-        rejected = max(0, min(rejected, n))
-        oversize = 0
-        for err in errors:
-            code = str(err.get("error", "unknown")) if isinstance(err, dict) else "unknown"
-            self._rejections[code] += 1
-            if code == "payload_too_large":
-                oversize += 1
-        oversize = min(oversize, rejected)
-        self._settle(batch, n - rejected, None)
-        if oversize:
-            self._settle(batch, oversize, "oversize")
-        self._settle(batch, rejected - oversize, "rejected")
-        if rejected:
-            self.client.last_error = f"HTTP 207: {rejected} events rejected"
+            elif kind == "delivered":
+                logger.debug("hiveloop_async: delivered %d events", n)
+            self._settle(batch, outcome.sent, None)
+            for reason, count in outcome.drops.items():
+                self._settle(batch, count, reason)
+            return
 
     async def _post(self, body: bytes) -> tuple[int, bytes | None, str | None]:
-        """POST one body. Returns (status, body, Retry-After); status -1 on network errors."""
+        """POST one body. Returns (status, body, Retry-After); NETWORK_ERROR on no response."""
         assert self._session is not None and self._url is not None
         try:
             async with self._session.post(self._url, data=body) as resp:
@@ -555,18 +512,18 @@ class Engine:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             cause = getattr(exc, "os_error", exc)  # aiohttp wraps the resolver's error
             if isinstance(cause, socket.gaierror):
-                self.client.last_error = f"cannot resolve the endpoint's host name: {cause}"
+                self.queue.note_error(f"cannot resolve the endpoint's host name: {cause}")
             else:
-                self.client.last_error = f"{type(exc).__name__}: network error"
-            return -1, None, None
+                self.queue.note_error(f"{type(exc).__name__}: network error")
+            return NETWORK_ERROR, None, None
         except Exception as exc:  # an HTTP stack failure we do not know: retry, say so once
-            self.client.last_error = f"{type(exc).__name__}: unexpected error while sending"
+            self.queue.note_error(f"{type(exc).__name__}: unexpected error while sending")
             warn_once(
                 "post-unexpected",
                 "hiveloop_async: unexpected %s while sending; retrying",
                 type(exc).__name__,
             )
-            return -1, None, None
+            return NETWORK_ERROR, None, None
 
     async def _backoff(self, delay: float) -> None:
         """Sleep ``delay``; a shutdown cuts it short."""
@@ -581,15 +538,15 @@ class Engine:
         now = time.monotonic()
         if now - self._last_drop_log < DROP_LOG_INTERVAL and not self._closing:
             return
-        stats = self.client.stats()
-        total = stats["dropped_total"]
+        counts = self.queue.counts()
+        total = counts["dropped_total"]
         if total > self._logged_drops:
-            reasons = ", ".join(f"{k}={v}" for k, v in stats["dropped"].items() if v)
+            reasons = ", ".join(f"{k}={v}" for k, v in counts["dropped"].items() if v)
             logger.warning(
                 "hiveloop_async: %d events dropped so far (%s); last error: %s",
                 total,
                 reasons,
-                stats["last_error"],
+                counts["last_error"],
             )
             self._logged_drops = total
         self._last_drop_log = now
@@ -599,7 +556,7 @@ class Engine:
     def _start_heartbeat(self, agent: Agent) -> None:
         if self._tg is None or self._closing or agent.agent_id in self._heartbeats:
             return
-        if agent.heartbeat_interval <= 0 or agent._heartbeat_stopped:
+        if agent.heartbeat_interval <= 0 or agent.heartbeat_stopped:
             return
         self._heartbeats.add(agent.agent_id)
         self._tg.start_soon(
@@ -615,7 +572,7 @@ class Engine:
                     return
                 with anyio.move_on_after(interval):
                     await self._close_ev.wait()
-                if self._closing or agent._heartbeat_stopped:
+                if self._closing or agent.heartbeat_stopped:
                     return
                 payload = await self._callback(agent, agent.heartbeat_payload, "heartbeat_payload")
                 agent._emit("heartbeat", payload if payload is not None else None)
@@ -667,160 +624,3 @@ class _LocalWaiter:
 
     def resolve(self) -> None:
         self.event.set()
-
-
-def _error_text(raw: bytes | None) -> str:
-    if not raw:
-        return ""
-    try:
-        info = orjson.loads(raw)
-        if isinstance(info, dict):
-            return str(info.get("message") or info.get("error") or info.get("detail") or "")[:200]
-    except orjson.JSONDecodeError:
-        pass
-    return raw[:200].decode("utf-8", "replace")
-
-
-def _retry_after(raw: bytes | None, header: str | None) -> float:
-    """Delay for a 429: ``details.retry_after_seconds``, else ``Retry-After``, else 2 s."""
-    try:
-        info = orjson.loads(raw or b"{}")
-        value = info.get("details", {}).get("retry_after_seconds")
-        if value is not None and float(value) >= 0:
-            return min(float(value), 300.0)
-    except Exception:
-        pass
-    if header:
-        try:
-            return min(max(0.0, float(header)), 300.0)
-        except ValueError:
-            try:
-                when = parsedate_to_datetime(header)
-                return min(max(0.0, when.timestamp() - time.time()), 300.0)
-            except (TypeError, ValueError):
-                pass
-    return DEFAULT_RETRY_AFTER
-
-
-class ThreadRunner:
-    """Runs an :class:`Engine` on a private event loop in a daemon thread.
-
-    When no thread can start (CPython 3.12 forbids new threads once ``atexit`` hooks run) or
-    at exit (``start()`` never called), :meth:`close` runs the final drain in the calling
-    thread instead, on a fresh event loop, bounded by the same deadline.
-    """
-
-    def __init__(self, client: HiveBoard) -> None:
-        self.engine = Engine(client)
-        self._thread = threading.Thread(
-            target=self._main, name="hiveloop_async.sender", daemon=True
-        )
-        self._started = False
-        self._drain_lock = threading.Lock()
-
-    def start(self) -> bool:
-        """Start the thread; False when it cannot start (``close()`` then drains here)."""
-        try:
-            self._thread.start()
-        except RuntimeError as exc:  # "can't create new thread at interpreter shutdown"
-            if "shutdown" in str(exc):
-                logger.debug("hiveloop_async: no sender thread at shutdown; draining at close")
-            else:
-                warn_once(
-                    "thread-start",
-                    "hiveloop_async: could not start the sender thread (%s); events stay "
-                    "queued until shutdown() or aclose()",
-                    exc,
-                )
-            return False
-        self._started = True
-        return True
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self.engine.run())
-        except Exception:
-            internal_error("sender thread")
-
-    def close(self, deadline: float) -> None:
-        """Close the engine and join the thread, both bounded by ``deadline``."""
-        if not self._started:
-            self._drain_here(deadline)
-            return
-        self.engine.close_threadsafe(deadline)
-        self._thread.join(max(0.0, deadline - time.monotonic()) + 0.1)
-
-    def hand_over(self, timeout: float) -> None:
-        """Stop consuming the queue so an engine on the application's loop can take it."""
-        if not self._started:
-            return  # nothing took records from the queue: the new engine takes it as it is
-        self.engine.hand_over(time.monotonic() + timeout)
-        self._thread.join(timeout + 0.1)
-
-    def _drain_here(self, deadline: float) -> None:
-        """The final drain on a fresh event loop in the calling thread, until ``deadline``.
-
-        Not ``asyncio.run()``: its executor shutdown starts a thread. Runs in an empty
-        context so the caller's scope does not leak into the engine. One caller at a time.
-        """
-        if not self._drain_lock.acquire(timeout=max(0.0, deadline - time.monotonic()) + 0.1):
-            return
-        try:
-            if self.engine._finished.is_set():
-                return  # drained by an earlier close()
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                pass
-            else:  # this thread runs a loop, and no thread could start: nowhere to send from
-                self._give_up(
-                    "no sender thread could start and shutdown() was called from a running "
-                    "event loop (use 'await hb.aclose()')"
-                )
-                return
-            loop = asyncio.new_event_loop()
-            try:
-                contextvars.Context().run(loop.run_until_complete, self._final_drain(deadline))
-            except Exception:
-                internal_error("exit drain")
-            finally:
-                _close_loop(loop, deadline)
-                if not self.engine._finished.is_set():
-                    self.engine._finish()
-        finally:
-            self._drain_lock.release()
-
-    async def _final_drain(self, deadline: float) -> None:
-        engine = self.engine
-        client = engine.client
-        if not client._q and not client._stash:
-            return
-        await engine.start_on_loop()
-        await engine.close(deadline)
-
-    def _give_up(self, why: str) -> None:
-        """Count everything left as dropped (``shutdown``), with one warning."""
-        client = self.engine.client
-        before = client.stats()["dropped_total"]
-        self.engine._finish()
-        lost = client.stats()["dropped_total"] - before
-        if lost:
-            logger.warning("hiveloop_async: %d events dropped (shutdown): %s", lost, why)
-
-
-def _close_loop(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-    """Close a loop of :meth:`ThreadRunner._drain_here`, within 0.15 s past ``deadline``."""
-    try:
-        tasks = asyncio.all_tasks(loop)
-        for task in tasks:
-            task.cancel()
-        if tasks:  # an engine cut off at its deadline: let it account for what is left
-            grace = max(0.01, deadline + 0.1 - time.monotonic())
-            loop.run_until_complete(asyncio.wait(tasks, timeout=grace))
-        loop.run_until_complete(
-            asyncio.wait({loop.create_task(loop.shutdown_asyncgens())}, timeout=0.05)
-        )
-    except Exception:
-        internal_error("exit drain")
-    finally:
-        loop.close()

@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from . import _client
+from ._queue import add_tap, remove_tap
 from ._serialize import RecordEncoder, encode_envelope
-from ._track import _CLOSED
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -48,12 +47,16 @@ class EventCapture:
         self._encoder = RecordEncoder()
         self._lock = threading.Lock()
 
-    def _wants(self, client: HiveBoard) -> bool:
-        return self.client is None or client is self.client
+    def offer(self, owner: object, rec: Any) -> bool:
+        """The queue's tap (see ``hiveloop_async._queue.add_tap``): keep a recorded record.
 
-    def _take(self, rec: Any) -> None:
-        # A scope or task is offered open (its opening event) and closed (its closing one).
-        self._records.append((getattr(rec, "_state", 0) == _CLOSED, rec))
+        A scope or task is offered open (its opening event) and closed (its closing one).
+        Returns True (keep it from the queue) unless ``send=True``.
+        """
+        if self.client is not None and owner is not self.client:
+            return False
+        self._records.append((getattr(rec, "closed", False), rec))
+        return not self.send
 
     def _encode_new(self) -> list[tuple[Agent, dict[str, Any]]]:
         with self._lock:
@@ -104,16 +107,12 @@ class EventCapture:
 
     def start(self) -> EventCapture:
         """Start capturing (what ``with`` does)."""
-        _client._captures.append(self)
-        _client._set_capturing(True)
+        add_tap(self)
         return self
 
     def stop(self) -> None:
         """Stop capturing; the events stay readable."""
-        if self in _client._captures:
-            _client._captures.remove(self)
-        if not _client._captures:
-            _client._set_capturing(False)
+        remove_tap(self)
 
     def __enter__(self) -> EventCapture:
         return self.start()

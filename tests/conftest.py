@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 import hiveloop_async
-from hiveloop_async import Agent, HiveBoard, _client, _internal, _module
+from hiveloop_async import Agent, HiveBoard, _api, _client, _internal, _queue
 from hiveloop_async._context import current_scope
 from hiveloop_async.testing import EventCapture, capture_events
 
@@ -45,8 +45,8 @@ def _clean_sdk_state(request: pytest.FixtureRequest) -> Iterator[list[BaseExcept
     yield swallowed
     current_scope.reset(token)
     _internal.error_hook = None
-    _client._captures.clear()
-    if _module._instance is not None:
+    _queue.clear_taps()
+    if _api._instance is not None:
         hiveloop_async.reset()
     for client in list(_client._clients):
         if not client.closed:

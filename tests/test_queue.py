@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import anyio
 import pytest
 
 from hiveloop_async import Agent, FlushResult, HiveBoard, HiveLoopConfigError
-from hiveloop_async._client import _Waiter
+from hiveloop_async._queue import DropPolicy
+from hiveloop_async._queue import FlushMarker as _Waiter
 
 STATS_KEYS = {
     "recorded",
@@ -62,7 +63,7 @@ async def poll(condition: Callable[[], bool], seconds: float) -> bool:
     return condition()
 
 
-def stuck_client(max_queue_size: int, drop_policy: str = "oldest") -> HiveBoard:
+def stuck_client(max_queue_size: int, drop_policy: DropPolicy = "oldest") -> HiveBoard:
     return HiveBoard(
         api_key="hb_x",
         endpoint="http://127.0.0.1:9",
@@ -76,7 +77,7 @@ def stuck_client(max_queue_size: int, drop_policy: str = "oldest") -> HiveBoard:
     )
 
 
-def assert_balanced(stats: dict[str, Any]) -> None:
+def assert_balanced(stats: Mapping[str, Any]) -> None:
     """Every recorded event is sent, dropped, queued or in flight: exactly once."""
     assert stats["recorded"] == (
         stats["sent"] + stats["dropped_total"] + stats["queue_depth"] + stats["in_flight"]
@@ -86,7 +87,8 @@ def assert_balanced(stats: dict[str, Any]) -> None:
 
 def queued_numbers(hb: HiveBoard) -> list[int]:
     """The ``i`` of every queued ``agent.event("custom", {"i": i})`` record."""
-    return [rec[5]["i"] for rec in list(hb._q) if type(rec) is tuple and "i" in (rec[5] or {})]
+    records = hb._queue.records()
+    return [rec[5]["i"] for rec in records if type(rec) is tuple and "i" in (rec[5] or {})]
 
 
 @pytest.fixture
@@ -96,7 +98,7 @@ def stuck(request: pytest.FixtureRequest) -> Iterator[tuple[HiveBoard, Agent]]:
     agent = hb.agent("queue-agent")
     agent.event("custom", {"i": -1})
     hb.flush(timeout=0)  # wakes the sender even if it went back to sleep between the two
-    wait_until(lambda: hb.in_flight == 2 and not hb._q)
+    wait_until(lambda: hb.in_flight == 2 and not len(hb._queue))
     yield hb, agent
     hb.shutdown(timeout=0.2)
 
@@ -135,7 +137,7 @@ def test_overflow_drops_by_policy_and_counts_exactly(
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(("policy", "kept"), [("oldest", [5, 6, 7]), ("newest", [0, 1, 2])])
-async def test_overflow_on_the_application_loop(policy: str, kept: list[int]) -> None:
+async def test_overflow_on_the_application_loop(policy: DropPolicy, kept: list[int]) -> None:
     """On the app's loop, recording without awaiting fills the queue; overflow is exact."""
     async with HiveBoard(
         api_key="hb_x",
@@ -176,7 +178,7 @@ async def test_queue_bound_holds_when_smaller_than_batch_size() -> None:
         for i in range(8):
             agent.event("custom", {"i": i})
         stats = hb.stats()
-        assert len(hb._q) == 4
+        assert len(hb._queue) == 4
         assert stats["queue_depth"] == 4
         assert stats["dropped"]["queue_full"] == 5
         assert_balanced(stats)
@@ -195,7 +197,7 @@ async def test_reaching_batch_size_wakes_the_sender() -> None:
     ) as hb:
         agent = hb.agent("batcher")
         # The start-up drain takes the registration and re-arms the threshold.
-        assert await poll(lambda: not hb._q and not hb._wake_pending, 5.0)
+        assert await poll(lambda: not len(hb._queue) and not hb._queue.wake_pending, 5.0)
         for i in range(3):
             agent.event("custom", {"i": i})
         drained = await poll(lambda: hb.stats()["queue_depth"] == 0, 2.0)
@@ -227,12 +229,12 @@ def test_flush_marker_survives_overflow_oldest_policy(stuck: tuple[HiveBoard, Ag
     results: list[FlushResult] = []
     flusher = threading.Thread(target=lambda: results.append(hb.flush(timeout=30)))
     flusher.start()
-    wait_until(lambda: any(type(r) is _Waiter for r in list(hb._q)))
-    (marker,) = [r for r in list(hb._q) if type(r) is _Waiter]
+    wait_until(lambda: any(type(r) is _Waiter for r in hb._queue.records()))
+    (marker,) = [r for r in hb._queue.records() if type(r) is _Waiter]
     for i in range(5, 40):
         agent.event("custom", {"i": i})
     assert not marker.done.is_set(), "the flush was released although nothing was delivered"
-    assert any(r is marker for r in list(hb._q))
+    assert any(r is marker for r in hb._queue.records())
     assert results == []
     assert_balanced(hb.stats())
     hb.shutdown(timeout=0.2)
@@ -337,4 +339,4 @@ def test_flush_with_nothing_recorded_returns_at_once() -> None:
 def test_invalid_drop_policy_is_a_config_error() -> None:
     """Only the drop policies "oldest" and "newest" exist."""
     with pytest.raises(HiveLoopConfigError, match="drop_policy"):
-        HiveBoard(api_key="hb_test_x", enabled=False, drop_policy="random")
+        HiveBoard(api_key="hb_test_x", enabled=False, drop_policy="random")  # type: ignore[arg-type]

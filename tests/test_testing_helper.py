@@ -118,7 +118,7 @@ def test_send_false_keeps_events_from_the_queue(live: HiveBoard) -> None:
     assert stats["recorded"] == 0
     assert stats["queue_depth"] == 0
     assert stats["state"] == "new"
-    assert len(live._q) == 0
+    assert len(live._queue) == 0
 
 
 def test_send_true_captures_and_queues(live: HiveBoard) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import hiveloop_async as hl
-from hiveloop_async import _transport
+from hiveloop_async import _delivery
 
 from .faultserver import FaultServer, free_port
 
@@ -27,8 +27,8 @@ KEY = "hb_test_transport_0123456789abcdef"
 def _fast_backoff(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Shrink backoff so retry tests take milliseconds, not seconds; collect garbage after
     each test so a leaked socket is reported against the test that leaked it."""
-    monkeypatch.setattr(_transport, "BACKOFF_BASE", 0.01)
-    monkeypatch.setattr(_transport, "BACKOFF_CAP", 0.05)
+    monkeypatch.setattr(_delivery, "BACKOFF_BASE", 0.01)
+    monkeypatch.setattr(_delivery, "BACKOFF_CAP", 0.05)
     yield
     gc.collect()
 

@@ -1088,7 +1088,7 @@ def test_top_level_none_keys_are_absent(agent: Agent, cap: EventCapture) -> None
 
 def test_ids_and_timestamps_match_their_plain_formatting() -> None:
     """The cached id heads and timestamp milliseconds give the plain f-string's output."""
-    from hiveloop_async import _events
+    from hiveloop_async import _ids as _events
 
     mask = (1 << 48) - 1
     ids = [0, 1, 4095, 4096, 4097, mask, mask + 1, mask + 4096 + 7, 2**70 + 3]

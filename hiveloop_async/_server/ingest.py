@@ -28,7 +28,16 @@ from typing import Any
 
 import orjson
 
-from .._events import EVENT_TYPES, SEVERITIES, SEVERITY_DEFAULTS
+from .._wire import (
+    EVENT_TYPES,
+    MAX_BATCH_EVENTS,
+    MAX_ENVIRONMENT_LEN,
+    MAX_GROUP_LEN,
+    MAX_ID_LEN,
+    MAX_PAYLOAD_BYTES,
+    SEVERITIES,
+    SEVERITY_DEFAULTS,
+)
 
 __all__ = [
     "COLUMN_FIELDS",
@@ -66,12 +75,10 @@ PAYLOAD_REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "scheduled": ("items",),
 }
 
-MAX_BATCH_EVENTS = 500
-MAX_AGENT_ID_CHARS = 256
-MAX_TASK_ID_CHARS = 256
-MAX_PAYLOAD_BYTES = 32_768
-MAX_ENVIRONMENT_CHARS = 64
-MAX_GROUP_CHARS = 128
+MAX_AGENT_ID_CHARS = MAX_ID_LEN
+MAX_TASK_ID_CHARS = MAX_ID_LEN
+MAX_ENVIRONMENT_CHARS = MAX_ENVIRONMENT_LEN
+MAX_GROUP_CHARS = MAX_GROUP_LEN
 
 # Worst case ratio between ``len(json.dumps(x))`` (ensure_ascii, ", "/": " separators) and
 # ``len(orjson.dumps(x))``: a DEL character is 1 byte in orjson and 6 characters ("\u007f")

@@ -1,17 +1,8 @@
-"""Event records as they sit in the queue, and the cheap ids and clocks they carry.
+"""Ids and clocks: the cheap integers the hot path takes, and how the sender formats them.
 
-The hot path (entering and leaving a tracked block) must not format anything. The queue holds
-records of four kinds, told apart by type:
-
-* an ``ActionScope`` or a ``Task``, appended once when it opens and once when it closes (the
-  same object: no allocation per event; the sender tells the two apart with the object's
-  ``_sent`` flag, set when it encodes the opening event);
-* a tuple ``(agent, t_ns, event_type, task, action_id, payload, severity, parent_event_id)``
-  for every other event;
-* a flush waiter, which marks a point in the queue.
-
-Ids are integers and times integer monotonic nanoseconds; the sender turns records into wire
-dicts (:mod:`._serialize`).
+The hot path takes the next integer from a process-wide counter and a monotonic nanosecond
+clock reading; nothing is formatted there. The sender turns ids into uuid4-form strings and
+times into HiveBoard's timestamps. No I/O.
 """
 
 from __future__ import annotations
@@ -22,53 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from ._accel import speedups
-
-EVENT_TYPES: Final = frozenset(
-    {
-        "agent_registered",
-        "heartbeat",
-        "task_started",
-        "task_completed",
-        "task_failed",
-        "action_started",
-        "action_completed",
-        "action_failed",
-        "retry_started",
-        "escalated",
-        "approval_requested",
-        "approval_received",
-        "custom",
-    }
-)
-
-SEVERITY_DEFAULTS: Final[dict[str, str]] = {
-    "heartbeat": "debug",
-    "agent_registered": "info",
-    "task_started": "info",
-    "task_completed": "info",
-    "task_failed": "error",
-    "action_started": "info",
-    "action_completed": "info",
-    "action_failed": "error",
-    "retry_started": "warn",
-    "escalated": "warn",
-    "approval_requested": "info",
-    "approval_received": "info",
-    "custom": "info",
-}
-
-SEVERITIES: Final = frozenset({"debug", "info", "warn", "error"})
-
-# Ids. The hot path takes the next integer from a process-wide counter (one C call); the
+# The hot path takes the next integer from a process-wide counter (one C call); the
 # sender formats it as a uuid4 string: a random per-process prefix (74 random bits, version 4,
 # RFC 4122 variant) followed by the counter in the last 12 hex digits. Unique within the
 # process for 2**48 ids, and across processes by the random prefix, which a forked child
 # draws anew (the counter is copied by fork, the prefix is not kept).
-# With the C hot path the counter lives there, so that its scopes and the Python tasks share it.
-next_id: Callable[[], int] = (
-    speedups.next_id if speedups is not None else itertools.count(1).__next__
-)
+next_id: Callable[[], int] = itertools.count(1).__next__
 _ID_MASK: Final = (1 << 48) - 1
 
 
