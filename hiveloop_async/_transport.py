@@ -12,7 +12,11 @@ r"""The sender: an anyio task group on an asyncio loop that encodes, batches, se
    the queue ``settle``\ s every event as sent or dropped for one reason, or the batch waits
    and is retried.
 
-Heartbeats run here too, one task per agent. Nothing here raises into the host program.
+With an OTLP destination, every encoded event is also fed to the client's
+:class:`~._otlp._pipeline.SpanPipeline`, and an :class:`~._otlp._sender.OTLPSender` task
+exports the finished spans; without HiveBoard ingest (OTLP only) an event is settled as sent
+once the pipeline has it. Heartbeats run here too, one task per agent. Nothing here raises
+into the host program.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from yarl import URL  # aiohttp's URL type, installed with it
 from ._config import Settings
 from ._delivery import NETWORK_ERROR, Batcher, classify, retry_delay
 from ._internal import internal_error, logger, warn_once
+from ._otlp._pipeline import SpanPipeline
+from ._otlp._sender import OTLPSender
 from ._payloads import queue_summary
 from ._queue import EventQueue, FlushMarker
 from ._resolve import ExitSafeResolver
@@ -75,9 +81,24 @@ class Engine:
     """
 
     def __init__(
-        self, queue: EventQueue, settings: Settings, agents: Callable[[], list[Agent]]
+        self,
+        queue: EventQueue,
+        settings: Settings,
+        agents: Callable[[], list[Agent]],
+        otlp: SpanPipeline | None = None,
     ) -> None:
         self.queue = queue
+        self.otlp = otlp
+        self._otlp_sender = (
+            None
+            if otlp is None
+            else OTLPSender(
+                otlp,
+                flush_interval=settings.flush_interval,
+                request_timeout=settings.request_timeout,
+                retry_deadline=settings.retry_deadline,
+            )
+        )
         self.settings = settings
         self._agents = agents
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -232,6 +253,8 @@ class Engine:
                             self._request_worker, batches_in, name=f"hiveloop_async.request.{i}"
                         )
                     tg.start_soon(self._sender_loop, name="hiveloop_async.sender")
+                    if self._otlp_sender is not None:
+                        tg.start_soon(self._otlp_sender.run, name="hiveloop_async.otlp")
                     for agent in self._agents():
                         self._start_heartbeat(agent)
                     self._ready.set()
@@ -274,6 +297,10 @@ class Engine:
             for _, waiter in self._flush_waiters:
                 waiter.resolve()
             self._flush_waiters.clear()
+            if self.otlp is not None:
+                if queue.closed:
+                    self.otlp.drop_all("shutdown")
+                self.otlp.release_waiters()
             if summary and self._closing:
                 self._log_drops()
         except Exception:
@@ -297,9 +324,16 @@ class Engine:
                     return
                 await self._drain()
                 self._log_drops()
+                if self._otlp_sender is not None:
+                    self._otlp_sender.wake()
                 if self._closing:
                     if not len(queue):
-                        await self._wait_batches()
+                        if self._otlp_sender is None:
+                            await self._wait_batches()
+                        else:  # both destinations finish side by side, to one deadline
+                            async with anyio.create_task_group() as both:
+                                both.start_soon(self._wait_batches)
+                                both.start_soon(self._otlp_sender.close, self._deadline)
                         return
                 elif queue.rearm():
                     self._wake_ev.set()
@@ -331,6 +365,8 @@ class Engine:
         batcher: Batcher[Agent] = Batcher(self.settings.batch_size)
         max_event = Batcher.MAX_EVENT_BYTES
         settle = queue.settle
+        otlp = self.otlp
+        ingest = self.settings.ingest
         chunk: list[Any] = []
         i = end = 0  # chunk[i:end] is taken and not handled yet
         marker: FlushMarker | None = None  # taken, not yet registered as a flush waiter
@@ -367,6 +403,14 @@ class Engine:
                         internal_error("serialize")
                         settle(1, "serialization")
                         continue
+                    if otlp is not None:
+                        try:
+                            otlp.feed(agent.envelope, data)
+                        except Exception:
+                            internal_error("otlp feed")
+                        if not ingest:
+                            settle(1, None)
+                            continue
                     if len(data) > max_event:
                         settle(1, "oversize")
                         continue
@@ -408,6 +452,10 @@ class Engine:
     # -- flush bookkeeping ---------------------------------------------------------------------
 
     def _add_flush_waiter(self, waiter: _Resolvable) -> None:
+        if self.otlp is not None:
+            # Both destinations: the flush is done when HiveBoard's batches so far are, and
+            # then every span finished so far is sent or dropped.
+            waiter = _ThenOTLP(waiter, self.otlp)
         if not self._open_batches:
             waiter.resolve()
         else:
@@ -614,6 +662,19 @@ class Engine:
                 agent.agent_id,
             )
             return None
+
+
+class _ThenOTLP:
+    """A flush waiter that, once HiveBoard's part is done, waits for the OTLP spans."""
+
+    __slots__ = ("_otlp", "_waiter")
+
+    def __init__(self, waiter: _Resolvable, otlp: SpanPipeline) -> None:
+        self._waiter = waiter
+        self._otlp = otlp
+
+    def resolve(self) -> None:
+        self._otlp.add_waiter(self._waiter)
 
 
 class _LocalWaiter:
