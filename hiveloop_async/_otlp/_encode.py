@@ -175,10 +175,17 @@ def _pb_value(target: Any, value: AttrValue) -> None:
 
 
 def _pb_attrs(target: Any, attrs: dict[str, AttrValue]) -> None:
+    add = target.add
     for key, value in attrs.items():
-        kv = target.add()
+        kv = add()
         kv.key = key
-        _pb_value(kv.value, value)
+        kind = type(value)
+        if kind is str:
+            kv.value.string_value = value
+        elif kind is int:
+            kv.value.int_value = value
+        else:
+            _pb_value(kv.value, value)
 
 
 def encode_protobuf(spans: Sequence[Span]) -> bytes:

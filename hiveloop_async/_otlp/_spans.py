@@ -67,14 +67,14 @@ _AGENT_NOISE: Final = frozenset({"heartbeat", "queue_snapshot"})
 _EXC_KEYS: Final = frozenset({"exception_type", "exception_message"})
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Resource:
     """The resource of a group of spans (one per agent envelope). Compared by identity."""
 
     attributes: Attributes
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SpanEvent:
     """A timestamped annotation on a span (OTLP ``Span.Event``)."""
 
@@ -84,7 +84,7 @@ class SpanEvent:
     dropped_attributes: int = 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Link:
     """A link to another span (OTLP ``Span.Link``), e.g. a caller learned only at the end."""
 
@@ -93,7 +93,7 @@ class Link:
     attributes: Attributes
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Span:
     """One span; ``end_ns`` is 0 while it is open. Ids are lowercase hex strings."""
 
@@ -263,11 +263,23 @@ def flatten(
 
 def _put(span: Span | SpanEvent, key: str, value: Any, limits: Limits) -> None:
     """Set one attribute if it has a value, counting it as dropped beyond the cap."""
-    attr = _value(value, limits)
-    if attr is None:
+    kind = type(value)
+    attr: AttrValue
+    if kind is str:  # the common cases without the general conversion
+        attr = (
+            value if len(value) <= limits.max_value_length else _cut(value, limits.max_value_length)
+        )
+    elif kind is int and _INT64_MIN <= value <= _INT64_MAX:
+        attr = value
+    elif value is None:
         return
+    else:
+        converted = _value(value, limits)
+        if converted is None:
+            return
+        attr = converted
     attrs = span.attributes
-    if key not in attrs and len(attrs) >= limits.max_attributes:
+    if len(attrs) >= limits.max_attributes and key not in attrs:
         span.dropped_attributes += 1
         return
     attrs[key] = attr
