@@ -8,7 +8,8 @@ One run, each configuration in a fresh subprocess against one local sink
 * ``ours-ingest``: HiveBoard ingest alone (the baseline: what OTLP adds to the sender);
 * ``otel``: the OpenTelemetry SDK, ``TracerProvider`` + ``BatchSpanProcessor`` (queue large
   enough to hold the burst, otherwise defaults; ``force_flush()`` after the burst, as ours
-  ``flush()``) + ``OTLPSpanExporter`` (HTTP, protobuf), in the peers' venv (``benchmarks/.peers-venv``, installed by :mod:`benchmarks.run`).
+  ``flush()``) + ``OTLPSpanExporter`` (HTTP, protobuf), in the peers' venv
+  (``benchmarks/.peers-venv``, installed by :mod:`benchmarks.run`).
 
 The tree, per task: a task with two actions, one nested in the other and carrying a tool
 payload, and one LLM call: 4 spans, 7 HiveLoop events. ``TASKS`` tasks are recorded as fast
