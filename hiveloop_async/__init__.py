@@ -2,22 +2,35 @@
 
 Drop-in for hiveloop 0.2.0 (``import hiveloop_async as hiveloop``), built for asyncio.
 
-Layering, bottom to top (a module imports only from the layers below it)::
+The path of one event, module by module: a scope (``_track``, ``_task``) or an agent method
+(``_agent``) appends a record to the queue (``_queue``, through its ``Route``); the sender
+(``_transport``) takes records, encodes them (``_serialize``), batches them and decides what
+each response means (``_delivery``), and settles every event in the queue's accounting.
+``_client`` ties a queue to its sender and lifecycle; ``_runner`` runs the sender in a
+thread when the application gives it no loop.
 
-    _accel, _speedups (C, optional)             which hot path runs; the C one
-    _exceptions, _internal, _version, _events   errors, SDK logging, ids and clocks
-    _context                                    the ContextVar that makes a scope current
-    _payloads                                   payload builders (pure)
-    _track, _task                               ActionScope and Task: record on enter/exit
-    _agent                                      Agent: the recording API
-    _config, _client                            settings; HiveBoard: queue, lifecycle, stats
-    _serialize, _resolve, _transport            records -> JSON; host names at exit; the sender
-    _module                                     init()/shutdown()/flush(), current_*()
-    testing, contrib.log_handler                public helpers
-    _server, _render, _cli                      the local HiveBoard-compatible server, CLI
+Layering, bottom to top: a module imports only from the layers below it, never inside a
+function (``tests/test_layering.py`` checks it on the source)::
+
+    _exceptions, _internal, _version, _ids, _wire, _context, _payloads  leaves: no SDK imports
+    _tracecontext, _queue                         W3C trace ids; the queue and its accounting
+    _track, _otlp                                 ActionScope and the decorator; OTLP spans (pure)
+    _task                                         Task
+    _agent                                        Agent: the recording API
+    _config, _serialize, _delivery, _resolve, _sampling  settings; JSON; policy; DNS; sampling
+    _otlp_sender                                  the OTLP destination's I/O
+    _transport                                    the sender: session, request workers, heartbeats
+    _runner                                       sender thread, exit drain, atexit/fork
+    _client                                       HiveBoard: queue + sender + lifecycle, stats()
+    _api                                          init(), shutdown(), flush(), current_*()
+    __init__, testing, contrib                    the public package, test helpers, integrations
+    _server, _render                              the local server; terminal views
+    _cli                                          the ``hiveloop-async`` command
+    __main__                                      ``python -m hiveloop_async``
 """
 
 from ._agent import Agent as Agent
+from ._api import UntrackedScope as UntrackedScope
 from ._api import current_action_id as current_action_id
 from ._api import current_agent as current_agent
 from ._api import current_task as current_task
@@ -36,6 +49,7 @@ from ._exceptions import HiveLoopConfigError as HiveLoopConfigError
 from ._exceptions import HiveLoopError as HiveLoopError
 from ._exceptions import HiveLoopUsageError as HiveLoopUsageError
 from ._payloads import tool_payload as tool_payload
+from ._sampling import TaskInfo as TaskInfo
 from ._task import Task as Task
 from ._track import ActionScope as ActionScope
 from ._version import SDK_VERSION as SDK_VERSION
@@ -52,6 +66,8 @@ __all__ = (
     "HiveLoopUsageError",
     "Stats",
     "Task",
+    "TaskInfo",
+    "UntrackedScope",
     "__version__",
     "bind_context",
     "current_action_id",

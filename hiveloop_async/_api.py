@@ -6,8 +6,10 @@ a new ``init()`` starts a fresh client instead of returning the dead one.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -16,7 +18,7 @@ from ._client import FlushResult, HiveBoard
 from ._context import current_scope
 from ._internal import logger
 from ._task import Task
-from ._track import ActionScope, live_scope
+from ._track import ActionScope, live_scope, track_function
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -111,12 +113,16 @@ def current_action_id() -> str | None:
     return None
 
 
-class _Untracked:
-    """What module-level ``track_context`` returns with no current agent: runs the block."""
+class UntrackedScope:
+    """What module-level ``track_context`` returns with no current agent: runs the block.
+
+    Has the same protocol as :class:`ActionScope` (``with``, ``async with``,
+    ``set_payload``, ``action_id_str``, ``closed``) and records nothing. Never raises.
+    """
 
     __slots__ = ()
 
-    def __enter__(self) -> _Untracked:
+    def __enter__(self) -> UntrackedScope:
         return self
 
     def __exit__(
@@ -127,7 +133,7 @@ class _Untracked:
     ) -> None:
         return None
 
-    async def __aenter__(self) -> _Untracked:
+    async def __aenter__(self) -> UntrackedScope:
         return self
 
     async def __aexit__(
@@ -138,14 +144,24 @@ class _Untracked:
     ) -> None:
         return None
 
-    def set_payload(self, payload: dict[str, Any]) -> None:
+    def set_payload(self, payload: Mapping[str, Any]) -> None:
         """Ignored: nothing is tracked."""
 
+    @property
+    def action_id_str(self) -> None:
+        """Always None: there is no action."""
+        return None
 
-_UNTRACKED = _Untracked()
+    @property
+    def closed(self) -> bool:
+        """Always False: the stand-in is reusable."""
+        return False
 
 
-def track_context(action_name: str) -> ActionScope | _Untracked:
+_UNTRACKED = UntrackedScope()
+
+
+def track_context(action_name: str) -> ActionScope | UntrackedScope:
     """Track a block under the current agent (``with`` or ``async with``).
 
     With no task or action open in this context it returns a stand-in that just runs the
@@ -162,10 +178,6 @@ def track(action_name: str) -> Callable[[_F], _F]:
 
     Works on sync and async functions and generators like ``agent.track``.
     """
-    import functools
-    import inspect
-
-    from ._track import track_function
 
     def decorate(fn: _F) -> _F:
         cache: dict[int, Any] = {}

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import time
 import weakref
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, TypedDict
 
@@ -24,6 +25,7 @@ from ._internal import internal_error, warn_once
 from ._otlp._pipeline import OTLPCounts, SpanPipeline
 from ._queue import DROP_REASONS, DropPolicy, EventQueue
 from ._runner import ThreadRunner
+from ._sampling import TaskInfo
 from ._transport import Engine
 
 __all__ = ["DROP_REASONS", "FlushResult", "HiveBoard", "Stats"]
@@ -121,6 +123,10 @@ class HiveBoard:
         otlp_protocol: str | None = None,
         otlp_service_name: str | None = None,
         otlp_capture_content: bool | None = None,
+        auth_retry_interval: float | None = None,
+        sample_rate: float | None = None,
+        keep_failed: bool = True,
+        sampler: Callable[[TaskInfo], bool] | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
             api_key=api_key,
@@ -142,6 +148,10 @@ class HiveBoard:
             otlp_protocol=otlp_protocol,
             otlp_service_name=otlp_service_name,
             otlp_capture_content=otlp_capture_content,
+            auth_retry_interval=auth_retry_interval,
+            sample_rate=sample_rate,
+            keep_failed=keep_failed,
+            sampler=sampler,
         )
         otlp = self.settings.otlp
         #: The OTLP destination's spans and accounting (outlives a sender hand-over).

@@ -22,6 +22,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import ipaddress
+import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit
 from ._exceptions import HiveLoopConfigError
 from ._internal import logger, warn_once
 from ._otlp._config import OTLPSettings, resolve_otlp
+from ._otlp._encode import protobuf_available
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8766"
 DEFAULT_FLUSH_INTERVAL = 5.0
@@ -41,6 +43,7 @@ DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 DEFAULT_REQUEST_TIMEOUT = 10.0
 DEFAULT_RETRY_DEADLINE = 60.0
 DEFAULT_MAX_CONCURRENT_REQUESTS = 4
+DEFAULT_AUTH_RETRY_INTERVAL = 60.0
 
 _T = TypeVar("_T")
 
@@ -66,6 +69,14 @@ class Settings:
     otlp: OTLPSettings | None = None
     #: Whether events go to HiveBoard's ingest (False: OTLP only).
     ingest: bool = True
+    #: After a 401/403, seconds between probes with one event (a rotated key resumes).
+    auth_retry_interval: float = DEFAULT_AUTH_RETRY_INTERVAL
+    #: Share of root tasks kept (see ``_sampling``); 1.0 keeps everything.
+    sample_rate: float = 1.0
+    #: Keep the whole tree of a sampled-out task that fails.
+    keep_failed: bool = True
+    #: A custom decision per root task: ``sampler(TaskInfo) -> bool``.
+    sampler: Callable[[Any], bool] | None = None
 
     @property
     def ingest_url(self) -> str:
@@ -183,6 +194,10 @@ def resolve_settings(
     otlp_protocol: str | None = None,
     otlp_service_name: str | None = None,
     otlp_capture_content: bool | None = None,
+    auth_retry_interval: float | None = None,
+    sample_rate: float | None = None,
+    keep_failed: bool = True,
+    sampler: Callable[[Any], bool] | None = None,
 ) -> Settings:
     """Resolve every setting. Raises :class:`HiveLoopConfigError` only for the API key and
     for invalid OTLP settings (see :func:`._otlp.resolve_otlp`)."""
@@ -286,7 +301,29 @@ def resolve_settings(
         ),
         otlp=otlp,
         ingest=ingest,
+        auth_retry_interval=_pick(
+            "auth_retry_interval",
+            auth_retry_interval,
+            {},
+            "",
+            DEFAULT_AUTH_RETRY_INTERVAL,
+            float,
+            _positive,
+        ),
+        sample_rate=_pick(
+            "sample_rate",
+            sample_rate,
+            env,
+            "HIVELOOP_SAMPLE_RATE",
+            1.0,
+            float,
+            lambda v: 0.0 <= v <= 1.0,
+        ),
+        keep_failed=bool(keep_failed),
+        sampler=sampler if callable(sampler) else None,
     )
+    if sampler is not None and not callable(sampler):
+        warn_once("config:sampler", "hiveloop_async: sampler must be callable; ignoring it")
     if settings.enabled and settings.ingest:
         host = urlsplit(settings.endpoint).hostname
         if settings.endpoint.startswith("http://") and not is_loopback(host):
@@ -311,8 +348,6 @@ def _resolve_otlp(
     """The OTLP destination's settings; None when no endpoint is configured."""
     if endpoint is None and not env.get("HIVELOOP_OTLP_ENDPOINT"):
         return None
-    from ._otlp._encode import protobuf_available
-
     wants = protocol if protocol is not None else env.get("HIVELOOP_OTLP_PROTOCOL")
     json_only = wants is not None and wants.strip().lower() == "http/json"
     return resolve_otlp(
@@ -343,8 +378,6 @@ def _capped_batch_size(value: int) -> int:
 
 
 def _enable_debug_logging() -> None:
-    import logging
-
     logger.setLevel(logging.DEBUG)
     if not any(getattr(h, "_hiveloop_debug", False) for h in logger.handlers):
         handler = logging.StreamHandler()

@@ -232,7 +232,8 @@ class Batcher(Generic[_K]):
             self._group = group
         size = len(data) + 1  # and its comma
         full = None
-        if len(group.events) >= self._batch_size or group.size + size > MAX_BATCH_BYTES:
+        events = group.events
+        if events and (len(events) >= self._batch_size or group.size + size > MAX_BATCH_BYTES):
             full = group.events
             group = self._group = self._groups[key] = _Group()
         group.events.append(data)

@@ -55,6 +55,8 @@ DROP_REASONS = (
     "shutdown",
     "serialization",
     "disabled",
+    "sampled_out",
+    "before_send",
 )
 
 #: What a full queue gives up: the oldest queued events, or the event being recorded.
@@ -237,6 +239,8 @@ class EventQueue:
         self.retries = 0
         self.batches = 0
         self.last_error: str | None = None
+        #: Set by the consumer once the server refused the key (so it says so once).
+        self.auth_refused = False
 
     # -- producers -------------------------------------------------------------------------
 

@@ -172,6 +172,14 @@ class Task:
         self.__exit__(exc_type, exc, tb)
 
     @property
+    def outer_task(self) -> Task | None:
+        """The task this one was started inside (directly or under one of its actions)."""
+        outer = self._prev
+        if type(outer) is ActionScope:
+            return outer.task
+        return outer  # type: ignore[no-any-return]
+
+    @property
     def closed(self) -> bool:
         """True once the task recorded its closing event."""
         return self._state == _CLOSED

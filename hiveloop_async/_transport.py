@@ -13,7 +13,7 @@ r"""The sender: an anyio task group on an asyncio loop that encodes, batches, se
    and is retried.
 
 With an OTLP destination, every encoded event is also fed to the client's
-:class:`~._otlp._pipeline.SpanPipeline`, and an :class:`~._otlp._sender.OTLPSender` task
+:class:`~._otlp._pipeline.SpanPipeline`, and an :class:`~._otlp_sender.OTLPSender` task
 exports the finished spans; without HiveBoard ingest (OTLP only) an event is settled as sent
 once the pipeline has it. Heartbeats run here too, one task per agent. Nothing here raises
 into the host program.
@@ -40,10 +40,11 @@ from ._config import Settings
 from ._delivery import NETWORK_ERROR, Batcher, classify, retry_delay
 from ._internal import internal_error, logger, warn_once
 from ._otlp._pipeline import SpanPipeline
-from ._otlp._sender import OTLPSender
+from ._otlp_sender import OTLPSender
 from ._payloads import queue_summary
 from ._queue import EventQueue, FlushMarker
 from ._resolve import ExitSafeResolver
+from ._sampling import TaskSampler
 from ._serialize import RecordEncoder, build_body, encode_envelope
 from ._version import __version__
 
@@ -123,10 +124,17 @@ class Engine:
         self._batch_seq = 0
         self._open_batches: dict[int, _Batch] = {}
         self._flush_waiters: list[tuple[int, _Resolvable]] = []
-        self._unauthorized = False
+        #: After a refused key: when the next probe may go out (monotonic), else None.
+        self._auth_probe_at: float | None = None
+        self._probing = False
         self._last_drop_log = time.monotonic()
         self._logged_drops = 0
         self._rejections: Counter[str] = Counter()
+        self._sampler: TaskSampler | None = None
+        if settings.sample_rate < 1.0 or settings.sampler is not None:
+            self._sampler = TaskSampler(
+                settings.sample_rate, settings.sampler, keep_failed=settings.keep_failed
+            )
 
     # -- thread-safe controls ------------------------------------------------------------
 
@@ -291,6 +299,8 @@ class Engine:
                 else:  # the next sender sends it (the events stay counted in flight)
                     queue.stash(batch.agent, batch.events)
             self._open_batches.clear()
+            if self._sampler is not None:  # held trees whose root did not end: sampled out
+                queue.settle(self._sampler.release_held(), "sampled_out")
             if queue.closed and queue.in_flight:
                 queue.settle(queue.in_flight, "shutdown")
                 queue.drop_stash()
@@ -367,6 +377,8 @@ class Engine:
         settle = queue.settle
         otlp = self.otlp
         ingest = self.settings.ingest
+        sampler = self._sampler
+        closing = False
         chunk: list[Any] = []
         i = end = 0  # chunk[i:end] is taken and not handled yet
         marker: FlushMarker | None = None  # taken, not yet registered as a flush waiter
@@ -393,6 +405,8 @@ class Engine:
                         self._add_flush_waiter(rec)
                         marker = None
                         continue
+                    if sampler is not None:
+                        closing = type(rec) is not tuple and rec.opened
                     try:
                         out = encode(rec)
                         if out is None:
@@ -403,22 +417,31 @@ class Engine:
                         internal_error("serialize")
                         settle(1, "serialization")
                         continue
-                    if otlp is not None:
-                        try:
-                            otlp.feed(agent.envelope, data)
-                        except Exception:
-                            internal_error("otlp feed")
-                        if not ingest:
-                            settle(1, None)
+                    if sampler is None:
+                        items: Any = ((agent, data),)
+                    else:  # the tree's decision applies to both destinations
+                        items, dropped = sampler.route(rec, closing, agent, data)
+                        if dropped:
+                            settle(dropped, "sampled_out")
+                    for agent, data in items:
+                        if otlp is not None:
+                            try:
+                                otlp.feed(agent.envelope, data)
+                            except Exception:
+                                internal_error("otlp feed")
+                            if not ingest:  # OTLP alone: handed over is done
+                                settle(1, None)
+                                continue
+                        if len(data) > max_event:
+                            settle(1, "oversize")
                             continue
-                    if len(data) > max_event:
-                        settle(1, "oversize")
-                        continue
-                    full = batcher.add(agent, data)
-                    if full is not None:
-                        queue.give_back(chunk[i:])  # as above: the dispatch may wait
-                        end = i
-                        await self._dispatch(agent, full)
+                        full = batcher.add(agent, data)
+                        if full is not None:
+                            # As above: the dispatch may wait. chunk[i:end], so that a second
+                            # full batch of the same record's items gives nothing back twice.
+                            queue.give_back(chunk[i:end])
+                            end = i
+                            await self._dispatch(agent, full)
                     n += 1
                     if not n & 15 and clock() >= slice_end:
                         await asyncio.sleep(0)  # a checkpoint; cheaper than anyio's on asyncio
@@ -503,15 +526,33 @@ class Engine:
                 self._batch_done(seq)
 
     async def _deliver(self, batch: _Batch, events: list[bytes], deadline: float) -> None:
+        """Deliver ``events``; while the key is refused, count them or probe with one."""
+        probe = self._auth_probe_at
+        if probe is not None:  # the key was refused: count, or probe with one event
+            if self._probing or time.monotonic() < probe:
+                self._settle(batch, len(events), "unauthorized")
+                return
+            self._probing = True
+            try:
+                await self._send(batch, events[:1], deadline)
+            finally:
+                self._probing = False
+            if self._auth_probe_at is None:  # accepted: the rest goes out as usual
+                logger.warning("hiveloop_async: the server accepts the API key again")
+                if len(events) > 1:
+                    await self._deliver(batch, events[1:], deadline)
+            else:
+                self._settle(batch, len(events) - 1, "unauthorized")
+            return
+        await self._send(batch, events, deadline)
+
+    async def _send(self, batch: _Batch, events: list[bytes], deadline: float) -> None:
         """Send ``events`` until accepted or given up (see :func:`~._delivery.classify`)."""
         queue = self.queue
         n = len(events)
         body = build_body(self._envelope(batch.agent), events)
         attempt = 0
         while True:
-            if self._unauthorized:
-                self._settle(batch, n, "unauthorized")
-                return
             queue.count_attempt()
             status, raw, retry_after = await self._post(body)
             outcome = classify(status, raw, retry_after, n, attempt)
@@ -537,12 +578,19 @@ class Engine:
                 await self._deliver(batch, events[half:], deadline)
                 return
             if kind == "unauthorized":
-                self._unauthorized = True
-                logger.error(
-                    "hiveloop_async: the server refused the API key (HTTP %d); events will be "
-                    "counted as dropped (unauthorized) and not sent",
-                    status,
-                )
+                interval = self.settings.auth_retry_interval
+                self._auth_probe_at = time.monotonic() + interval
+                if not queue.auth_refused:
+                    queue.auth_refused = True  # one error line per client, in either mode
+                    logger.error(
+                        "hiveloop_async: the server refused the API key (HTTP %d); events "
+                        "are counted as dropped (unauthorized) and not sent; one event is "
+                        "tried again every %g s",
+                        status,
+                        interval,
+                    )
+            elif self._auth_probe_at is not None:
+                self._auth_probe_at = None  # the probe got through: the key works again
             elif kind == "delivered":
                 logger.debug("hiveloop_async: delivered %d events", n)
             self._settle(batch, outcome.sent, None)

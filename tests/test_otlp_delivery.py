@@ -259,3 +259,24 @@ def test_bad_otlp_settings_raise() -> None:
         hl.HiveBoard(otlp_endpoint="http://127.0.0.1:1", otlp_protocol="grpc")
     with pytest.raises(HiveLoopConfigError):
         hl.HiveBoard(otlp_endpoint="http://127.0.0.1:1", otlp_headers="broken")
+
+
+async def test_sampling_decides_for_both_destinations() -> None:
+    with FaultServer() as board, OTLPCollector() as collector:
+        async with hl.HiveBoard(
+            api_key="hb_test_x",
+            endpoint=board.url,
+            otlp_endpoint=collector.url,
+            sample_rate=0.0,  # every tree sampled out, but failed ones kept whole
+            flush_interval=0.05,
+        ) as hb:
+            agent = hb.agent("sampled", heartbeat_interval=0)
+            runs = await _work(agent, 3)  # the last task fails
+            assert await hb.aflush(timeout=10)
+            otlp = _otlp(hb)
+        roots = [s for s in collector.spans if s["name"] == "invoke_agent sampled"]
+        assert [s["trace_id"] for s in roots] == [tc.trace_id_for_run(runs[-1])]
+        kept = {s["trace_id"] for s in collector.spans if s["name"] != "hiveloop.agent_registered"}
+        assert kept == {tc.trace_id_for_run(runs[-1])}
+        assert otlp["sent"] == SPANS_PER_TASK + 1
+        assert {e.get("task_run_id") for e in board.events} == {None, runs[-1]}

@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from hiveloop_async import Agent, FlushResult, HiveBoard, HiveLoopConfigError
-from hiveloop_async._queue import DropPolicy
+from hiveloop_async._queue import DropPolicy, EventQueue, add_tap, remove_tap
 from hiveloop_async._queue import FlushMarker as _Waiter
 
 STATS_KEYS = {
@@ -43,6 +43,8 @@ DROP_REASONS = {
     "retries_exhausted",
     "shutdown",
     "serialization",
+    "sampled_out",
+    "before_send",
 }
 
 
@@ -341,3 +343,124 @@ def test_invalid_drop_policy_is_a_config_error() -> None:
     """Only the drop policies "oldest" and "newest" exist."""
     with pytest.raises(HiveLoopConfigError, match="drop_policy"):
         HiveBoard(api_key="hb_test_x", enabled=False, drop_policy="random")  # type: ignore[arg-type]
+
+
+# -- EventQueue on its own: no client, no loop, no server --------------------------------------
+
+
+def _queue(max_size: int = 10, batch_size: int = 4, **kw: Any) -> tuple[EventQueue, list[str]]:
+    woken: list[str] = []
+    q = EventQueue(object(), max_size=max_size, batch_size=batch_size, **kw)
+    with q.lock:
+        q.attach_locked(lambda: woken.append("wake"))
+    return q, woken
+
+
+def _event(i: int) -> tuple[Any, ...]:
+    return (None, 0, "custom", None, None, {"i": i}, None, None)
+
+
+def test_queue_accounts_each_event_in_exactly_one_place() -> None:
+    q, _ = _queue()
+    for i in range(6):
+        q.route.put(_event(i))
+    taken = q.take(4)
+    assert [r[5]["i"] for r in taken] == [0, 1, 2, 3]
+    assert q.counts()["in_flight"] == 4
+    q.give_back(taken[2:])
+    assert [r[5]["i"] for r in q.records()] == [2, 3, 4, 5]
+    q.settle(1, None)
+    q.settle(1, "rejected")
+    counts = q.counts()
+    assert counts["sent"] == 1
+    assert counts["dropped"]["rejected"] == 1
+    assert (counts["queue_depth"], counts["in_flight"], counts["recorded"]) == (4, 0, 6)
+    assert_balanced(counts)
+
+
+def test_queue_wakes_its_consumer_once_per_batch_and_rearms() -> None:
+    q, woken = _queue(batch_size=4)
+    for i in range(10):
+        q.route.put(_event(i))
+    assert woken == ["wake"]  # the fourth record woke it; the rest took the fast path
+    assert q.wake_pending
+    q.take(10)
+    assert q.rearm() is False
+    for i in range(4):
+        q.route.put(_event(i))
+    assert woken == ["wake", "wake"]
+
+
+def test_queue_overflow_drops_by_policy_and_keeps_markers() -> None:
+    q, _ = _queue(max_size=4, batch_size=100)
+    marker = q.mark()
+    for i in range(6):
+        q.route.put(_event(i))
+    # The marker takes a place (the queue's length bounds memory) but is never dropped.
+    assert q.counts()["dropped"]["queue_full"] == 3
+    assert q.records()[0] is marker
+    assert [r[5]["i"] for r in q.records()[1:]] == [3, 4, 5]
+    newest, _ = _queue(max_size=4, batch_size=100, drop_policy="newest")
+    for i in range(6):
+        newest.route.put(_event(i))
+    assert [r[5]["i"] for r in newest.records()] == [0, 1, 2, 3]
+    assert_balanced(newest.counts())
+
+
+def test_queue_without_a_consumer_asks_its_owner_once() -> None:
+    asked: list[int] = []
+    q = EventQueue(object(), max_size=10, batch_size=4, on_demand=lambda: asked.append(1))
+    q.route.put(_event(0))
+    assert asked == [1]  # every record asks until a consumer attaches
+    with q.lock:
+        q.attach_locked(lambda: None)
+    q.route.put(_event(1))
+    assert asked == [1]
+
+
+def test_closed_and_disabled_queues_count_what_they_refuse() -> None:
+    q, _ = _queue()
+    q.route.put(_event(0))
+    with q.lock:
+        q.close_locked()
+    q.route.put(_event(1))
+    q.discard_all("shutdown")
+    counts = q.counts()
+    assert counts["dropped"]["shutdown"] == 2
+    assert_balanced(counts)
+    off = EventQueue(object(), max_size=10, batch_size=4, enabled=False)
+    off.route.put(_event(0))
+    assert off.counts()["dropped"]["disabled"] == 1
+
+
+def test_a_tap_sees_records_first_and_can_keep_them() -> None:
+    owner = object()
+    q = EventQueue(owner, max_size=10, batch_size=4)
+    seen: list[Any] = []
+
+    class Keep:
+        def offer(self, who: object, rec: Any) -> bool:
+            seen.append((who, rec))
+            return True
+
+    tap = Keep()
+    add_tap(tap)
+    try:
+        q.route.put(_event(0))
+    finally:
+        remove_tap(tap)
+    assert seen == [(owner, _event(0))]
+    assert len(q) == 0
+    q.route.put(_event(1))
+    assert len(seen) == 1
+
+
+def test_a_stash_keeps_encoded_batches_in_flight_for_the_next_consumer() -> None:
+    q, _ = _queue()
+    q.route.put(_event(0))
+    q.take(1)
+    q.stash("agent", [b"{}"])
+    assert q.has_work
+    assert q.unstash() == ("agent", [b"{}"])
+    assert q.unstash() is None
+    assert q.counts()["in_flight"] == 1

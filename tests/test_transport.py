@@ -430,3 +430,81 @@ def test_an_unreadable_207_body_is_accounted_never_raised() -> None:
         assert hb.flush(5)
         stats = hb.stats()
         assert stats["sent"] == stats["recorded"] == 4
+
+
+class _KeyRotation:
+    """A server that refuses the key until ``valid`` is set, then accepts everything."""
+
+    def __init__(self) -> None:
+        self.valid = False
+
+    def __call__(self, n: int, events: list[dict[str, Any]]) -> Any:
+        if self.valid:
+            return "ok"
+        return ("status", 401, {"error": "authentication_failed"}, None)
+
+
+def _wait(cond: Any, timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return bool(cond())
+
+
+def test_a_key_that_becomes_valid_resumes_delivery_in_thread_mode(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """401 in thread mode: one error line, nothing sent until a probe succeeds, then all."""
+    rotation = _KeyRotation()
+    with FaultServer(rotation) as srv:
+        hb = client(srv.url, auth_retry_interval=0.3)
+        with caplog.at_level(logging.DEBUG, logger="hiveloop_async"):
+            record(hb, 5)
+            hb.flush(5)
+            refused_requests = srv.requests
+            record(hb, 4)  # within the interval: counted, not sent
+            hb.flush(5)
+            assert srv.requests == refused_requests
+            rotation.valid = True
+            time.sleep(0.35)  # the probe interval itself is what this test is about
+            agent = hb.agent("agent-1", heartbeat_interval=0)
+            for i in range(5, 8):
+                agent.event("custom", {"kind": "probe", "i": i})
+            assert _wait(lambda: hb.flush(5) and probes(srv) == [5, 6, 7])
+        stats = hb.stats()
+        assert stats["sent"] == 3
+        assert stats["dropped"]["unauthorized"] == 5 + 1 + 4
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1
+        assert "transport_0123" not in caplog.text
+        hb.shutdown(2)
+
+
+async def test_a_key_that_becomes_valid_resumes_delivery_in_loop_mode(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """401 on the application's loop: the same behaviour (it used to never try again)."""
+    rotation = _KeyRotation()
+    with FaultServer(rotation) as srv:
+        async with client(srv.url, auth_retry_interval=0.3) as hb:
+            with caplog.at_level(logging.DEBUG, logger="hiveloop_async"):
+                record(hb, 5)
+                await hb.aflush(5)
+                refused_requests = srv.requests
+                record(hb, 4)
+                await hb.aflush(5)
+                assert srv.requests == refused_requests
+                rotation.valid = True
+                await asyncio.sleep(0.35)
+                agent = hb.agent("agent-1", heartbeat_interval=0)
+                for i in range(5, 8):
+                    agent.event("custom", {"kind": "probe", "i": i})
+                await hb.aflush(5)
+                assert probes(srv) == [5, 6, 7]
+            stats = hb.stats()
+            assert stats["sent"] == 3
+            assert stats["dropped"]["unauthorized"] == 5 + 1 + 4
+            errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len(errors) == 1

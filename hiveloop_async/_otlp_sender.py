@@ -1,8 +1,9 @@
 """The OTLP destination's I/O: one aiohttp session POSTing span batches to ``/v1/traces``.
 
 Runs as a task of the engine's task group, on the engine's loop. It takes batches from the
-:class:`~._pipeline.SpanPipeline`, encodes them (:mod:`._encode`), POSTs them one at a time
-(in order, so flushes can count), and applies :func:`~._response.classify_response`:
+:class:`~._otlp._pipeline.SpanPipeline`, encodes them (:mod:`._otlp._encode`), POSTs them one
+at a time (in order, so flushes can count), and applies
+:func:`~._otlp._response.classify_response`:
 
 * success: the spans are sent; partial success: ``rejected_spans`` are dropped
   (``rejected``), the rest sent, never retried;
@@ -25,14 +26,14 @@ import aiohttp
 import anyio
 from yarl import URL
 
-from .._delivery import BACKOFF_BASE, BACKOFF_CAP, MAX_RETRY_AFTER, retry_delay
-from .._internal import internal_error, logger
-from .._resolve import ExitSafeResolver
-from .._version import __version__
-from ._encode import encode
-from ._pipeline import SpanPipeline
-from ._response import classify_response
-from ._spans import Span
+from ._delivery import BACKOFF_BASE, BACKOFF_CAP, MAX_RETRY_AFTER, retry_delay
+from ._internal import internal_error, logger
+from ._otlp._encode import encode
+from ._otlp._pipeline import SpanPipeline
+from ._otlp._response import classify_response
+from ._otlp._spans import Span
+from ._resolve import ExitSafeResolver
+from ._version import __version__
 
 
 class OTLPSender:
