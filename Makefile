@@ -57,3 +57,13 @@ bench-soak: $(STAMP)
 
 clean:
 	rm -rf $(VENV) benchmarks/.peers-venv
+
+# OTLP export end to end against Arize Phoenix, installed into .phoenix-venv on first use
+# (about a minute) and started on 127.0.0.1; the OTLP decoding tests are part of `make test`.
+.PHONY: test-otlp bench-otlp
+test-otlp: $(STAMP)
+	HIVELOOP_TEST_PHOENIX=1 $(BIN)/pytest -v -s -m phoenix tests/test_phoenix.py
+
+# Sender CPU per event and events/s with OTLP on, next to the OpenTelemetry SDK.
+bench-otlp: $(STAMP)
+	$(BIN)/python -m benchmarks.otlp

@@ -14,10 +14,11 @@ function (``tests/test_layering.py`` checks it on the source)::
 
     _exceptions, _internal, _version, _ids, _wire, _context, _payloads  leaves: no SDK imports
     _tracecontext, _queue                         W3C trace ids; the queue and its accounting
-    _track                                        ActionScope and the decorator
+    _track, _otlp                                 ActionScope and the decorator; OTLP spans (pure)
     _task                                         Task
     _agent                                        Agent: the recording API
     _config, _serialize, _delivery, _resolve, _sampling  settings; JSON; policy; DNS; sampling
+    _otlp_sender                                  the OTLP destination's I/O
     _transport                                    the sender: session, request workers, heartbeats
     _runner                                       sender thread, exit drain, atexit/fork
     _client                                       HiveBoard: queue + sender + lifecycle, stats()

@@ -22,6 +22,7 @@ from ._agent import Agent, HeartbeatCallback
 from ._config import Settings, resolve_settings
 from ._exceptions import HiveLoopConfigError, HiveLoopUsageError
 from ._internal import internal_error, warn_once
+from ._otlp._pipeline import OTLPCounts, SpanPipeline
 from ._queue import DROP_REASONS, DropPolicy, EventQueue
 from ._runner import ThreadRunner
 from ._sampling import TaskInfo
@@ -52,6 +53,8 @@ class Stats(TypedDict):
     state: Literal["new", "running", "closed"]
     mode: Literal["loop", "thread"] | None
     endpoint: str
+    #: The OTLP destination's accounting in spans, or None when OTLP export is off.
+    otlp: OTLPCounts | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +91,13 @@ class HiveBoard:
     missing or does not start with ``hb_`` (unless ``enabled=False``), or when
     ``drop_policy`` is neither ``"oldest"`` nor ``"newest"``; every other bad value falls
     back to its default with one warning.
+
+    ``otlp_endpoint`` (or ``HIVELOOP_OTLP_ENDPOINT``) also exports the same timelines as
+    OpenTelemetry spans over OTLP/HTTP to ``{otlp_endpoint}/v1/traces``, with
+    ``otlp_headers`` (a dict or ``"k=v,k2=v2"``), ``otlp_protocol`` (``"http/protobuf"``,
+    which needs ``hiveloop-async[otlp]``, or ``"http/json"``), ``otlp_service_name`` and
+    ``otlp_capture_content`` (LLM previews on the spans). Without an API key, only OTLP is
+    sent to. Invalid OTLP settings raise :class:`HiveLoopConfigError`.
     """
 
     def __init__(
@@ -108,6 +118,11 @@ class HiveBoard:
         max_concurrent_requests: int | None = None,
         drop_policy: DropPolicy = "oldest",
         read_local_config: bool = False,
+        otlp_endpoint: str | None = None,
+        otlp_headers: dict[str, str] | str | None = None,
+        otlp_protocol: str | None = None,
+        otlp_service_name: str | None = None,
+        otlp_capture_content: bool | None = None,
         auth_retry_interval: float | None = None,
         sample_rate: float | None = None,
         keep_failed: bool = True,
@@ -128,11 +143,19 @@ class HiveBoard:
             retry_deadline=retry_deadline,
             max_concurrent_requests=max_concurrent_requests,
             read_local_config=read_local_config,
+            otlp_endpoint=otlp_endpoint,
+            otlp_headers=otlp_headers,
+            otlp_protocol=otlp_protocol,
+            otlp_service_name=otlp_service_name,
+            otlp_capture_content=otlp_capture_content,
             auth_retry_interval=auth_retry_interval,
             sample_rate=sample_rate,
             keep_failed=keep_failed,
             sampler=sampler,
         )
+        otlp = self.settings.otlp
+        #: The OTLP destination's spans and accounting (outlives a sender hand-over).
+        self._otlp = SpanPipeline(otlp) if otlp is not None else None
         if drop_policy not in ("oldest", "newest"):
             raise HiveLoopConfigError("drop_policy must be 'oldest' or 'newest'")
         self.environment = self.settings.environment
@@ -227,7 +250,7 @@ class HiveBoard:
     # -- the sender's lifecycle --------------------------------------------------------------
 
     def _new_engine(self) -> Engine:
-        return Engine(self._queue, self.settings, lambda: list(self._agents.values()))
+        return Engine(self._queue, self.settings, lambda: list(self._agents.values()), self._otlp)
 
     def _on_demand_locked(self) -> None:
         """The first record while no sender runs: start the private one (thread mode)."""
@@ -433,8 +456,14 @@ class HiveBoard:
         Keys: ``recorded`` (events accepted into the queue), ``sent`` (accepted by the
         server), ``dropped`` (count per reason, every reason present), ``dropped_total``,
         ``retries``, ``batches``, ``queue_depth``, ``in_flight``, ``last_error``, ``state``,
-        ``mode`` (``"loop"``, ``"thread"`` or None) and ``endpoint``. Always
-        ``recorded == sent + dropped_total + queue_depth + in_flight``.
+        ``mode`` (``"loop"``, ``"thread"`` or None), ``endpoint`` and ``otlp``. Always
+        ``recorded == sent + dropped_total + queue_depth + in_flight``. With OTLP only (no
+        API key), ``sent`` counts events handed to the OTLP destination.
+
+        ``otlp`` (None when off) accounts in spans: ``finished``, ``sent``, ``dropped`` (per
+        reason), ``dropped_total``, ``pending``, ``in_flight``, ``open_spans``, ``evicted``,
+        ``requests``, ``retries``, ``partial_rejected``, ``last_error``, ``url`` and
+        ``protocol``; always ``finished == sent + dropped_total + pending + in_flight``.
         """
         counts = self._queue.counts()
         mode: Literal["loop", "thread"] | None = (
@@ -445,6 +474,7 @@ class HiveBoard:
             "state": self._state,
             "mode": mode,
             "endpoint": self.settings.endpoint,
+            "otlp": None if self._otlp is None else self._otlp.counts(),
         }
 
     @property
@@ -500,6 +530,8 @@ class HiveBoard:
         """In a forked child: forget the parent's buffer, sender and counters."""
         self._pid = os.getpid()
         self._queue.reset_after_fork_locked()
+        if self.settings.otlp is not None:  # the parent's spans are the parent's to send
+            self._otlp = SpanPipeline(self.settings.otlp)
         self._engine = None
         self._thread = None
         if self._state == _RUNNING:

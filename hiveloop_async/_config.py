@@ -7,7 +7,9 @@ contains none of the key's characters).
 Environment variables: ``HIVELOOP_API_KEY``, ``HIVELOOP_ENDPOINT``,
 ``HIVELOOP_ENVIRONMENT``, ``HIVELOOP_GROUP``, ``HIVELOOP_DEBUG``, ``HIVELOOP_DISABLED``
 (record as usual, send nothing), ``HIVELOOP_FLUSH_INTERVAL``, ``HIVELOOP_BATCH_SIZE``,
-``HIVELOOP_MAX_QUEUE_SIZE``, ``HIVELOOP_SHUTDOWN_TIMEOUT``.
+``HIVELOOP_MAX_QUEUE_SIZE``, ``HIVELOOP_SHUTDOWN_TIMEOUT``, and the OTLP destination's
+``HIVELOOP_OTLP_*`` (see :mod:`._otlp._config`). With an OTLP endpoint and no API key, only
+OTLP is sent to.
 
 Config file: ``~/.loophive/loophive.cfg``, section ``[loophive]``, key ``endpoint`` (as
 hiveloop 0.2.0). ``./loophive.cfg`` in the working directory is read only when
@@ -29,6 +31,8 @@ from urllib.parse import urlsplit
 
 from ._exceptions import HiveLoopConfigError
 from ._internal import logger, warn_once
+from ._otlp._config import OTLPSettings, resolve_otlp
+from ._otlp._encode import protobuf_available
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8766"
 DEFAULT_FLUSH_INTERVAL = 5.0
@@ -61,6 +65,10 @@ class Settings:
     request_timeout: float
     retry_deadline: float
     max_concurrent_requests: int
+    #: The OTLP destination, or None (off).
+    otlp: OTLPSettings | None = None
+    #: Whether events go to HiveBoard's ingest (False: OTLP only).
+    ingest: bool = True
     #: After a 401/403, seconds between probes with one event (a rotated key resumes).
     auth_retry_interval: float = DEFAULT_AUTH_RETRY_INTERVAL
     #: Share of root tasks kept (see ``_sampling``); 1.0 keeps everything.
@@ -181,20 +189,33 @@ def resolve_settings(
     max_concurrent_requests: int | None = None,
     read_local_config: bool = False,
     env: Mapping[str, str] | None = None,
+    otlp_endpoint: str | None = None,
+    otlp_headers: Mapping[str, str] | str | None = None,
+    otlp_protocol: str | None = None,
+    otlp_service_name: str | None = None,
+    otlp_capture_content: bool | None = None,
     auth_retry_interval: float | None = None,
     sample_rate: float | None = None,
     keep_failed: bool = True,
     sampler: Callable[[Any], bool] | None = None,
 ) -> Settings:
-    """Resolve every setting. Raises :class:`HiveLoopConfigError` only for the API key."""
+    """Resolve every setting. Raises :class:`HiveLoopConfigError` only for the API key and
+    for invalid OTLP settings (see :func:`._otlp.resolve_otlp`)."""
     env = os.environ if env is None else env
     enabled_value = _pick("enabled", enabled, {}, "", True, _to_bool)
     disabled_env = env.get("HIVELOOP_DISABLED")
     if disabled_env is not None and _env_bool(disabled_env):
         enabled_value = False
+    otlp = _resolve_otlp(
+        otlp_endpoint, otlp_headers, otlp_protocol, otlp_service_name, otlp_capture_content, env
+    )
 
     key = api_key if api_key is not None else env.get("HIVELOOP_API_KEY")
-    if key is None or not isinstance(key, str) or not key.startswith("hb_"):
+    ingest = True
+    if key is None and otlp is not None:
+        ingest = False  # OTLP alone
+        key = "hb_disabled"
+    elif key is None or not isinstance(key, str) or not key.startswith("hb_"):
         if enabled_value or key is not None:
             what = "no API key given" if key is None else "the API key does not start with 'hb_'"
             raise HiveLoopConfigError(
@@ -278,6 +299,8 @@ def resolve_settings(
             int,
             lambda v: 1 <= v <= 64,
         ),
+        otlp=otlp,
+        ingest=ingest,
         auth_retry_interval=_pick(
             "auth_retry_interval",
             auth_retry_interval,
@@ -301,7 +324,7 @@ def resolve_settings(
     )
     if sampler is not None and not callable(sampler):
         warn_once("config:sampler", "hiveloop_async: sampler must be callable; ignoring it")
-    if settings.enabled:
+    if settings.enabled and settings.ingest:
         host = urlsplit(settings.endpoint).hostname
         if settings.endpoint.startswith("http://") and not is_loopback(host):
             warn_once(
@@ -312,6 +335,30 @@ def resolve_settings(
     if settings.debug:
         _enable_debug_logging()
     return settings
+
+
+def _resolve_otlp(
+    endpoint: str | None,
+    headers: Mapping[str, str] | str | None,
+    protocol: str | None,
+    service_name: str | None,
+    capture_content: bool | None,
+    env: Mapping[str, str],
+) -> OTLPSettings | None:
+    """The OTLP destination's settings; None when no endpoint is configured."""
+    if endpoint is None and not env.get("HIVELOOP_OTLP_ENDPOINT"):
+        return None
+    wants = protocol if protocol is not None else env.get("HIVELOOP_OTLP_PROTOCOL")
+    json_only = wants is not None and wants.strip().lower() == "http/json"
+    return resolve_otlp(
+        endpoint=endpoint,
+        headers=headers,
+        protocol=protocol,
+        service_name=service_name,
+        capture_content=capture_content,
+        env=env,
+        protobuf_available=False if json_only else protobuf_available(),
+    )
 
 
 def _positive(v: float) -> bool:

@@ -12,7 +12,11 @@ r"""The sender: an anyio task group on an asyncio loop that encodes, batches, se
    the queue ``settle``\ s every event as sent or dropped for one reason, or the batch waits
    and is retried.
 
-Heartbeats run here too, one task per agent. Nothing here raises into the host program.
+With an OTLP destination, every encoded event is also fed to the client's
+:class:`~._otlp._pipeline.SpanPipeline`, and an :class:`~._otlp_sender.OTLPSender` task
+exports the finished spans; without HiveBoard ingest (OTLP only) an event is settled as sent
+once the pipeline has it. Heartbeats run here too, one task per agent. Nothing here raises
+into the host program.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from yarl import URL  # aiohttp's URL type, installed with it
 from ._config import Settings
 from ._delivery import NETWORK_ERROR, Batcher, classify, retry_delay
 from ._internal import internal_error, logger, warn_once
+from ._otlp._pipeline import SpanPipeline
+from ._otlp_sender import OTLPSender
 from ._payloads import queue_summary
 from ._queue import EventQueue, FlushMarker
 from ._resolve import ExitSafeResolver
@@ -76,9 +82,24 @@ class Engine:
     """
 
     def __init__(
-        self, queue: EventQueue, settings: Settings, agents: Callable[[], list[Agent]]
+        self,
+        queue: EventQueue,
+        settings: Settings,
+        agents: Callable[[], list[Agent]],
+        otlp: SpanPipeline | None = None,
     ) -> None:
         self.queue = queue
+        self.otlp = otlp
+        self._otlp_sender = (
+            None
+            if otlp is None
+            else OTLPSender(
+                otlp,
+                flush_interval=settings.flush_interval,
+                request_timeout=settings.request_timeout,
+                retry_deadline=settings.retry_deadline,
+            )
+        )
         self.settings = settings
         self._agents = agents
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -240,6 +261,8 @@ class Engine:
                             self._request_worker, batches_in, name=f"hiveloop_async.request.{i}"
                         )
                     tg.start_soon(self._sender_loop, name="hiveloop_async.sender")
+                    if self._otlp_sender is not None:
+                        tg.start_soon(self._otlp_sender.run, name="hiveloop_async.otlp")
                     for agent in self._agents():
                         self._start_heartbeat(agent)
                     self._ready.set()
@@ -284,6 +307,10 @@ class Engine:
             for _, waiter in self._flush_waiters:
                 waiter.resolve()
             self._flush_waiters.clear()
+            if self.otlp is not None:
+                if queue.closed:
+                    self.otlp.drop_all("shutdown")
+                self.otlp.release_waiters()
             if summary and self._closing:
                 self._log_drops()
         except Exception:
@@ -307,9 +334,16 @@ class Engine:
                     return
                 await self._drain()
                 self._log_drops()
+                if self._otlp_sender is not None:
+                    self._otlp_sender.wake()
                 if self._closing:
                     if not len(queue):
-                        await self._wait_batches()
+                        if self._otlp_sender is None:
+                            await self._wait_batches()
+                        else:  # both destinations finish side by side, to one deadline
+                            async with anyio.create_task_group() as both:
+                                both.start_soon(self._wait_batches)
+                                both.start_soon(self._otlp_sender.close, self._deadline)
                         return
                 elif queue.rearm():
                     self._wake_ev.set()
@@ -341,6 +375,8 @@ class Engine:
         batcher: Batcher[Agent] = Batcher(self.settings.batch_size)
         max_event = Batcher.MAX_EVENT_BYTES
         settle = queue.settle
+        otlp = self.otlp
+        ingest = self.settings.ingest
         sampler = self._sampler
         closing = False
         chunk: list[Any] = []
@@ -381,25 +417,31 @@ class Engine:
                         internal_error("serialize")
                         settle(1, "serialization")
                         continue
-                    if len(data) > max_event:
-                        settle(1, "oversize")
-                        continue
                     if sampler is None:
-                        full = batcher.add(agent, data)
-                        if full is not None:
-                            queue.give_back(chunk[i:end])  # as above: the dispatch may wait
-                            end = i
-                            await self._dispatch(agent, full)
-                    else:
-                        to_send, dropped = sampler.route(rec, closing, agent, data)
+                        items: Any = ((agent, data),)
+                    else:  # the tree's decision applies to both destinations
+                        items, dropped = sampler.route(rec, closing, agent, data)
                         if dropped:
                             settle(dropped, "sampled_out")
-                        for agent, data in to_send:
-                            full = batcher.add(agent, data)
-                            if full is not None:
-                                queue.give_back(chunk[i:end])
-                                end = i
-                                await self._dispatch(agent, full)
+                    for agent, data in items:
+                        if otlp is not None:
+                            try:
+                                otlp.feed(agent.envelope, data)
+                            except Exception:
+                                internal_error("otlp feed")
+                            if not ingest:  # OTLP alone: handed over is done
+                                settle(1, None)
+                                continue
+                        if len(data) > max_event:
+                            settle(1, "oversize")
+                            continue
+                        full = batcher.add(agent, data)
+                        if full is not None:
+                            # As above: the dispatch may wait. chunk[i:end], so that a second
+                            # full batch of the same record's items gives nothing back twice.
+                            queue.give_back(chunk[i:end])
+                            end = i
+                            await self._dispatch(agent, full)
                     n += 1
                     if not n & 15 and clock() >= slice_end:
                         await asyncio.sleep(0)  # a checkpoint; cheaper than anyio's on asyncio
@@ -433,6 +475,10 @@ class Engine:
     # -- flush bookkeeping ---------------------------------------------------------------------
 
     def _add_flush_waiter(self, waiter: _Resolvable) -> None:
+        if self.otlp is not None:
+            # Both destinations: the flush is done when HiveBoard's batches so far are, and
+            # then every span finished so far is sent or dropped.
+            waiter = _ThenOTLP(waiter, self.otlp)
         if not self._open_batches:
             waiter.resolve()
         else:
@@ -664,6 +710,19 @@ class Engine:
                 agent.agent_id,
             )
             return None
+
+
+class _ThenOTLP:
+    """A flush waiter that, once HiveBoard's part is done, waits for the OTLP spans."""
+
+    __slots__ = ("_otlp", "_waiter")
+
+    def __init__(self, waiter: _Resolvable, otlp: SpanPipeline) -> None:
+        self._waiter = waiter
+        self._otlp = otlp
+
+    def resolve(self) -> None:
+        self._otlp.add_waiter(self._waiter)
 
 
 class _LocalWaiter:

@@ -18,10 +18,11 @@ PACKAGE = Path(hiveloop_async.__file__).parent
 LAYERS: list[list[str]] = [
     ["_exceptions", "_internal", "_version", "_ids", "_wire", "_context", "_payloads"],
     ["_tracecontext", "_queue"],
-    ["_track"],
+    ["_track", "_otlp"],
     ["_task"],
     ["_agent"],
     ["_config", "_serialize", "_delivery", "_resolve", "_sampling"],
+    ["_otlp_sender"],
     ["_transport"],
     ["_runner"],
     ["_client"],

@@ -28,6 +28,7 @@ STATS_KEYS = {
     "batches",
     "queue_depth",
     "in_flight",
+    "otlp",
     "last_error",
     "state",
     "mode",

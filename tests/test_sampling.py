@@ -167,12 +167,11 @@ async def test_a_released_tree_larger_than_a_batch_is_sent_once() -> None:
             sample_rate=0.0,
         ) as hb:
             agent = hb.agent("big", heartbeat_interval=0)
-            with pytest.raises(RuntimeError):
-                async with agent.task("big-failed"):
-                    for i in range(20):
-                        async with agent.track_context(f"step-{i}"):
-                            pass
-                    raise RuntimeError("late failure")
+            async with agent.task("big-failed") as task:
+                for i in range(20):
+                    async with agent.track_context(f"step-{i}"):
+                        pass
+                task.fail(RuntimeError("late failure"))
             for i in range(30):
                 agent.event("custom", {"kind": "probe", "i": i})
             assert await hb.aflush(10)

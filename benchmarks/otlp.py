@@ -1,0 +1,256 @@
+"""``make bench-otlp``: the OTLP export next to the OpenTelemetry SDK, same trees, same sink.
+
+One run, each configuration in a fresh subprocess against one local sink
+(:mod:`benchmarks.sink`, which decodes every OTLP request and counts its spans):
+
+* ``ours-otlp``: ``HiveBoard(otlp_endpoint=sink)`` alone (no API key), protobuf;
+* ``ours-both``: HiveBoard ingest and OTLP together, to the same sink;
+* ``ours-ingest``: HiveBoard ingest alone (the baseline: what OTLP adds to the sender);
+* ``otel``: the OpenTelemetry SDK, ``TracerProvider`` + ``BatchSpanProcessor`` (queue large
+  enough to hold the burst, otherwise defaults; ``force_flush()`` after the burst, as ours
+  ``flush()``) + ``OTLPSpanExporter`` (HTTP, protobuf), in the peers' venv
+  (``benchmarks/.peers-venv``, installed by :mod:`benchmarks.run`).
+
+The tree, per task: a task with two actions, one nested in the other and carrying a tool
+payload, and one LLM call: 4 spans, 7 HiveLoop events. ``TASKS`` tasks are recorded as fast
+as possible on the main thread; then the run waits until the sink has counted every span.
+
+Figures: recording CPU per task (the loop that records, main thread), sender CPU per event
+and per span (process CPU minus the recording loop's, divided by what was delivered), and
+end-to-end throughput (spans delivered per second of wall time, from the first record to
+the sink's last counted request). Standard library only at import time (the OTel worker
+runs in the peers' venv).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS = 5_000
+SPANS_PER_TASK = 4
+EVENTS_PER_TASK = 7
+
+
+def _counts(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/count", timeout=10) as resp:
+        data: dict[str, Any] = json.loads(resp.read())
+        return data
+
+
+def _wait_sink(url: str, key: str, n: int, timeout: float = 300.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    counts = _counts(url)
+    while int(counts.get(key, 0)) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+        counts = _counts(url)
+    return counts
+
+
+# -- workers (each in its own process) -----------------------------------------------------------
+
+
+def _worker_ours(url: str, mode: str, tasks: int) -> dict[str, Any]:
+    import hiveloop_async as hl
+
+    kwargs: dict[str, Any] = {"flush_interval": 0.2, "max_queue_size": tasks * EVENTS_PER_TASK * 2}
+    if mode in ("ingest", "both"):
+        kwargs.update(api_key="hb_bench", endpoint=url)
+    if mode in ("otlp", "both"):
+        kwargs.update(otlp_endpoint=url, otlp_protocol="http/protobuf")
+    hb = hl.HiveBoard(**kwargs)
+    agent = hb.agent("bench", heartbeat_interval=0)
+    hb.flush(timeout=5)  # the sender thread is up and agent_registered is out
+    tool = hl.tool_payload(args={"q": "acme"}, result="3 rows", tool_category="db")
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    thread_cpu0 = time.thread_time()
+    for i in range(tasks):
+        with agent.task(f"t{i}", project="bench") as task:
+            with agent.track_context("plan") as plan:
+                with agent.track_context("search") as search:
+                    search.set_payload(tool)
+                plan.set_payload({"step": i})
+            task.llm_call("think", "gpt-4o", tokens_in=120, tokens_out=40, duration_ms=5)
+    record_cpu = time.thread_time() - thread_cpu0
+    result = hb.flush(timeout=300)
+    wall = time.monotonic() - wall0
+    cpu = time.process_time() - cpu0
+    stats = hb.stats()
+    hb.shutdown(timeout=5)
+    counts = _counts(url)
+    otlp = stats["otlp"]
+    return {
+        "recorded": stats["recorded"],
+        "sent_events": stats["sent"],
+        "dropped_events": stats["dropped_total"],
+        "spans_sent": 0 if otlp is None else otlp["sent"],
+        "spans_dropped": 0 if otlp is None else otlp["dropped_total"],
+        "otlp_requests": 0 if otlp is None else otlp["requests"],
+        "flush_ok": bool(result),
+        "record_cpu_s": record_cpu,
+        "process_cpu_s": cpu,
+        "wall_s": wall,
+        "wall0": wall0,
+        "sink": counts,
+    }
+
+
+def _worker_otel(url: str, tasks: int) -> dict[str, Any]:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    bsp = BatchSpanProcessor(
+        OTLPSpanExporter(endpoint=url + "/v1/traces"), max_queue_size=tasks * SPANS_PER_TASK * 2
+    )
+    provider.add_span_processor(bsp)
+    tracer = provider.get_tracer("bench")
+    span = tracer.start_as_current_span
+    n_spans = tasks * SPANS_PER_TASK
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    thread_cpu0 = time.thread_time()
+    for i in range(tasks):
+        with span(
+            "invoke_agent bench",
+            attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "bench",
+                        "hiveloop.task.id": f"t{i}", "hiveloop.project.id": "bench"},
+        ):  # fmt: skip
+            with span("plan") as plan:
+                with span("execute_tool search") as search:
+                    search.set_attributes(
+                        {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search",
+                         "hiveloop.payload.args.q": "acme", "hiveloop.payload.result": "3 rows",
+                         "hiveloop.payload.tool_category": "db"}
+                    )  # fmt: skip
+                plan.set_attribute("hiveloop.payload.step", i)
+            with span("chat gpt-4o", kind=SpanKind.CLIENT) as chat:
+                chat.set_attributes(
+                    {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                     "gen_ai.usage.input_tokens": 120, "gen_ai.usage.output_tokens": 40}
+                )  # fmt: skip
+                chat.set_status(Status(StatusCode.UNSET))
+    record_cpu = time.thread_time() - thread_cpu0
+    provider.force_flush(300_000)  # as hb.flush(): do not wait for the schedule delay
+    counts = _wait_sink(url, "otlp_spans", n_spans)
+    wall = time.monotonic() - wall0
+    cpu = time.process_time() - cpu0
+    provider.shutdown()
+    return {
+        "spans_sent": int(counts.get("otlp_spans", 0)),
+        "record_cpu_s": record_cpu,
+        "process_cpu_s": cpu,
+        "wall_s": wall,
+        "wall0": wall0,
+        "sink": counts,
+    }
+
+
+def _worker(argv: list[str]) -> None:
+    kind, url, tasks = argv[0], argv[1], int(argv[2])
+    if kind == "otel":
+        out = _worker_otel(url, tasks)
+    else:
+        out = _worker_ours(url, kind.removeprefix("ours-"), tasks)
+    sys.stdout.write("RESULT " + json.dumps(out) + "\n")
+
+
+# -- the driver -------------------------------------------------------------------------------
+
+
+def _run(python: str, kind: str, url: str, tasks: int) -> dict[str, Any]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    for key in [k for k in env if k.startswith(("HIVELOOP_", "OTEL_"))]:
+        del env[key]
+    proc = subprocess.run(
+        [python, "-m", "benchmarks.otlp", "--worker", kind, url, str(tasks)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=900,
+    )
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+            return result
+    raise RuntimeError(f"{kind} failed:\n{proc.stderr[-2000:]}")
+
+
+def _figures(kind: str, r: dict[str, Any], tasks: int) -> dict[str, Any]:
+    sink = r["sink"]
+    last = float(sink.get("last_t", r["wall0"]))
+    e2e = max(1e-9, last - r["wall0"])
+    sender_cpu = max(0.0, r["process_cpu_s"] - r["record_cpu_s"])
+    spans = int(r["spans_sent"])
+    events = tasks * EVENTS_PER_TASK
+    out = {
+        "config": kind,
+        "record_us_per_task": round(r["record_cpu_s"] / tasks * 1e6, 1),
+        "sender_cpu_s": round(sender_cpu, 3),
+        "spans_delivered": spans,
+        "end_to_end_s": round(e2e, 3),
+    }
+    if kind != "otel":
+        out["events_delivered"] = int(r["sent_events"])
+        out["sender_us_per_event"] = round(sender_cpu / events * 1e6, 2)
+        out["events_per_s"] = round(events / e2e)
+    if spans:
+        out["sender_us_per_span"] = round(sender_cpu / spans * 1e6, 2)
+        out["spans_per_s"] = round(spans / e2e)
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        _worker(sys.argv[2:])
+        return
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.run import ensure_peers, peers_python
+    from benchmarks.sink import Sink
+
+    tasks = int(os.environ.get("BENCH_OTLP_TASKS", TASKS))
+    peers = ensure_peers()
+    results = []
+    with Sink("ok") as sink:
+        for kind in ("ours-ingest", "ours-otlp", "ours-both", "otel"):
+            sink.reset()
+            python = str(peers_python()) if kind == "otel" else sys.executable
+            raw = _run(python, kind, sink.url, tasks)
+            fig = _figures(kind, raw, tasks)
+            results.append(fig)
+            sys.stderr.write(json.dumps(fig) + "\n")
+    otel = next(f for f in results if f["config"] == "otel")
+    ours = next(f for f in results if f["config"] == "ours-otlp")
+    summary = {
+        "tasks": tasks,
+        "spans_per_task": SPANS_PER_TASK,
+        "events_per_task": EVENTS_PER_TASK,
+        "otel_sdk": next((p for p in peers["packages"] if p.startswith("opentelemetry-sdk")), "?"),
+        "results": results,
+        "throughput_ratio_spans_per_s": round(ours["spans_per_s"] / otel["spans_per_s"], 2),
+        "sender_cpu_ratio_per_span": round(
+            otel["sender_us_per_span"] / ours["sender_us_per_span"], 2
+        ),
+        "recording_ratio_per_task": round(
+            otel["record_us_per_task"] / ours["record_us_per_task"], 2
+        ),
+    }
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "otlp.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
