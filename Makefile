@@ -64,3 +64,35 @@ bench-soak: $(STAMP)
 
 clean:
 	rm -rf $(VENV) benchmarks/.peers-venv
+
+# -- every claimed Python -------------------------------------------------------------------
+# `make test-all-pythons` runs the whole suite on each CPython the package claims, each in its
+# own virtual environment (.venv-3.10, ...) with its own build of the C extension (the ABI tag
+# in the file name keeps the builds apart). Interpreters come from pyenv (`pyenv root`), else
+# from PATH (python3.10, ...). `make test-python-3.13` runs one of them.
+ALL_PYTHONS ?= 3.10 3.11 3.12 3.13
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
+python_for = $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)))),python$(1))
+so_for = hiveloop_async/_speedups.cpython-$(subst .,,$(1))-*.so
+
+.PHONY: test-all-pythons clean-all-pythons $(addprefix test-python-,$(ALL_PYTHONS))
+
+# Static pattern rules: explicit targets, so make neither skips them (phony) nor deletes the
+# stamps as intermediate files.
+$(foreach v,$(ALL_PYTHONS),.venv-$(v)/.installed-stamp): .venv-%/.installed-stamp: pyproject.toml setup.py hiveloop_async/_speedups.c
+	$(call python_for,$*) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --upgrade pip
+	rm -f $(call so_for,$*)
+	.venv-$*/bin/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+$(addprefix test-python-,$(ALL_PYTHONS)): test-python-%: .venv-%/.installed-stamp
+	@# `make setup` removes every build of the extension; rebuild this version's if it is gone.
+	@ls $(call so_for,$*) >/dev/null 2>&1 || .venv-$*/bin/python -m pip install --quiet --no-deps -e .
+	@.venv-$*/bin/python -c 'import sys; print("== CPython", sys.version.split()[0])'
+	.venv-$*/bin/pytest -q
+
+test-all-pythons: $(addprefix test-python-,$(ALL_PYTHONS))
+
+clean-all-pythons:
+	rm -rf $(addprefix .venv-,$(ALL_PYTHONS))
