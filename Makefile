@@ -96,3 +96,8 @@ test-all-pythons: $(addprefix test-python-,$(ALL_PYTHONS))
 
 clean-all-pythons:
 	rm -rf $(addprefix .venv-,$(ALL_PYTHONS))
+
+# Sender-side costs of scrubbing, before_send and the disk spool (see benchmarks/safety.py).
+.PHONY: bench-safety
+bench-safety: $(STAMP)
+	$(BIN)/python -m benchmarks.safety
