@@ -263,19 +263,21 @@ class Spool:
 
     # -- replay --------------------------------------------------------------------------
 
-    def claim_next(self) -> SpooledBatch | None:
+    def claim_next(self, destination: str | None = None) -> SpooledBatch | None:
         """Take the oldest ready batch for replay, or None when there is none. Blocks (I/O).
 
         The batch is moved to ``claimed/``; no other process can take it. Confirm it with
         :meth:`confirm` once delivered (it is deleted) or give it back with :meth:`release`.
+        With ``destination``, batches spooled for another destination are left in place.
         Corrupt or truncated files are moved to ``corrupt/``, counted and skipped.
         """
         with self._lock:
             try:
                 self._check_fork()
+                passed: set[str] = set()  # other destinations' batches, seen in this call
                 while True:
                     if not self._pending:
-                        self._pending = [name for name, _ in self._ready()]
+                        self._pending = [n for n, _ in self._ready() if n not in passed]
                         if not self._pending:
                             return None
                     name = self._pending.pop(0)
@@ -285,16 +287,21 @@ class Spool:
                     except FileNotFoundError:  # another process claimed it (or evicted it)
                         continue
                     batch = self._load(name, claimed)
-                    if batch is not None:
-                        if self._size is not None:
-                            self._size = max(0, self._size - _file_size(batch))
-                        return batch
+                    if batch is None:
+                        continue
+                    if destination is not None and batch.destination != destination:
+                        os.rename(claimed, self.directory / name)
+                        passed.add(name)
+                        continue
+                    if self._size is not None:
+                        self._size = max(0, self._size - _file_size(batch))
+                    return batch
             except Exception as exc:
                 self._error("claim", exc)
                 return None
 
-    def replay(self) -> Generator[SpooledBatch, None, None]:
-        """Yield the ready batches oldest first; blocks (I/O) for each.
+    def replay(self, destination: str | None = None) -> Generator[SpooledBatch, None, None]:
+        """Yield the ready batches (of ``destination`` if given) oldest first; blocks (I/O).
 
         The caller confirms each delivered batch with :meth:`confirm`; one it neither
         confirms nor releases by the time it asks for the next (or closes the iterator) is
@@ -305,7 +312,7 @@ class Spool:
             while True:
                 if current is not None and current._path.exists():
                     self.release(current)
-                current = self.claim_next()
+                current = self.claim_next(destination)
                 if current is None:
                     return
                 yield current

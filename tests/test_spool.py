@@ -303,3 +303,16 @@ def test_a_writer_killed_mid_write_leaves_nothing_partial_visible(tmp_path: Path
     assert spool.stats()["corrupt_files"] == 0
     assert leftovers, "the killed writer left its temporary file"
     assert list(tmp.iterdir()) == []
+
+
+def test_replay_for_one_destination_leaves_the_others_in_place(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    for i in range(6):
+        spool.write(body(i), DEST if i % 2 else "http://other/v1/ingest", 1)
+    got = []
+    for batch in spool.replay(DEST):
+        got.append(orjson.loads(batch.body)["events"][0]["i"])
+        spool.confirm(batch)
+    assert got == [1, 3, 5]
+    assert spool.pending_batches() == 3
+    assert replay_all(spool) == [0, 2, 4]
