@@ -316,3 +316,62 @@ def test_replay_for_one_destination_leaves_the_others_in_place(tmp_path: Path) -
     assert got == [1, 3, 5]
     assert spool.pending_batches() == 3
     assert replay_all(spool) == [0, 2, 4]
+
+
+def test_replay_killed_between_delivery_and_confirm_still_arrives_exactly_once(
+    tmp_path: Path,
+) -> None:
+    """At-least-once from the spool, exactly once at the server (it deduplicates event_id)."""
+    import uuid
+
+    from hiveloop_async._server import ServerThread
+
+    directory = tmp_path / "s"
+    spool = Spool(directory)
+    ids = []
+    for b in range(5):
+        events = []
+        for i in range(10):
+            ids.append(str(uuid.uuid4()))
+            events.append(
+                {
+                    "event_id": ids[-1],
+                    "timestamp": f"2026-12-06T19:00:{b:02d}.{i:03d}Z",
+                    "event_type": "custom",
+                    "payload": {"kind": "probe", "data": {"batch": b, "i": i}},
+                }
+            )
+        spool.write(orjson.dumps({"envelope": {"agent_id": "spooled"}, "events": events}), "", 10)
+    spool.close()
+    replayer = textwrap.dedent(
+        """
+        import os, signal, sys, urllib.request
+        from hiveloop_async._spool import Spool
+        spool = Spool(sys.argv[1])
+        for n, batch in enumerate(spool.replay()):
+            request = urllib.request.Request(
+                sys.argv[2] + "/v1/ingest", data=batch.body, method="POST",
+                headers={"Authorization": "Bearer hb_test_key", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                assert answer.status == 200
+            if n == 2:  # delivered, not yet confirmed: the crash that causes a duplicate
+                os.kill(os.getpid(), signal.SIGKILL)
+            spool.confirm(batch)
+        """
+    )
+    with ServerThread(memory=True) as srv:
+        proc = _python(replayer, str(directory), srv.url)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, err
+        assert srv.event_count() == 30
+        fresh = Spool(directory)  # the dead replayer's claim comes back
+        assert fresh.stats()["recovered_claims"] == 1
+        assert fresh.pending_batches() == 3
+        proc = _python(replayer.replace("if n == 2:", "if False:"), str(directory), srv.url)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert srv.event_count() == 50
+        stored = [e["event_id"] for e in srv.events()]
+    assert sorted(stored) == sorted(ids)
+    assert fresh.pending_batches() == 0
