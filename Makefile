@@ -67,3 +67,35 @@ test-otlp: $(STAMP)
 # Sender CPU per event and events/s with OTLP on, next to the OpenTelemetry SDK.
 bench-otlp: $(STAMP)
 	$(BIN)/python -m benchmarks.otlp
+
+# -- every claimed Python -------------------------------------------------------------------
+# `make test-all-pythons` runs the whole suite on each CPython the package claims, each in its
+# own virtual environment (.venv-3.10, ...). Interpreters come from pyenv (`pyenv root`), else
+# from PATH (python3.10, ...). `make test-python-3.13` runs one of them.
+ALL_PYTHONS ?= 3.10 3.11 3.12 3.13
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo $(HOME)/.pyenv)
+python_for = $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)))),python$(1))
+
+.PHONY: test-all-pythons clean-all-pythons $(addprefix test-python-,$(ALL_PYTHONS))
+
+# Static pattern rules: explicit targets, so make neither skips them (phony) nor deletes the
+# stamps as intermediate files.
+$(foreach v,$(ALL_PYTHONS),.venv-$(v)/.installed-stamp): .venv-%/.installed-stamp: pyproject.toml
+	$(call python_for,$*) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --upgrade pip
+	.venv-$*/bin/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+$(addprefix test-python-,$(ALL_PYTHONS)): test-python-%: .venv-%/.installed-stamp
+	@.venv-$*/bin/python -c 'import sys; print("== CPython", sys.version.split()[0])'
+	.venv-$*/bin/pytest -q
+
+test-all-pythons: $(addprefix test-python-,$(ALL_PYTHONS))
+
+clean-all-pythons:
+	rm -rf $(addprefix .venv-,$(ALL_PYTHONS))
+
+# Sender-side costs of scrubbing, before_send and the disk spool (see benchmarks/safety.py).
+.PHONY: bench-safety
+bench-safety: $(STAMP)
+	$(BIN)/python -m benchmarks.safety

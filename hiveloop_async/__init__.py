@@ -13,7 +13,7 @@ Layering, bottom to top: a module imports only from the layers below it, never i
 function (``tests/test_layering.py`` checks it on the source)::
 
     _exceptions, _internal, _version, _ids, _wire, _context, _payloads  leaves: no SDK imports
-    _tracecontext, _queue                         W3C trace ids; the queue and its accounting
+    _tracecontext, _queue, _scrub, _hooks, _spool  trace ids; queue; redaction; before_send; spool
     _track, _otlp                                 ActionScope and the decorator; OTLP spans (pure)
     _task                                         Task
     _agent                                        Agent: the recording API

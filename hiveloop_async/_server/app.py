@@ -38,6 +38,10 @@ __all__ = ["COUNTER_KEY", "STORE_KEY", "RequestCounter", "create_app"]
 _INGEST_PATH = "/v1/ingest"
 _PUBLIC_PATHS = frozenset({"/health"})
 _MAX_BODY_BYTES = 256 * 1024 * 1024
+#: A body sent with a ``Content-Encoding`` (gzip, deflate) may expand to at most this many
+#: bytes; past it the request is refused with 413 having held at most this much in memory
+#: (aiohttp inflates in bounded steps as the body is read), so a zip bomb costs nothing.
+MAX_DECODED_BODY_BYTES = 32 * 1024 * 1024
 
 _MAX_WINDOWS = 10_000
 _MSG_BAD_HEADER = "Missing or invalid Authorization header. Use: Bearer {api_key_or_jwt}"
@@ -206,11 +210,39 @@ async def _health(request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
 
+class _DecodedTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The request body, inflated by aiohttp when it has a ``Content-Encoding``.
+
+    :raises _DecodedTooLarge: when an encoded body inflates past ``MAX_DECODED_BODY_BYTES``.
+    """
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return await request.read()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > MAX_DECODED_BODY_BYTES:
+            raise _DecodedTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _ingest(request: web.Request) -> web.Response:
     try:
-        raw = await request.read()
+        raw = await _read_body(request)
     except web.HTTPException:
         raise
+    except _DecodedTooLarge:
+        return _error(
+            413,
+            "payload_too_large",
+            f"Decompressed request body exceeds {MAX_DECODED_BODY_BYTES} bytes",
+        )
     except Exception:  # e.g. a body that is not valid gzip for its Content-Encoding
         body = {
             "error": "validation_error",

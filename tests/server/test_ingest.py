@@ -694,3 +694,41 @@ async def test_integers_wider_than_64_bits_stay_exact(
     assert type(stored["payload"]["wide"]) is int
     events = (await get(http, server, "/v1/events")).body["data"]
     assert events[0]["payload"]["nested"][1]["x"] == -wide
+
+
+async def test_gzip_bomb_is_refused_with_413_and_nothing_stored(
+    server: LocalServer, http: aiohttp.ClientSession
+) -> None:
+    from hiveloop_async._server.app import MAX_DECODED_BODY_BYTES
+
+    # Valid JSON that inflates past the cap: a batch whose one payload is a long run of
+    # spaces (about 40 KB compressed, 33 MB inflated).
+    body = json.dumps(batch(event(task_id="t-bomb"))).encode()
+    bomb = body[:-1] + b" " * (MAX_DECODED_BODY_BYTES + 1) + body[-1:]
+    headers = {
+        "Authorization": f"Bearer {KEY}",
+        "Content-Type": "application/json",
+        "Content-Encoding": "gzip",
+    }
+    compressed = gzip.compress(bomb, compresslevel=9)
+    assert len(compressed) < MAX_DECODED_BODY_BYTES // 100
+    answer = await _raw_post(http, server, compressed, headers)
+    assert answer.status == 413
+    assert answer.body["error"] == "payload_too_large"
+    assert await server.event_count() == 0
+    # The same JSON just under the cap is accepted: the cap is on size, not on gzip.
+    fits = body[:-1] + b" " * (MAX_DECODED_BODY_BYTES - len(body) - 1) + body[-1:]
+    answer = await _raw_post(http, server, gzip.compress(fits), headers)
+    assert (answer.status, answer.body["accepted"]) == (200, 1)
+
+
+async def test_uncompressed_body_keeps_the_larger_raw_limit(
+    server: LocalServer, http: aiohttp.ClientSession
+) -> None:
+    from hiveloop_async._server.app import MAX_DECODED_BODY_BYTES
+
+    body = json.dumps(batch(event(task_id="t-plain"))).encode()
+    big = body[:-1] + b" " * (MAX_DECODED_BODY_BYTES + 1) + body[-1:]
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    answer = await _raw_post(http, server, big, headers)
+    assert (answer.status, answer.body["accepted"]) == (200, 1)
