@@ -395,3 +395,22 @@ def test_scrubbed_sdk_events_reach_a_real_server_without_the_secrets() -> None:
         assert_gone(stored, SECRETS[kind])
     text = orjson.dumps(stored).decode()
     assert "[REDACTED:apikey]" in text and "[REDACTED:aws_access_key]" in text
+
+
+def test_the_bytes_prefilter_never_skips_an_event_with_something_to_scrub() -> None:
+    """scrub_encoded skips decoding events without a trigger; it must give exactly what a
+    full scrub gives, for every secret kind, sensitive key spelling and ordinary text."""
+    fast = Scrubber()
+    full = Scrubber()
+    full._prefilter = None  # the reference: always decode and scrub
+    values = [*SECRETS.values(), GITHUB_PAT, URL_WITH_PASSWORD, *ORDINARY]
+    keys = ["q", "API-Key", "api.key", "Api Key", "x_password", "SET-COOKIE", "Pwd", "auth"]
+    for value in values:
+        for key in keys:
+            for payload in ({key: value}, {"args": {key: [value]}}, {value: key}):
+                data = orjson.dumps({"event_type": "custom", "payload": payload})
+                assert fast.scrub_encoded(data) == full.scrub_encoded(data), (key, value)
+    clean = orjson.dumps({"event_type": "custom", "payload": {"rows": 3, "tool": "crm"}})
+    out, n = fast.scrub_encoded(clean)
+    assert out is clean and n == 0
+    assert fast._prefilter is not None and fast._prefilter.search(clean) is None
