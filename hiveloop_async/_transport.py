@@ -31,7 +31,7 @@ from yarl import URL  # aiohttp's URL type, installed with it
 
 from ._client import _Waiter
 from ._internal import internal_error, logger, warn_once
-from ._payloads import queue_summary
+from ._payloads import queue_snapshot_payload
 from ._resolve import ExitSafeResolver
 from ._serialize import (
     MAX_BATCH_BYTES,
@@ -622,17 +622,7 @@ class Engine:
                 if agent.queue_provider is not None:
                     snap = await self._callback(agent, agent.queue_provider, "queue_provider")
                     if isinstance(snap, dict):
-                        agent._emit(
-                            "custom",
-                            {
-                                "kind": "queue_snapshot",
-                                "summary": queue_summary(
-                                    snap.get("depth", 0), snap.get("oldest_age_seconds")
-                                ),
-                                "data": snap,
-                                "tags": ["queue"],
-                            },
-                        )
+                        agent._emit("custom", queue_snapshot_payload(snap))
         except Exception:
             internal_error("heartbeat")
         finally:
