@@ -521,4 +521,3 @@ def encode_envelope(agent: Agent) -> bytes:
 def build_body(envelope: bytes, events: list[bytes]) -> bytes:
     """Join an encoded envelope and encoded events into one ingest request body."""
     return b'{"envelope":' + envelope + b',"events":[' + b",".join(events) + b"]}"
-

@@ -210,8 +210,6 @@ def _restore_foreign(scope: Task | ActionScope, token: Any) -> None:
         _set(live_scope(None if old is token.MISSING else old))
 
 
-
-
 # -- the decorator ------------------------------------------------------------------------
 
 
