@@ -196,6 +196,7 @@ def test_atexit_drains_a_script_that_never_calls_shutdown(tmp_path: Path) -> Non
         ]
 
 
+@pytest.mark.slow
 def test_atexit_is_bounded_when_the_server_hangs(tmp_path: Path) -> None:
     """The exit drain against a hung server ends within shutdown_timeout (+ interpreter)."""
     script = tmp_path / "script.py"
