@@ -12,9 +12,10 @@ thread when the application gives it no loop.
 Layering, bottom to top: a module imports only from the layers below it, never inside a
 function (``tests/test_layering.py`` checks it on the source)::
 
-    _exceptions, _internal, _version, _ids, _wire, _context, _payloads  leaves: no SDK imports
+    _exceptions, _internal, _version, _ids, _wire, _context, _payloads, _forward  leaves
     _tracecontext, _queue, _scrub, _hooks, _spool  trace ids; queue; redaction; before_send; spool
     _track, _otlp                                 ActionScope and the decorator; OTLP spans (pure)
+    _recording                                    event() and llm_call(), once for Agent and Task
     _task                                         Task
     _agent                                        Agent: the recording API
     _config, _serialize, _delivery, _resolve, _sampling  settings; JSON; policy; DNS; sampling

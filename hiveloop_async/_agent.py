@@ -11,9 +11,18 @@ import platform
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._ids import now_ns
 from ._internal import internal_error
-from ._payloads import llm_payload, queue_summary
+from ._payloads import (
+    SCHEDULED_FALLBACK_SUMMARY,
+    issue_reported_payload,
+    issue_resolved_payload,
+    queue_snapshot_data,
+    queue_snapshot_payload,
+    scheduled_payload,
+    scheduled_summary,
+    todo_payload,
+)
+from ._recording import Recorder, emit_agent_event
 from ._task import Task
 from ._track import ActionScope, track_function
 from ._version import SDK_VERSION
@@ -29,11 +38,13 @@ HeartbeatCallback = Callable[[], "dict[str, Any] | Awaitable[dict[str, Any] | No
 _RUNTIME = f"python-{platform.python_version()}"
 
 
-class Agent:
+class Agent(Recorder):
     """One agent's handle. Create it with ``hb.agent(agent_id, ...)``.
 
     Public attributes: ``agent_id``, ``agent_type``, ``version``, ``framework``,
     ``heartbeat_interval``, ``stuck_threshold``, ``heartbeat_payload``, ``queue_provider``.
+    ``event`` and ``llm_call`` are shared with :class:`Task` (see ``_recording``); here they
+    record agent-level events, with no task fields.
     """
 
     __slots__ = (
@@ -91,19 +102,17 @@ class Agent:
             "group": c.group,
         }
 
-    def _emit(
-        self,
-        event_type: str,
-        payload: dict[str, Any] | None,
-        severity: str | None = None,
-        parent_event_id: str | None = None,
-    ) -> None:
-        try:
-            self._route.put(
-                (self, now_ns(), event_type, None, None, payload, severity, parent_event_id)
-            )
-        except Exception:
-            internal_error("agent event")
+    def _update_from(self, newer: Agent) -> None:
+        """Take ``newer``'s type, version, framework and callbacks (not its interval or
+        stuck threshold): what ``hb.agent()`` does for an id it already knows."""
+        self.agent_type = newer.agent_type
+        self.version = newer.version
+        self.framework = newer.framework
+        self.heartbeat_payload = newer.heartbeat_payload
+        self.queue_provider = newer.queue_provider
+        self._update_envelope()
+
+    _emit = emit_agent_event
 
     # -- tasks -----------------------------------------------------------------------------------
 
@@ -162,48 +171,6 @@ class Agent:
 
     # -- agent-level events -------------------------------------------------------------------
 
-    def event(
-        self,
-        event_type: str,
-        payload: dict[str, Any] | None = None,
-        severity: str | None = None,
-        parent_event_id: str | None = None,
-    ) -> None:
-        """Record an agent-level event (no task fields). Never blocks or raises."""
-        self._emit(event_type, payload, severity, parent_event_id)
-
-    def llm_call(
-        self,
-        name: str,
-        model: str,
-        *,
-        tokens_in: int | None = None,
-        tokens_out: int | None = None,
-        cost: float | None = None,
-        duration_ms: int | None = None,
-        prompt_preview: str | None = None,
-        response_preview: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Record an agent-level LLM call (no task fields, as in HiveLoop's spec §12.4).
-
-        Use ``task.llm_call`` to attach the call to a task and action. Never raises.
-        """
-        self._emit(
-            "custom",
-            llm_payload(
-                name,
-                model,
-                tokens_in,
-                tokens_out,
-                cost,
-                duration_ms,
-                prompt_preview,
-                response_preview,
-                metadata,
-            ),
-        )
-
     def queue_snapshot(
         self,
         depth: int,
@@ -213,22 +180,8 @@ class Agent:
         processing: Any = None,
     ) -> None:
         """Record the agent's work queue (``custom`` / ``queue_snapshot``). Never raises."""
-        data: dict[str, Any] = {"depth": depth}
-        if oldest_age_seconds is not None:
-            data["oldest_age_seconds"] = oldest_age_seconds
-        if items is not None:
-            data["items"] = items
-        if processing is not None:
-            data["processing"] = processing
-        self._emit(
-            "custom",
-            {
-                "kind": "queue_snapshot",
-                "summary": queue_summary(depth, oldest_age_seconds),
-                "data": data,
-                "tags": ["queue"],
-            },
-        )
+        data = queue_snapshot_data(depth, oldest_age_seconds, items, processing)
+        self._emit("custom", queue_snapshot_payload(data))
 
     def todo(
         self,
@@ -242,40 +195,18 @@ class Agent:
         due_by: str | None = None,
     ) -> None:
         """Record a to-do item change (``custom`` / ``todo``). Never raises."""
-        data: dict[str, Any] = {"todo_id": todo_id, "action": action}
-        for key, value in (
-            ("priority", priority),
-            ("source", source),
-            ("context", context),
-            ("due_by", due_by),
-        ):
-            if value is not None:
-                data[key] = value
         self._emit(
-            "custom",
-            {"kind": "todo", "summary": summary, "data": data, "tags": ["todo", action]},
+            "custom", todo_payload(todo_id, action, summary, priority, source, context, due_by)
         )
 
     def scheduled(self, items: list[dict[str, Any]]) -> None:
         """Record the agent's scheduled work (``custom`` / ``scheduled``). Never raises."""
         try:
-            summary = f"{len(items)} scheduled items"
-            runs = [str(i["next_run"]) for i in items if isinstance(i, dict) and i.get("next_run")]
-            if runs:
-                first = min(runs)
-                summary += f", next at {first.split('T', 1)[1] if 'T' in first else first}"
+            summary = scheduled_summary(items)
         except Exception:
             internal_error("scheduled")
-            summary = "scheduled items"
-        self._emit(
-            "custom",
-            {
-                "kind": "scheduled",
-                "summary": summary,
-                "data": {"items": items},
-                "tags": ["scheduled"],
-            },
-        )
+            summary = SCHEDULED_FALLBACK_SUMMARY
+        self._emit("custom", scheduled_payload(items, summary))
 
     def report_issue(
         self,
@@ -288,27 +219,16 @@ class Agent:
         occurrence_count: int | None = None,
     ) -> None:
         """Report an agent issue (``custom`` / ``issue``, action ``reported``). Never raises."""
-        data: dict[str, Any] = {"severity": severity, "action": "reported"}
-        for key, value in (
-            ("issue_id", issue_id),
-            ("category", category),
-            ("context", context),
-            ("occurrence_count", occurrence_count),
-        ):
-            if value is not None:
-                data[key] = value
-        tags = ["issue", category] if category else ["issue"]
-        self._emit("custom", {"kind": "issue", "summary": summary, "data": data, "tags": tags})
+        self._emit(
+            "custom",
+            issue_reported_payload(
+                summary, severity, issue_id, category, context, occurrence_count
+            ),
+        )
 
     def resolve_issue(self, summary: str, *, issue_id: str | None = None) -> None:
         """Mark an issue resolved (``custom`` / ``issue``, action ``resolved``). Never raises."""
-        data: dict[str, Any] = {"severity": "low", "action": "resolved"}
-        if issue_id is not None:
-            data["issue_id"] = issue_id
-        self._emit(
-            "custom",
-            {"kind": "issue", "summary": summary, "data": data, "tags": ["issue", "resolved"]},
-        )
+        self._emit("custom", issue_resolved_payload(summary, issue_id))
 
     # -- heartbeats --------------------------------------------------------------------------
 

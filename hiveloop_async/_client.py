@@ -18,11 +18,13 @@ from types import TracebackType
 from typing import Any, Literal, TypedDict
 
 from . import _runner
-from ._agent import Agent, HeartbeatCallback
+from ._agent import Agent
 from ._config import Settings, resolve_settings
 from ._exceptions import HiveLoopConfigError, HiveLoopUsageError
+from ._forward import parameters_of
 from ._internal import internal_error, warn_once
 from ._otlp._pipeline import OTLPCounts, SpanPipeline
+from ._payloads import agent_registered_payload
 from ._queue import DROP_REASONS, DropPolicy, EventQueue
 from ._runner import ThreadRunner
 from ._sampling import TaskInfo
@@ -183,55 +185,31 @@ class HiveBoard:
 
     # -- agents ------------------------------------------------------------------------------
 
-    def agent(
-        self,
-        agent_id: str,
-        type: str = "general",
-        version: str | None = None,
-        framework: str = "custom",
-        heartbeat_interval: float = 30.0,
-        stuck_threshold: int = 300,
-        heartbeat_payload: HeartbeatCallback | None = None,
-        queue_provider: HeartbeatCallback | None = None,
-    ) -> Agent:
+    @parameters_of(Agent.__init__)
+    def agent(self, *args: Any, **options: Any) -> Agent:
         """Return the agent ``agent_id``, registering it (``agent_registered``) when new.
 
-        A known id returns the same object with its type, version, framework and callbacks
-        updated, and records nothing. Starts heartbeats when the sender runs. Never blocks.
+        Takes :class:`Agent`'s parameters (``agent_id``, ``type``, ``version``, ...) and
+        passes them on. A known id returns the same object with its type, version, framework
+        and callbacks updated, and records nothing. Starts heartbeats when the sender runs.
+        Never blocks; raises ``TypeError`` for arguments ``Agent`` does not take.
         """
+        agent = Agent(self, *args, **options)
         with self._lock:
-            existing = self._agents.get(agent_id)
+            existing = self._agents.get(agent.agent_id)
             if existing is not None:
-                existing.agent_type = type
-                existing.version = version
-                existing.framework = framework
-                existing.heartbeat_payload = heartbeat_payload
-                existing.queue_provider = queue_provider
-                existing._update_envelope()
+                existing._update_from(agent)
                 return existing
-            agent = Agent(
-                self,
-                agent_id,
-                type,
-                version,
-                framework,
-                heartbeat_interval,
-                stuck_threshold,
-                heartbeat_payload,
-                queue_provider,
-            )
-            self._agents[agent_id] = agent
+            self._agents[agent.agent_id] = agent
         agent._emit(
             "agent_registered",
-            {
-                "summary": f"Agent {agent_id} registered",
-                "data": {
-                    "type": type,
-                    "version": version,
-                    "framework": framework,
-                    "stuck_threshold": stuck_threshold,
-                },
-            },
+            agent_registered_payload(
+                agent.agent_id,
+                agent.agent_type,
+                agent.version,
+                agent.framework,
+                agent.stuck_threshold,
+            ),
         )
         engine = self._engine
         if engine is not None:

@@ -18,7 +18,15 @@ from ._context import current_scope
 from ._exceptions import HiveLoopUsageError
 from ._ids import new_id_str, now_ns
 from ._internal import internal_error
-from ._payloads import llm_payload
+from ._payloads import (
+    approval_received_payload,
+    approval_requested_payload,
+    escalated_payload,
+    plan_payload,
+    plan_step_payload,
+    retry_started_payload,
+)
+from ._recording import Recorder, emit_task_event
 from ._track import ActionScope, _restore_foreign, exception_message, live_scope
 
 if TYPE_CHECKING:
@@ -27,7 +35,7 @@ if TYPE_CHECKING:
 _NEW, _OPEN, _CLOSED = 0, 1, 2
 
 
-class Task:
+class Task(Recorder):
     """One run of an agent task. Created by ``agent.task(...)`` or ``agent.start_task(...)``.
 
     Public attributes (as in hiveloop 0.2.0): ``task_id``, ``project_id``, ``task_type``,
@@ -37,7 +45,8 @@ class Task:
     ``__enter__()`` / ``__exit__()``, or through ``start_task()`` then ``complete()`` /
     ``fail()``. Only the first ``complete``, ``fail`` or exit records the closing event.
     No method blocks, awaits or raises (except :class:`HiveLoopUsageError` when entered
-    twice).
+    twice). ``event`` and ``llm_call`` are shared with :class:`Agent` (see ``_recording``);
+    here they record into this task and the action open in this context.
     """
 
     exc_type: builtins.type[BaseException] | None
@@ -207,96 +216,20 @@ class Task:
         if self._state != _CLOSED:
             self.payload = payload
 
-    # -- events inside the task --------------------------------------------------------------
+    # -- events inside the task (event and llm_call come from Recorder) ---------------------
 
-    def _emit(
-        self,
-        event_type: str,
-        payload: dict[str, Any] | None,
-        severity: str | None = None,
-        parent_event_id: str | None = None,
-    ) -> None:
-        try:
-            cur = live_scope(current_scope.get())
-            action_id = cur.action_id if type(cur) is ActionScope else None
-            self.agent._route.put(
-                (
-                    self.agent,
-                    now_ns(),
-                    event_type,
-                    self,
-                    action_id,
-                    payload,
-                    severity,
-                    parent_event_id,
-                )
-            )
-        except Exception:
-            internal_error("task event")
-
-    def event(
-        self,
-        event_type: str,
-        payload: dict[str, Any] | None = None,
-        severity: str | None = None,
-        parent_event_id: str | None = None,
-    ) -> None:
-        """Record an event of ``event_type`` in this task.
-
-        An ``event_type`` that HiveBoard does not know is sent as ``custom`` with
-        ``payload.original_type`` (as the spec promises). Never blocks or raises.
-        """
-        self._emit(event_type, payload, severity, parent_event_id)
-
-    def llm_call(
-        self,
-        name: str,
-        model: str,
-        *,
-        tokens_in: int | None = None,
-        tokens_out: int | None = None,
-        cost: float | None = None,
-        duration_ms: int | None = None,
-        prompt_preview: str | None = None,
-        response_preview: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Record an LLM call (a purple node), attached to the current action if any.
-
-        Never blocks or raises.
-        """
-        self._emit(
-            "custom",
-            llm_payload(
-                name,
-                model,
-                tokens_in,
-                tokens_out,
-                cost,
-                duration_ms,
-                prompt_preview,
-                response_preview,
-                metadata,
-            ),
-        )
+    _emit = emit_task_event
 
     def plan(self, goal: str, steps: list[str], *, revision: int = 0) -> None:
         """Record the task's plan (``plan_created``). Never raises."""
         try:
             self._plan_total = len(steps)
             self._plan_revision = revision
-            data = {
-                "goal": goal,
-                "steps": [{"index": i, "description": s} for i, s in enumerate(steps)],
-                "revision": revision,
-            }
+            payload = plan_payload(goal, steps, revision)
         except Exception:
             internal_error("plan")
             return
-        self._emit(
-            "custom",
-            {"kind": "plan_created", "summary": goal, "data": data, "tags": ["plan", "created"]},
-        )
+        self._emit("custom", payload)
 
     def plan_step(
         self,
@@ -309,25 +242,21 @@ class Task:
         tokens: int | None = None,
         plan_revision: int | None = None,
     ) -> None:
-        """Record progress on one plan step (``plan_step``). Never raises."""
-        data: dict[str, Any] = {
-            "step_index": step_index,
-            "total_steps": total_steps if total_steps is not None else self._plan_total,
-            "action": action,
-        }
-        if turns is not None:
-            data["turns"] = turns
-        if tokens is not None:
-            data["tokens"] = tokens
-        data["plan_revision"] = plan_revision if plan_revision is not None else self._plan_revision
+        """Record progress on one plan step (``plan_step``). Never raises.
+
+        ``total_steps`` and ``plan_revision`` default to those of the task's last plan.
+        """
         self._emit(
             "custom",
-            {
-                "kind": "plan_step",
-                "summary": f"Step {step_index} {action}: {summary}",
-                "data": data,
-                "tags": ["plan", f"step_{action}"],
-            },
+            plan_step_payload(
+                step_index,
+                action,
+                summary,
+                total_steps if total_steps is not None else self._plan_total,
+                plan_revision if plan_revision is not None else self._plan_revision,
+                turns,
+                tokens,
+            ),
         )
 
     def escalate(
@@ -339,11 +268,9 @@ class Task:
         parent_event_id: str | None = None,
     ) -> None:
         """Record ``escalated``. ``summary`` may be omitted when ``reason`` is given."""
-        if summary is None:
-            summary = reason or (f"Escalated to {assigned_to}" if assigned_to else "Escalated")
         self._emit(
             "escalated",
-            _summary_payload(summary, assigned_to=assigned_to, reason=reason),
+            escalated_payload(summary, assigned_to, reason),
             parent_event_id=parent_event_id,
         )
 
@@ -356,13 +283,9 @@ class Task:
         parent_event_id: str | None = None,
     ) -> None:
         """Record ``approval_requested``. ``summary`` may be omitted (spec form)."""
-        if summary is None:
-            summary = reason or (
-                f"Approval requested from {approver}" if approver else "Approval requested"
-            )
         self._emit(
             "approval_requested",
-            _summary_payload(summary, approver=approver, reason=reason),
+            approval_requested_payload(summary, approver, reason),
             parent_event_id=parent_event_id,
         )
 
@@ -375,14 +298,9 @@ class Task:
         parent_event_id: str | None = None,
     ) -> None:
         """Record ``approval_received``. ``summary`` may be omitted (spec form)."""
-        if summary is None:
-            summary = f"Approval {decision}" + (f" by {approved_by}" if approved_by else "")
-        data: dict[str, Any] = {"decision": decision}
-        if approved_by is not None:
-            data["approved_by"] = approved_by
         self._emit(
             "approval_received",
-            {"summary": summary, "data": data},
+            approval_received_payload(summary, approved_by, decision),
             parent_event_id=parent_event_id,
         )
 
@@ -396,13 +314,9 @@ class Task:
         parent_event_id: str | None = None,
     ) -> None:
         """Record ``retry_started``. ``summary`` may be omitted (spec form)."""
-        if summary is None:
-            summary = reason or (f"Retry attempt {attempt}" if attempt is not None else "Retry")
         self._emit(
             "retry_started",
-            _summary_payload(
-                summary, attempt=attempt, backoff_seconds=backoff_seconds, reason=reason
-            ),
+            retry_started_payload(summary, attempt, reason, backoff_seconds),
             parent_event_id=parent_event_id,
         )
 
@@ -414,12 +328,3 @@ class Task:
     def __repr__(self) -> str:
         state = ("new", "open", "closed")[self._state]
         return f"<Task {self.task_id!r} agent={self.agent.agent_id!r} {state}>"
-
-
-def _summary_payload(summary: str, **data: Any) -> dict[str, Any]:
-    """``{"summary": ...}`` plus ``"data"`` with the non-None keywords, if any."""
-    payload: dict[str, Any] = {"summary": summary}
-    kept = {k: v for k, v in data.items() if v is not None}
-    if kept:
-        payload["data"] = kept
-    return payload

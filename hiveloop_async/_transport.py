@@ -41,7 +41,7 @@ from ._delivery import NETWORK_ERROR, Batcher, classify, retry_delay
 from ._internal import internal_error, logger, warn_once
 from ._otlp._pipeline import SpanPipeline
 from ._otlp_sender import OTLPSender
-from ._payloads import queue_summary
+from ._payloads import queue_snapshot_payload
 from ._queue import EventQueue, FlushMarker
 from ._resolve import ExitSafeResolver
 from ._sampling import TaskSampler
@@ -675,17 +675,7 @@ class Engine:
                 if agent.queue_provider is not None:
                     snap = await self._callback(agent, agent.queue_provider, "queue_provider")
                     if isinstance(snap, dict):
-                        agent._emit(
-                            "custom",
-                            {
-                                "kind": "queue_snapshot",
-                                "summary": queue_summary(
-                                    snap.get("depth", 0), snap.get("oldest_age_seconds")
-                                ),
-                                "data": snap,
-                                "tags": ["queue"],
-                            },
-                        )
+                        agent._emit("custom", queue_snapshot_payload(snap))
         except Exception:
             internal_error("heartbeat")
         finally:

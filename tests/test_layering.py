@@ -16,9 +16,10 @@ PACKAGE = Path(hiveloop_async.__file__).parent
 
 #: Bottom to top; a module imports only from lower layers. Subpackages count as one module.
 LAYERS: list[list[str]] = [
-    ["_exceptions", "_internal", "_version", "_ids", "_wire", "_context", "_payloads"],
+    ["_exceptions", "_internal", "_version", "_ids", "_wire", "_context", "_payloads", "_forward"],
     ["_tracecontext", "_queue", "_scrub", "_hooks", "_spool"],
     ["_track", "_otlp"],
+    ["_recording"],
     ["_task"],
     ["_agent"],
     ["_config", "_serialize", "_delivery", "_resolve", "_sampling"],

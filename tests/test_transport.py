@@ -65,6 +65,7 @@ def test_server_errors_then_recovery_delivers_everything() -> None:
         assert srv.statuses[:3] == [500, 500, 500]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["body", "header", "http-date"])
 def test_429_waits_for_the_server_delay(how: str) -> None:
     """A 429 is retried after the delay it names (body, or Retry-After seconds/date)."""
@@ -198,6 +199,7 @@ def test_server_closing_mid_response_is_retried() -> None:
         assert hb.stats()["dropped_total"] == 0
 
 
+@pytest.mark.slow
 def test_zero_loss_through_an_outage() -> None:
     """100,000 events through a server that fails for a while and recovers: all arrive once."""
     failing_until = time.monotonic() + 2.0
@@ -244,6 +246,7 @@ async def test_aflush_returns_only_after_delivery_on_the_app_loop() -> None:
             assert hb.stats()["mode"] == "loop"
 
 
+@pytest.mark.slow
 def test_shutdown_against_a_hung_server_is_bounded_thread_mode() -> None:
     """shutdown(2.0) returns within 2.2 s when the server never answers; the loss is counted."""
     with FaultServer(lambda n, ev: "hang") as srv:
@@ -258,6 +261,7 @@ def test_shutdown_against_a_hung_server_is_bounded_thread_mode() -> None:
         assert hb.stats()["dropped"]["shutdown"] == 31
 
 
+@pytest.mark.slow
 async def test_aclose_against_a_hung_server_is_bounded_loop_mode() -> None:
     """await aclose(2.0) returns within 2.2 s when the server never answers."""
     with FaultServer(lambda n, ev: "hang") as srv:
@@ -372,6 +376,7 @@ def hung() -> Iterator[FaultServer]:
         yield srv
 
 
+@pytest.mark.slow
 def test_recording_never_blocks_while_the_server_hangs(hung: FaultServer) -> None:
     """With the server hung and the queue full, recording still returns at once and drops
     the oldest events, counted."""
