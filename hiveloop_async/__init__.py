@@ -19,7 +19,7 @@ function (``tests/test_layering.py`` checks it on the source)::
     _task                                         Task
     _agent                                        Agent: the recording API
     _config, _serialize, _delivery, _resolve, _sampling  settings; JSON; policy; DNS; sampling
-    _otlp_sender                                  the OTLP destination's I/O
+    _otlp_sender, _spooler                        the OTLP destination's I/O; spool write/replay
     _transport                                    the sender: session, request workers, heartbeats
     _runner                                       sender thread, exit drain, atexit/fork
     _client                                       HiveBoard: queue + sender + lifecycle, stats()

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypedDict
 
@@ -22,12 +23,14 @@ from ._agent import Agent
 from ._config import Settings, resolve_settings
 from ._exceptions import HiveLoopConfigError, HiveLoopUsageError
 from ._forward import parameters_of
+from ._hooks import BeforeSendCallback, OnError, make_before_send
 from ._internal import internal_error, warn_once
 from ._otlp._pipeline import OTLPCounts, SpanPipeline
 from ._payloads import agent_registered_payload
 from ._queue import DROP_REASONS, DropPolicy, EventQueue
 from ._runner import ThreadRunner
 from ._sampling import TaskInfo
+from ._scrub import Scrubber, make_scrubber
 from ._transport import Engine
 
 __all__ = ["DROP_REASONS", "FlushResult", "HiveBoard", "Stats"]
@@ -45,6 +48,8 @@ class Stats(TypedDict):
 
     recorded: int
     sent: int
+    spooled: int
+    replayed: int
     dropped: dict[str, int]
     dropped_total: int
     retries: int
@@ -57,6 +62,8 @@ class Stats(TypedDict):
     endpoint: str
     #: The OTLP destination's accounting in spans, or None when OTLP export is off.
     otlp: OTLPCounts | None
+    #: Secrets replaced by the default scrubbing (0 with ``scrub=False``).
+    scrubbed: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +136,14 @@ class HiveBoard:
         sample_rate: float | None = None,
         keep_failed: bool = True,
         sampler: Callable[[TaskInfo], bool] | None = None,
+        scrub: bool | Scrubber = True,
+        scrub_patterns: Mapping[str, str | re.Pattern[str]] | None = None,
+        scrub_keys: Iterable[str] | None = None,
+        before_send: BeforeSendCallback | None = None,
+        before_send_errors: OnError = "send",
+        compression: Literal["gzip"] | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int | None = None,
     ) -> None:
         self.settings: Settings = resolve_settings(
             api_key=api_key,
@@ -154,7 +169,13 @@ class HiveBoard:
             sample_rate=sample_rate,
             keep_failed=keep_failed,
             sampler=sampler,
+            compression=compression,
+            spool_dir=spool_dir,
+            spool_max_bytes=spool_max_bytes,
         )
+        #: Redaction and the user's hook, run by the sender (never on the recording path).
+        self._scrubber = make_scrubber(scrub, extra_patterns=scrub_patterns, extra_keys=scrub_keys)
+        self._before_send = make_before_send(before_send, before_send_errors)
         otlp = self.settings.otlp
         #: The OTLP destination's spans and accounting (outlives a sender hand-over).
         self._otlp = SpanPipeline(otlp) if otlp is not None else None
@@ -228,7 +249,14 @@ class HiveBoard:
     # -- the sender's lifecycle --------------------------------------------------------------
 
     def _new_engine(self) -> Engine:
-        return Engine(self._queue, self.settings, lambda: list(self._agents.values()), self._otlp)
+        return Engine(
+            self._queue,
+            self.settings,
+            lambda: list(self._agents.values()),
+            self._otlp,
+            scrubber=self._scrubber,
+            before_send=self._before_send,
+        )
 
     def _on_demand_locked(self) -> None:
         """The first record while no sender runs: start the private one (thread mode)."""
@@ -453,6 +481,7 @@ class HiveBoard:
             "mode": mode,
             "endpoint": self.settings.endpoint,
             "otlp": None if self._otlp is None else self._otlp.counts(),
+            "scrubbed": 0 if self._scrubber is None else self._scrubber.redactions,
         }
 
     @property

@@ -26,7 +26,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from ._exceptions import HiveLoopConfigError
@@ -44,6 +44,7 @@ DEFAULT_REQUEST_TIMEOUT = 10.0
 DEFAULT_RETRY_DEADLINE = 60.0
 DEFAULT_MAX_CONCURRENT_REQUESTS = 4
 DEFAULT_AUTH_RETRY_INTERVAL = 60.0
+DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024
 
 _T = TypeVar("_T")
 
@@ -77,6 +78,12 @@ class Settings:
     keep_failed: bool = True
     #: A custom decision per root task: ``sampler(TaskInfo) -> bool``.
     sampler: Callable[[Any], bool] | None = None
+    #: Request body compression: None or ``"gzip"``.
+    compression: Literal["gzip"] | None = None
+    #: Where undeliverable batches are kept for replay (None: no spool).
+    spool_dir: str | None = None
+    #: The spool's size cap in bytes (oldest batches removed first).
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
 
     @property
     def ingest_url(self) -> str:
@@ -198,6 +205,9 @@ def resolve_settings(
     sample_rate: float | None = None,
     keep_failed: bool = True,
     sampler: Callable[[Any], bool] | None = None,
+    compression: str | None = None,
+    spool_dir: str | os.PathLike[str] | None = None,
+    spool_max_bytes: int | None = None,
 ) -> Settings:
     """Resolve every setting. Raises :class:`HiveLoopConfigError` only for the API key and
     for invalid OTLP settings (see :func:`._otlp.resolve_otlp`)."""
@@ -321,6 +331,17 @@ def resolve_settings(
         ),
         keep_failed=bool(keep_failed),
         sampler=sampler if callable(sampler) else None,
+        compression=_compression(compression),
+        spool_dir=_spool_dir(spool_dir, env),
+        spool_max_bytes=_pick(
+            "spool_max_bytes",
+            spool_max_bytes,
+            env,
+            "HIVELOOP_SPOOL_MAX_BYTES",
+            DEFAULT_SPOOL_MAX_BYTES,
+            int,
+            lambda v: v >= 1024 * 1024,
+        ),
     )
     if sampler is not None and not callable(sampler):
         warn_once("config:sampler", "hiveloop_async: sampler must be callable; ignoring it")
@@ -384,3 +405,19 @@ def _enable_debug_logging() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         handler._hiveloop_debug = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
+
+
+def _compression(value: str | None) -> Literal["gzip"] | None:
+    """``"gzip"`` or None; anything else is a configuration error."""
+    if value is None:
+        return None
+    if value == "gzip":
+        return "gzip"
+    raise HiveLoopConfigError('compression must be None or "gzip"')
+
+
+def _spool_dir(value: str | os.PathLike[str] | None, env: Mapping[str, str]) -> str | None:
+    """The spool directory from the argument, else ``HIVELOOP_SPOOL_DIR``; None: off."""
+    if value is None:
+        value = env.get("HIVELOOP_SPOOL_DIR") or None
+    return None if value is None else os.fspath(value)

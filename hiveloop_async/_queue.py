@@ -59,6 +59,9 @@ DROP_REASONS = (
     "before_send",
 )
 
+#: The settle "reason" of events written to the disk spool: kept, neither sent nor dropped.
+SPOOLED = "spooled"
+
 #: What a full queue gives up: the oldest queued events, or the event being recorded.
 DropPolicy = Literal["oldest", "newest"]
 
@@ -180,6 +183,8 @@ class QueueCounts(TypedDict):
 
     recorded: int
     sent: int
+    spooled: int
+    replayed: int
     dropped: dict[str, int]
     dropped_total: int
     retries: int
@@ -235,6 +240,8 @@ class EventQueue:
         self._discarded = 0  # records discarded on their way into (or out of) the queue
         self._dropped: Counter[str] = Counter()
         self.sent = 0
+        self.spooled = 0  # kept on disk for a later replay (see _spooler)
+        self.replayed = 0  # sent from the spool (possibly recorded by another process)
         self.in_flight = 0
         self.retries = 0
         self.batches = 0
@@ -396,8 +403,14 @@ class EventQueue:
             self._taken -= n
             self.in_flight -= n
 
+    def note_replayed(self, n: int) -> None:
+        """``n`` events were delivered from the spool."""
+        with self.lock:
+            self.replayed += n
+
     def settle(self, n: int, reason: str | None) -> None:
-        """``n`` events in flight are done: sent (``reason`` None) or dropped for ``reason``.
+        """``n`` events in flight are done: sent (``reason`` None), kept in the spool
+        (:data:`SPOOLED`), or dropped for ``reason``.
 
         One locked step, so that stats() sees each event in exactly one place.
         """
@@ -407,6 +420,8 @@ class EventQueue:
             self.in_flight -= n
             if reason is None:
                 self.sent += n
+            elif reason == SPOOLED:
+                self.spooled += n
             else:
                 self._dropped[reason] += n
 
@@ -477,10 +492,14 @@ class EventQueue:
             taken = self._taken
             discarded = self._discarded
             sent = self.sent
+            spooled = self.spooled
+            replayed = self.replayed
             in_flight = self.in_flight
         return {
             "recorded": taken + depth + discarded,
             "sent": sent,
+            "spooled": spooled,
+            "replayed": replayed,
             "dropped": dropped,
             "dropped_total": sum(dropped.values()),
             "retries": self.retries,

@@ -22,6 +22,7 @@ into the host program.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import inspect
 import math
 import socket
@@ -33,11 +34,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import anyio
+import anyio.to_thread
+import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from yarl import URL  # aiohttp's URL type, installed with it
 
 from ._config import Settings
 from ._delivery import NETWORK_ERROR, Batcher, classify, retry_delay
+from ._hooks import BeforeSend
 from ._internal import internal_error, logger, warn_once
 from ._otlp._pipeline import SpanPipeline
 from ._otlp_sender import OTLPSender
@@ -45,7 +49,10 @@ from ._payloads import queue_snapshot_payload
 from ._queue import EventQueue, FlushMarker
 from ._resolve import ExitSafeResolver
 from ._sampling import TaskSampler
+from ._scrub import Scrubber
 from ._serialize import RecordEncoder, build_body, encode_envelope
+from ._spool import open_spool
+from ._spooler import Spooler
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -58,6 +65,8 @@ DROP_LOG_INTERVAL = 10.0
 ENCODE_SLICE_S = 0.0002
 #: Records taken from the queue in one locked step.
 TAKE_CHUNK = 64
+#: Request bodies at least this long are gzipped in a worker thread (the loop goes on).
+GZIP_IN_THREAD_BYTES = 256 * 1024
 
 
 class _Resolvable(Protocol):
@@ -87,8 +96,18 @@ class Engine:
         settings: Settings,
         agents: Callable[[], list[Agent]],
         otlp: SpanPipeline | None = None,
+        *,
+        scrubber: Scrubber | None = None,
+        before_send: BeforeSend | None = None,
     ) -> None:
         self.queue = queue
+        self._scrubber = scrubber
+        self._hook = before_send
+        #: Set once the engine runs, when ``spool_dir`` is configured (opening it is I/O).
+        self._spooler: Spooler | None = None
+        #: The last attempt found the server unreachable or failing (5xx, 429, network).
+        self._outage = False
+        self._replay_ev: asyncio.Event | None = None
         self.otlp = otlp
         self._otlp_sender = (
             None
@@ -228,6 +247,21 @@ class Engine:
             self._wake_ev.set()
         settings = self.settings
         try:
+            if settings.spool_dir is not None and settings.ingest and self._spooler is None:
+                try:
+                    spool = await anyio.to_thread.run_sync(
+                        open_spool, settings.spool_dir, settings.spool_max_bytes
+                    )
+                except Exception as exc:
+                    warn_once(
+                        "spool-open",
+                        "hiveloop_async: cannot open the spool directory (%s); not spooling",
+                        type(exc).__name__,
+                    )
+                else:
+                    self._spooler = Spooler(spool, settings.ingest_url)
+                    self._replay_ev = asyncio.Event()
+                    self._replay_ev.set()  # replay what an earlier process left, at once
             timeout = aiohttp.ClientTimeout(
                 total=settings.request_timeout, sock_connect=min(5.0, settings.request_timeout)
             )
@@ -261,6 +295,8 @@ class Engine:
                             self._request_worker, batches_in, name=f"hiveloop_async.request.{i}"
                         )
                     tg.start_soon(self._sender_loop, name="hiveloop_async.sender")
+                    if self._spooler is not None:
+                        tg.start_soon(self._replay_loop, name="hiveloop_async.replay")
                     if self._otlp_sender is not None:
                         tg.start_soon(self._otlp_sender.run, name="hiveloop_async.otlp")
                     for agent in self._agents():
@@ -289,6 +325,8 @@ class Engine:
         """
         queue = self.queue
         try:
+            if self._spooler is not None and queue.closed and not self._handover:
+                self._spool_leftovers()
             if not self._handover and queue.closed:
                 queue.discard_all("shutdown")
             for batch in self._open_batches.values():
@@ -378,6 +416,8 @@ class Engine:
         otlp = self.otlp
         ingest = self.settings.ingest
         sampler = self._sampler
+        scrubber = self._scrubber
+        hook = self._hook
         closing = False
         chunk: list[Any] = []
         i = end = 0  # chunk[i:end] is taken and not handled yet
@@ -417,6 +457,18 @@ class Engine:
                         internal_error("serialize")
                         settle(1, "serialization")
                         continue
+                    if hook is not None:
+                        try:
+                            filtered = await self._before_send(hook, data)
+                        except BaseException:
+                            settle(1, "shutdown")  # cancelled inside the user's hook
+                            raise
+                        if filtered is None:
+                            settle(1, "before_send")
+                            continue
+                        data = filtered
+                    elif scrubber is not None:
+                        data = scrubber.scrub_encoded(data)[0]
                     if sampler is None:
                         items: Any = ((agent, data),)
                     else:  # the tree's decision applies to both destinations
@@ -453,9 +505,8 @@ class Engine:
             # Cancelled: what was taken but not encoded goes back to the queue, and what was
             # encoded but not dispatched to the stash (the next sender sends both).
             queue.give_back(([marker] if marker is not None else []) + chunk[i:end])
-            if not queue.closed:
-                for agent, events in batcher.pending():
-                    queue.stash(agent, events)
+            for agent, events in batcher.pending():  # finish() spools or counts them if closed
+                queue.stash(agent, events)
             raise
 
     async def _dispatch_all(self, batcher: Batcher[Agent]) -> None:
@@ -470,6 +521,18 @@ class Engine:
         self._batch_seq += 1
         seq = self._batch_seq
         batch = self._open_batches[seq] = _Batch(agent, events)
+        if self._outage and self._spooler is not None:
+            try:
+                self._batches_out.send_nowait((seq, batch))
+                return
+            except anyio.WouldBlock:
+                # Every worker is retrying against a failing server: to the disk with it,
+                # rather than waiting while the queue overflows.
+                body = build_body(self._envelope(agent), events)
+                if await self._spooler.write(body, len(events)):
+                    self._settle(batch, batch.outstanding, "spooled")
+                    self._batch_done(seq)
+                    return
         await self._batches_out.send((seq, batch))
 
     # -- flush bookkeeping ---------------------------------------------------------------------
@@ -551,10 +614,11 @@ class Engine:
         queue = self.queue
         n = len(events)
         body = build_body(self._envelope(batch.agent), events)
+        wire = await self._compress(body)
         attempt = 0
         while True:
             queue.count_attempt()
-            status, raw, retry_after = await self._post(body)
+            status, raw, retry_after = await self._post(wire)
             outcome = classify(status, raw, retry_after, n, attempt)
             if outcome.error is not None:
                 queue.note_error(outcome.error)
@@ -562,12 +626,17 @@ class Engine:
                 self._rejections[code] += count
             kind = outcome.kind
             if kind == "retry":
+                self._outage = True
                 attempt += 1
                 delay = retry_delay(
                     outcome.delay, closing=self._closing, now=time.monotonic(), deadline=deadline
                 )
                 if delay is None:
-                    self._settle(batch, n, "retries_exhausted")
+                    spooler = self._spooler
+                    if spooler is not None and await spooler.write(body, n):
+                        self._settle(batch, n, "spooled")
+                    else:
+                        self._settle(batch, n, "retries_exhausted")
                     return
                 queue.count_retry()
                 await self._backoff(delay)
@@ -593,6 +662,10 @@ class Engine:
                 self._auth_probe_at = None  # the probe got through: the key works again
             elif kind == "delivered":
                 logger.debug("hiveloop_async: delivered %d events", n)
+            if kind in ("delivered", "partial"):
+                self._outage = False
+                if self._replay_ev is not None:
+                    self._replay_ev.set()  # the server answers again: replay the spool
             self._settle(batch, outcome.sent, None)
             for reason, count in outcome.drops.items():
                 self._settle(batch, count, reason)
@@ -602,7 +675,8 @@ class Engine:
         """POST one body. Returns (status, body, Retry-After); NETWORK_ERROR on no response."""
         assert self._session is not None and self._url is not None
         try:
-            async with self._session.post(self._url, data=body) as resp:
+            headers = _GZIP_HEADERS if self.settings.compression == "gzip" else None
+            async with self._session.post(self._url, data=body, headers=headers) as resp:
                 raw = await resp.read()
                 return resp.status, raw, resp.headers.get("Retry-After")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
@@ -620,6 +694,117 @@ class Engine:
                 type(exc).__name__,
             )
             return NETWORK_ERROR, None, None
+
+    async def _compress(self, body: bytes) -> bytes:
+        """The request body as sent: gzipped when ``compression="gzip"``."""
+        if self.settings.compression != "gzip":
+            return body
+        if len(body) < GZIP_IN_THREAD_BYTES:
+            return gzip.compress(body, 5)
+        return await anyio.to_thread.run_sync(gzip.compress, body, 5)
+
+    async def _post_body(self, body: bytes) -> tuple[int, bytes | None, str | None]:
+        """POST an uncompressed body (compressing it as configured): for the replay."""
+        return await self._post(await self._compress(body))
+
+    async def _replay_loop(self) -> None:
+        """Replay the spool when the engine starts and whenever the server answers again."""
+        assert self._replay_ev is not None and self._spooler is not None
+        spooler, replay_ev = self._spooler, self._replay_ev
+        try:
+            while not self._closing:
+                await replay_ev.wait()
+                replay_ev.clear()
+                before = spooler.replayed
+                await spooler.replay(self._post_body)
+                if spooler.replayed > before:
+                    self.queue.note_replayed(spooler.replayed - before)
+        except Exception:
+            internal_error("spool replay")
+
+    async def _before_send(self, hook: BeforeSend, data: bytes) -> bytes | None:
+        """Run the user's hook on one encoded event, then scrub; None: the hook dropped it."""
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return data
+        kept = await hook.arun(event) if hook.is_async else hook.run(event)
+        return self._after_hook(kept, data)
+
+    def _before_send_now(self, hook: BeforeSend, data: bytes) -> bytes | None:
+        """:meth:`_before_send` in this thread (at close); an async hook cannot run here."""
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return data
+        return self._after_hook(hook.run(event), data)
+
+    def _after_hook(self, kept: dict[str, Any] | None, data: bytes) -> bytes | None:
+        scrubber = self._scrubber
+        if kept is None:
+            return None
+        if scrubber is not None:
+            scrubber.scrub_event(kept)
+        try:
+            return orjson.dumps(kept, default=str, option=orjson.OPT_NON_STR_KEYS)
+        except Exception:  # the hook put something JSON cannot carry: send it as it was
+            warn_once(
+                "before-send-json",
+                "hiveloop_async: before_send returned a dict "
+                "that cannot be encoded; the event is sent as it was",
+            )
+            return data if scrubber is None else scrubber.scrub_encoded(data)[0]
+
+    def _spool_leftovers(self) -> None:
+        """At close: spool what would be counted as ``shutdown`` (blocks on the disk)."""
+        spooler = self._spooler
+        assert spooler is not None
+        queue = self.queue
+        for batch in self._open_batches.values():
+            n = batch.outstanding
+            if n and spooler.write_now(
+                build_body(self._envelope(batch.agent), batch.events[-n:]), n
+            ):
+                self._settle(batch, n, "spooled")
+        while (stashed := queue.unstash()) is not None:
+            agent, events = stashed
+            if not spooler.write_now(build_body(self._envelope(agent), events), len(events)):
+                queue.stash(agent, events)  # counted as shutdown below
+                break
+            queue.settle(len(events), "spooled")
+        batcher: Batcher[Agent] = Batcher(self.settings.batch_size)
+        while recs := queue.take(TAKE_CHUNK):
+            for rec in recs:
+                if type(rec) is FlushMarker:
+                    rec.resolve()
+                    continue
+                try:
+                    out = self._encoder.encode(rec)
+                except Exception:
+                    queue.settle(1, "serialization")
+                    continue
+                if out is None:
+                    queue.settle(1, None)
+                    continue
+                agent, data = out
+                if self._hook is not None:
+                    filtered = self._before_send_now(self._hook, data)
+                    if filtered is None:
+                        queue.settle(1, "before_send")
+                        continue
+                    data = filtered
+                elif self._scrubber is not None:
+                    data = self._scrubber.scrub_encoded(data)[0]
+                full = batcher.add(agent, data)
+                if full is not None:
+                    self._spool_or_drop(spooler, agent, full)
+        while (item := batcher.pop()) is not None:
+            self._spool_or_drop(spooler, *item)
+
+    def _spool_or_drop(self, spooler: Spooler, agent: Agent, events: list[bytes]) -> None:
+        body = build_body(self._envelope(agent), events)
+        ok = spooler.write_now(body, len(events))
+        self.queue.settle(len(events), "spooled" if ok else "shutdown")
 
     async def _backoff(self, delay: float) -> None:
         """Sleep ``delay``; a shutdown cuts it short."""
@@ -713,6 +898,9 @@ class _ThenOTLP:
 
     def resolve(self) -> None:
         self._otlp.add_waiter(self._waiter)
+
+
+_GZIP_HEADERS = {"Content-Encoding": "gzip"}
 
 
 class _LocalWaiter:

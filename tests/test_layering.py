@@ -23,7 +23,7 @@ LAYERS: list[list[str]] = [
     ["_task"],
     ["_agent"],
     ["_config", "_serialize", "_delivery", "_resolve", "_sampling"],
-    ["_otlp_sender"],
+    ["_otlp_sender", "_spooler"],
     ["_transport"],
     ["_runner"],
     ["_client"],
