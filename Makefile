@@ -10,12 +10,15 @@ PURE_TESTS := tests/test_track.py tests/test_generators.py tests/test_concurrenc
               tests/test_speedups.py tests/test_public_api.py
 
 .PHONY: help setup test lint typecheck unit demo serve bench bench-hot bench-breakdown bench-http bench-soak clean
+.PHONY: browser-deps demo-web bench-dashboard
 
 help:
 	@echo "make demo       start a local server, run the example agent, print its timelines"
 	@echo "make test       lint, type-check and run the whole test suite"
 	@echo "make bench      run the benchmarks against the peers (hiveloop 0.2.0, OpenTelemetry)"
 	@echo "make bench-hot  per-block caller cost against the CPython floor"
+	@echo "make demo-web   the demo, then keep its server up to look at the dashboard (Ctrl-C)"
+	@echo "make bench-dashboard  timeline of 10,000 nodes in Chromium, /v1/tasks at 100,000 tasks"
 
 # Reinstalled when the build inputs change: the editable install compiles the C extension.
 $(STAMP): pyproject.toml setup.py hiveloop_async/_speedups.c
@@ -41,8 +44,23 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The browser tests drive Debian's Chromium (Playwright cannot download its own build here).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing chromium (apt-get) for the browser tests"; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+
+unit: browser-deps
+
 demo: $(STAMP)
 	$(BIN)/python -m examples.demo
+
+demo-web: $(STAMP)
+	$(BIN)/python -m examples.demo --keep
+
+bench-dashboard: $(STAMP) browser-deps
+	$(BIN)/python -m benchmarks.dashboard
 
 serve: $(STAMP)
 	$(BIN)/hiveloop-async serve
