@@ -419,7 +419,13 @@ async def _list_tasks(request: web.Request) -> web.Response:
 
 
 async def _timeline(request: web.Request) -> web.Response:
-    timeline = await request.app[STORE_KEY].task_timeline(request.match_info["task_id"])
+    try:
+        tree = _flag(request, "action_tree", True)
+    except _QueryError as exc:
+        return _query_error(exc.fields)
+    timeline = await request.app[STORE_KEY].task_timeline(
+        request.match_info["task_id"], action_tree=tree
+    )
     if timeline is None:
         return _error(404, "not_found", "Task not found")
     return _json(timeline)

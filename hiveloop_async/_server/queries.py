@@ -325,15 +325,20 @@ def list_tasks(conn: sqlite3.Connection, query: TaskQuery) -> dict[str, Any]:
     return {"data": page, "pagination": {"cursor": cursor, "has_more": has_more}}
 
 
-def task_timeline(conn: sqlite3.Connection, task_id: str) -> dict[str, Any] | None:
-    """``GET /v1/tasks/{task_id}/timeline``, or None when the task has no events."""
+def task_timeline(
+    conn: sqlite3.Connection, task_id: str, *, action_tree: bool = True
+) -> dict[str, Any] | None:
+    """``GET /v1/tasks/{task_id}/timeline``, or None when the task has no events.
+
+    ``action_tree=False`` (``?action_tree=false``, ours) answers an empty ``action_tree``.
+    """
     rows = conn.execute(
         f"SELECT {EVENT_COLUMNS} FROM events WHERE task_id = ? ORDER BY timestamp, seq",
         (task_id,),
     ).fetchall()
     if not rows:
         return None
-    return build_timeline(task_id, [expand_event(row) for row in rows])
+    return build_timeline(task_id, [expand_event(row) for row in rows], action_tree=action_tree)
 
 
 _AGENT_COLUMNS = (

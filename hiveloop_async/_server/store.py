@@ -501,9 +501,13 @@ class Store:
         """``GET /v1/tasks`` (see :func:`queries.list_tasks`); does not block the loop."""
         return await self.call(lambda conn: queries.list_tasks(conn, query))
 
-    async def task_timeline(self, task_id: str) -> dict[str, Any] | None:
+    async def task_timeline(
+        self, task_id: str, *, action_tree: bool = True
+    ) -> dict[str, Any] | None:
         """``GET /v1/tasks/{id}/timeline``, or None if unknown; does not block the loop."""
-        return await self.call(lambda conn: queries.task_timeline(conn, task_id))
+        return await self.call(
+            lambda conn: queries.task_timeline(conn, task_id, action_tree=action_tree)
+        )
 
     async def list_agents(self, query: queries.AgentQuery) -> dict[str, Any]:
         """``GET /v1/agents``; does not block the loop."""

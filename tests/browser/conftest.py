@@ -119,7 +119,7 @@ async def record_task(url: str, agent_id: str, task_id: str, payload: dict[str, 
         assert await hb.aflush(timeout=10.0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served() -> Iterator[tuple[Served, list[str]]]:
     """``serve`` on a free 127.0.0.1 port, filled by the demo agent and one hostile payload."""
     server = Served()
@@ -131,7 +131,7 @@ def served() -> Iterator[tuple[Served, list[str]]]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Headless system Chromium."""
     if sync_playwright is None:

@@ -395,7 +395,8 @@ function renderDetail(panel, node) {
 }
 
 async function viewTimeline(main, taskId) {
-  const timeline = await api(`/v1/tasks/${encodeURIComponent(taskId)}/timeline`);
+  // The page draws its own tree from `events`; HiveBoard's action_tree would repeat them.
+  const timeline = await api(`/v1/tasks/${encodeURIComponent(taskId)}/timeline`, { action_tree: "false" });
   if (!timeline) {
     main.replaceChildren(el("div", { class: "card" }, emptyState(`No task ${taskId}`, "It has no stored events on this server.")));
     return;
@@ -605,6 +606,7 @@ async function route(refresh) {
     link.classList.toggle("active", link.dataset.view === state.view || (state.view === "timeline" && link.dataset.view === "tasks"));
   }
   if (refresh && state.view === "activity") return;
+  const started = performance.now();
   try {
     if (view === "task" && rest.length) await viewTimeline(main, decodeURIComponent(rest.join("/")));
     else if (view === "tasks") await viewTasks(main);
@@ -612,6 +614,7 @@ async function route(refresh) {
     else if (view === "cost") await viewCost(main);
     else await viewAgents(main);
     main.dataset.ready = state.view;
+    main.dataset.ms = String(Math.round(performance.now() - started));
   } catch (err) {
     if (err instanceof AuthNeeded) {
       main.replaceChildren(el("div", { class: "card" }, emptyState("API key needed", "Enter one of the server's API keys to see its data.")));
