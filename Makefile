@@ -6,12 +6,15 @@ STAMP  := $(VENV)/.installed-stamp
 SOURCES := hiveloop_async tests benchmarks examples
 
 .PHONY: help setup test lint typecheck unit demo serve bench bench-hot bench-breakdown bench-http bench-soak clean
+.PHONY: browser-deps demo-web bench-dashboard
 
 help:
 	@echo "make demo       start a local server, run the example agent, print its timelines"
 	@echo "make test       lint, type-check and run the whole test suite"
 	@echo "make bench      run the benchmarks against the peers (hiveloop 0.2.0, OpenTelemetry)"
 	@echo "make bench-hot  per-block caller cost against the CPython floor"
+	@echo "make demo-web   the demo, then keep its server up to look at the dashboard (Ctrl-C)"
+	@echo "make bench-dashboard  timeline of 10,000 nodes in Chromium, /v1/tasks at 100,000 tasks"
 
 # Reinstalled when the package's metadata changes (pure Python: no compiler needed).
 $(STAMP): pyproject.toml
@@ -34,8 +37,23 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The browser tests drive Debian's Chromium (Playwright cannot download its own build here).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing chromium (apt-get) for the browser tests"; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+
+unit: browser-deps
+
 demo: $(STAMP)
 	$(BIN)/python -m examples.demo
+
+demo-web: $(STAMP)
+	$(BIN)/python -m examples.demo --keep
+
+bench-dashboard: $(STAMP) browser-deps
+	$(BIN)/python -m benchmarks.dashboard
 
 serve: $(STAMP)
 	$(BIN)/hiveloop-async serve

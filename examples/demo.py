@@ -8,7 +8,9 @@ What it does, step by step (each step is something you can do by hand):
 2. ``examples/agent_loop.py`` against that URL: three concurrent lead-qualification tasks,
    each a few turns of LLM calls and tool calls, one of which fails;
 3. ``hiveloop-async tasks`` and ``hiveloop-async timeline TASK_ID`` for each task;
-4. stops the server (also on Ctrl-C or an error) and deletes the temporary database.
+4. prints the dashboard's URL (the server's ``/``); with ``--keep`` (``make demo-web``) the
+   server stays up until Ctrl-C so that the tasks can be looked at in a browser;
+5. stops the server (also on Ctrl-C or an error) and deletes the temporary database.
 
 Colors are used when stdout is a terminal (``--color`` / ``--no-color`` override that).
 """
@@ -122,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         help="force or disable colors (default: when stdout is a terminal)",
     )
     parser.add_argument("--detail", action="store_true", help="show each node's payload")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the server up afterwards (Ctrl-C stops it) to look at the dashboard",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
@@ -141,6 +148,16 @@ def main(argv: list[str] | None = None) -> int:
                     "`python -m examples.agent_loop`, `hiveloop-async tasks`, "
                     "`hiveloop-async timeline TASK_ID --detail`, `hiveloop-async tail`."
                 )
+                print(f"Dashboard: {url}/#/task/{task_ids[0]}", flush=True)
+                if not args.keep:
+                    print("(`make demo-web` keeps this server up to open it in a browser)")
+                    return status
+                print("The server stays up; open the dashboard, Ctrl-C to stop.", flush=True)
+                try:
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    print("\nstopping the server", flush=True)
                 return status
     except KeyboardInterrupt:
         print("\ninterrupted; the server was stopped", file=sys.stderr)

@@ -33,7 +33,7 @@ import aiohttp
 import orjson
 
 from ._render import render_event_line, render_task_table, render_timeline
-from ._server import DEFAULT_PORT, default_db_path, start_server
+from ._server import DEFAULT_PORT, default_db_path, is_loopback, start_server
 
 __all__ = ["main"]
 
@@ -120,6 +120,15 @@ class _Client:
 # --------------------------------------------------------------------------- commands
 
 
+def _dashboard_url(host: str, port: int) -> str:
+    """The URL to open in a browser (a wildcard bind is reached through 127.0.0.1)."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 async def _serve(args: argparse.Namespace) -> int:
     db = ":memory:" if args.memory else str(args.db or default_db_path())
     try:
@@ -144,6 +153,16 @@ async def _serve(args: argparse.Namespace) -> int:
             pass
     try:
         print(f"{_PROG} server listening on {server.url} (db: {db})", flush=True)
+        page = _dashboard_url(server.host, server.port)
+        if is_loopback(server.host):
+            print(f"dashboard: {page}/ (no key needed on this loopback address)", flush=True)
+        else:
+            print(
+                f"dashboard: {page}/ (bound to {server.host}: the page and the read API "
+                "need one of the --api-key keys; the page asks for it once per browser "
+                "session)",
+                flush=True,
+            )
         await stop.wait()
     finally:
         for sig in installed:
@@ -355,7 +374,11 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the local server (Ctrl-C stops it)")
-    serve.add_argument("--host", default="127.0.0.1", help="loopback address (%(default)s)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address (%(default)s); a non-loopback one needs --api-key",
+    )
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port (0 = any free port)")
     where = serve.add_mutually_exclusive_group()
     where.add_argument("--db", help=f"SQLite file (default: {default_db_path()})")

@@ -2,7 +2,15 @@
 
 ``POST /v1/ingest`` follows HiveBoard's wire contract exactly (validation, 200/207/400/401/
 403/429 answers, deduplication by ``event_id``); the read endpoints (``/v1/tasks``,
-``/v1/tasks/{id}/timeline``, ``/v1/events``, ``/v1/agents``) return HiveBoard's shapes.
+``/v1/tasks/{id}/timeline``, ``/v1/events``, ``/v1/agents``, ``/v1/agents/{id}/pipeline``,
+``/v1/pipeline``, ``/v1/llm-calls``, ``/v1/cost``, ``/v1/cost/calls``, ``/v1/projects``,
+``/v1/projects/{id_or_slug}``) return HiveBoard's shapes. ``/`` serves the dashboard (static
+files in ``static/``) and ``/v1/stream`` its live Server-Sent Events.
+
+Keys: bound to loopback (the default), ``GET`` requests without an ``Authorization`` header
+are served, so the dashboard needs no key (a Host header that is not a loopback name gets
+403, against DNS rebinding); ingest always needs a key. Bound to any other address, API keys
+are required at start and every API request, reads and the stream included, needs one.
 
 Differences from HiveBoard, all deliberate:
 
@@ -13,6 +21,11 @@ Differences from HiveBoard, all deliberate:
 * the agent row is kept per event ``agent_id`` (HiveBoard: per envelope), its stuck threshold
   comes from ``agent_registered`` data (HiveBoard always uses 300 s), and heartbeats do not
   change ``last_event_type``;
+* ``GET /v1/tasks`` reads a summary table maintained at ingest (paged in SQL); its
+  ``agent_id``/``project_id``/``task_type``/``environment`` filters apply to the task's
+  first event (HiveBoard: to events before grouping; the same unless a task spans agents),
+  and ``q`` (ours) matches part of the task id; ``/v1/llm-calls`` applies ``task_id``;
+  ``/v1/cost`` also takes ``range=all``;
 * timelines also report ``llm_call_count``/``total_tokens_in``/``total_tokens_out`` and never
   fail on a ``plan_step`` without ``total_steps``.
 
@@ -54,6 +67,7 @@ __all__ = [
     "Store",
     "create_app",
     "default_db_path",
+    "is_loopback",
     "start_server",
 ]
 
@@ -72,15 +86,22 @@ def default_db_path() -> Path:
     return Path(base) / "hiveloop-async" / "events.db"
 
 
-def _check_host(host: str) -> None:
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ``::1``)."""
     if host == "localhost":
-        return
+        return True
     try:
-        address = ipaddress.ip_address(host)
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        raise ValueError(f"host must be a loopback address, not {host!r}") from None
-    if not address.is_loopback:
-        raise ValueError(f"host must be a loopback address, not {host!r}")
+        return False
+
+
+def _check_host(host: str, api_keys: Iterable[str] | None) -> None:
+    if not is_loopback(host) and not api_keys:
+        raise ValueError(
+            f"host must be a loopback address, not {host!r}, unless API keys are given "
+            "(then the read API and the dashboard need one of them)"
+        )
 
 
 class LocalServer:
@@ -220,23 +241,33 @@ async def start_server(
 
     The database is opened on the store's own thread, so this never blocks the loop.
 
-    :param host: a loopback address to listen on.
+    :param host: the address to listen on. On loopback, ``GET`` requests need no key (the
+        dashboard at ``/`` just works); any other address requires ``api_keys``, and then
+        every API request, reads included, needs one of them.
     :param port: the TCP port; 0 picks a free one (read it from ``LocalServer.port``).
     :param db: a SQLite file path (created with its directory if needed) or ``":memory:"``.
     :param api_keys: the only accepted API keys; None accepts any key starting with ``hb_``.
     :param rate_limit: ingest requests per second per key (HiveBoard's 429); None = off.
-    :raises ValueError: for a non-loopback host or a non-positive rate limit.
+    :raises ValueError: for a non-loopback host without API keys, or a non-positive rate
+        limit.
     :raises OSError: if the port cannot be bound.
     :raises RuntimeError: if the database cannot be opened.
     """
-    _check_host(host)
+    api_keys = list(api_keys) if api_keys is not None else None
+    _check_host(host, api_keys)
     if rate_limit is not None and rate_limit < 1:
         raise ValueError("rate_limit must be a positive number of requests per second")
     counter = RequestCounter()
     store = Store(db)
     try:
         await store.call(lambda conn: None)
-        app = create_app(store, api_keys=api_keys, rate_limit=rate_limit, counter=counter)
+        app = create_app(
+            store,
+            api_keys=api_keys,
+            rate_limit=rate_limit,
+            counter=counter,
+            open_reads=is_loopback(host),
+        )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         try:
@@ -260,7 +291,7 @@ class ServerThread:
     The helpers (:meth:`events`, :meth:`event_count`, ...) block the calling thread and
     must not be called from the server's own loop.
 
-    :param host: a loopback address.
+    :param host: the address (non-loopback ones need ``api_keys``, see :func:`start_server`).
     :param port: the TCP port; 0 picks a free one.
     :param db: a SQLite file path; None (the default) or ``memory=True`` uses ``":memory:"``.
     :param memory: use an in-memory database.
@@ -280,11 +311,12 @@ class ServerThread:
     ) -> None:
         if memory and db is not None and os.fspath(db) != ":memory:":
             raise ValueError("pass either db=PATH or memory=True, not both")
-        _check_host(host)
+        keys = list(api_keys) if api_keys is not None else None
+        _check_host(host, keys)
         self._host = host
         self._port = port
         self._db: str | os.PathLike[str] = ":memory:" if db is None or memory else db
-        self._api_keys = list(api_keys) if api_keys is not None else None
+        self._api_keys = keys
         self._rate_limit = rate_limit
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

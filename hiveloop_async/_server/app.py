@@ -17,12 +17,15 @@ bodies are decoded and validated on the store's thread as well, so the loop stay
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import ipaddress
 import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,13 +33,32 @@ from aiohttp import web
 from aiohttp.web_exceptions import HTTPMethodNotAllowed, HTTPNotFound
 
 from .ingest import parse_timestamp
-from .queries import AgentQuery, EventQuery, TaskQuery
+from .queries import AgentQuery, EventQuery, LlmCallQuery, TaskQuery
 from .store import Store
 
 __all__ = ["COUNTER_KEY", "STORE_KEY", "RequestCounter", "create_app"]
 
 _INGEST_PATH = "/v1/ingest"
-_PUBLIC_PATHS = frozenset({"/health"})
+_PUBLIC_PATHS = frozenset({"/health", "/"})
+_STATIC_DIR = Path(__file__).parent / "static"
+_STATIC_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+#: The page's own files only: no inline script, no other origin (payloads are shown as text,
+#: and even a mistake there could not run a script).
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+_MSG_FORBIDDEN_HOST = "Host header is not a loopback name; open the page at http://127.0.0.1"
 _MAX_BODY_BYTES = 256 * 1024 * 1024
 #: A body sent with a ``Content-Encoding`` (gzip, deflate) may expand to at most this many
 #: bytes; past it the request is refused with 413 having held at most this much in memory
@@ -71,15 +93,20 @@ class RequestCounter:
 
 
 class _Config:
-    def __init__(self, api_keys: Iterable[str] | None, rate_limit: int | None) -> None:
+    def __init__(
+        self, api_keys: Iterable[str] | None, rate_limit: int | None, open_reads: bool
+    ) -> None:
         self.api_keys = frozenset(api_keys) if api_keys is not None else None
         self.rate_limit = rate_limit
+        self.open_reads = open_reads
         self.windows: dict[str, collections.deque[float]] = {}
+        self.stopping = asyncio.Event()
 
 
 STORE_KEY: web.AppKey[Store] = web.AppKey("hiveloop_async_store", Store)
 COUNTER_KEY: web.AppKey[RequestCounter] = web.AppKey("hiveloop_async_counter", RequestCounter)
 _CONFIG_KEY: web.AppKey[_Config] = web.AppKey("hiveloop_async_config", _Config)
+_STATIC_KEY: web.AppKey[dict[str, Path]] = web.AppKey("hiveloop_async_static", dict)
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -181,14 +208,37 @@ async def _middleware(
             counter.add(status)
 
 
+def _loopback_host(request: web.Request) -> bool:
+    """True when the Host header names a loopback address (DNS rebinding guard)."""
+    name = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    name = name.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 async def _dispatch(
     request: web.Request,
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     is_ingest: bool,
 ) -> web.StreamResponse:
-    if request.path.rstrip("/") in _PUBLIC_PATHS or request.path in _PUBLIC_PATHS:
+    path = request.path
+    if path.rstrip("/") in _PUBLIC_PATHS or path in _PUBLIC_PATHS or path.startswith("/static/"):
         return await _route_or_redirect(request, handler)
     config = request.app[_CONFIG_KEY]
+    if (
+        config.open_reads
+        and request.method in ("GET", "HEAD")
+        and "Authorization" not in request.headers
+    ):
+        # Bound to loopback: the page and the read API work without a key, but only for
+        # requests addressed to a loopback name (a rebound DNS name gets nothing).
+        if not _loopback_host(request):
+            return _error(403, "forbidden_host", _MSG_FORBIDDEN_HOST)
+        return await _route_or_redirect(request, handler)
     refused, token = _authenticate(request, config)
     if refused is not None:
         return refused
@@ -393,6 +443,7 @@ async def _list_tasks(request: web.Request) -> web.Response:
             sort=request.query.get("sort", "newest"),
             limit=_limit(request),
             cursor=_text(request, "cursor"),
+            q=_text(request, "q"),
         )
     except _QueryError as exc:
         return _query_error(exc.fields)
@@ -400,7 +451,13 @@ async def _list_tasks(request: web.Request) -> web.Response:
 
 
 async def _timeline(request: web.Request) -> web.Response:
-    timeline = await request.app[STORE_KEY].task_timeline(request.match_info["task_id"])
+    try:
+        tree = _flag(request, "action_tree", True)
+    except _QueryError as exc:
+        return _query_error(exc.fields)
+    timeline = await request.app[STORE_KEY].task_timeline(
+        request.match_info["task_id"], action_tree=tree
+    )
     if timeline is None:
         return _error(404, "not_found", "Task not found")
     return _json(timeline)
@@ -427,12 +484,153 @@ async def _get_agent(request: web.Request) -> web.Response:
     return _json(agent)
 
 
+async def _list_llm_calls(request: web.Request) -> web.Response:
+    try:
+        query = LlmCallQuery(
+            project_id=_text(request, "project_id"),
+            agent_id=_text(request, "agent_id"),
+            model=_text(request, "model"),
+            task_id=_text(request, "task_id"),
+            since=_time(request, "since"),
+            until=_time(request, "until"),
+            limit=_limit(request),
+            cursor=_text(request, "cursor"),
+        )
+    except _QueryError as exc:
+        return _query_error(exc.fields)
+    answer = await request.app[STORE_KEY].list_llm_calls(query)
+    if request.path.rstrip("/") == "/v1/cost/calls":  # HiveBoard's page has no totals
+        del answer["totals"]
+    return _json(answer)
+
+
+async def _cost(request: web.Request) -> web.Response:
+    return _json(
+        await request.app[STORE_KEY].cost_summary(
+            agent_id=_text(request, "agent_id"),
+            project_id=_text(request, "project_id"),
+            range_=request.query.get("range", "24h"),
+        )
+    )
+
+
+async def _agent_pipeline(request: web.Request) -> web.Response:
+    return _json(await request.app[STORE_KEY].agent_pipeline(request.match_info["agent_id"]))
+
+
+async def _fleet_pipeline(request: web.Request) -> web.Response:
+    return _json(await request.app[STORE_KEY].fleet_pipeline())
+
+
+async def _list_projects(request: web.Request) -> web.Response:
+    return _json(await request.app[STORE_KEY].list_projects())
+
+
+async def _get_project(request: web.Request) -> web.Response:
+    project = await request.app[STORE_KEY].get_project(request.match_info["project_id"])
+    if project is None:
+        return _error(404, "not_found", "Project not found")
+    return _json(project)
+
+
+#: How often the live stream looks for new commits, and sends a comment to keep it open.
+_STREAM_POLL = 0.1
+_STREAM_KEEPALIVE = 15.0
+
+
+async def _stream(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/stream``: Server-Sent Events, one ``event`` message per stored event.
+
+    Ours, not HiveBoard's (which has a WebSocket). Starts after the newest stored event,
+    or after ``?after=SEQ`` / ``Last-Event-ID``; each message's ``id`` is the event's
+    insertion number. New events are sent within ``_STREAM_POLL`` s of their commit.
+    """
+    store = request.app[STORE_KEY]
+    stopping = request.app[_CONFIG_KEY].stopping
+    start = request.query.get("after") or request.headers.get("Last-Event-ID")
+    try:
+        last = int(start) if start else await store.last_seq()
+    except ValueError:
+        return _query_error(
+            [
+                {
+                    "field": "query.after",
+                    "message": "Input should be a valid integer",
+                    "type": "int_parsing",
+                }
+            ]
+        )
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    try:
+        await response.write(b"retry: 1000\n: connected\n\n")
+        seen = -1
+        quiet_since = loop.time()
+        while not stopping.is_set():
+            count = store.stored_count
+            if count != seen:
+                seen = count
+                found = await store.events_after(last)
+                if found:
+                    chunks = []
+                    for seq, event in found:
+                        chunks.append(b"id: %d\nevent: event\ndata: " % seq)
+                        chunks.append(orjson.dumps(event, default=str))
+                        chunks.append(b"\n\n")
+                        last = seq
+                    await response.write(b"".join(chunks))
+                    quiet_since = loop.time()
+                    if len(found) >= 500:
+                        seen = -1  # more are waiting
+                        continue
+            if loop.time() - quiet_since >= _STREAM_KEEPALIVE:
+                await response.write(b": keepalive\n\n")
+                quiet_since = loop.time()
+            try:
+                await asyncio.wait_for(stopping.wait(), _STREAM_POLL)
+            except asyncio.TimeoutError:
+                pass
+    except (ConnectionResetError, ConnectionError):
+        pass
+    return response
+
+
+def _static_files() -> dict[str, Path]:
+    if not _STATIC_DIR.is_dir():
+        return {}
+    return {p.name: p for p in _STATIC_DIR.iterdir() if p.suffix in _STATIC_TYPES}
+
+
+async def _page_file(request: web.Request, name: str) -> web.Response:
+    path = request.app[_STATIC_KEY].get(name)
+    if path is None:
+        return _json({"detail": "Not Found"}, 404)
+    body = await asyncio.to_thread(path.read_bytes)
+    return web.Response(body=body, content_type=_STATIC_TYPES[path.suffix], headers=_PAGE_HEADERS)
+
+
+async def _index(request: web.Request) -> web.Response:
+    return await _page_file(request, "index.html")
+
+
+async def _static(request: web.Request) -> web.Response:
+    return await _page_file(request, request.match_info["name"])
+
+
 def create_app(
     store: Store,
     *,
     api_keys: Iterable[str] | None = None,
     rate_limit: int | None = None,
     counter: RequestCounter | None = None,
+    open_reads: bool = False,
 ) -> web.Application:
     """Build the HiveBoard-compatible aiohttp application over ``store``.
 
@@ -444,13 +642,22 @@ def create_app(
     :param rate_limit: ingest requests per second per key; None disables limiting.
     :param counter: where ingest answers are counted by status (a new one if omitted;
         available afterwards as ``app[COUNTER_KEY]``).
+    :param open_reads: serve ``GET`` requests without an ``Authorization`` header (for a
+        server bound to loopback: the dashboard then needs no key); such requests must
+        name a loopback host. Requests that do send a key are checked as usual.
     :raises ValueError: if ``rate_limit`` is not positive.
     """
     if rate_limit is not None and rate_limit < 1:
         raise ValueError("rate_limit must be a positive number of requests per second")
     app = web.Application(middlewares=[_middleware], client_max_size=_MAX_BODY_BYTES)
     app[STORE_KEY] = store
-    app[_CONFIG_KEY] = _Config(api_keys, rate_limit)
+    config = app[_CONFIG_KEY] = _Config(api_keys, rate_limit, open_reads)
+    app[_STATIC_KEY] = _static_files()
+
+    async def stop_streams(app: web.Application) -> None:
+        config.stopping.set()
+
+    app.on_shutdown.append(stop_streams)
     app[COUNTER_KEY] = counter if counter is not None else RequestCounter()
     app.router.add_get("/health", _health)
     app.router.add_post(_INGEST_PATH, _ingest)
@@ -459,4 +666,14 @@ def create_app(
     app.router.add_get("/v1/tasks/{task_id}/timeline", _timeline)
     app.router.add_get("/v1/agents", _list_agents)
     app.router.add_get("/v1/agents/{agent_id}", _get_agent)
+    app.router.add_get("/v1/agents/{agent_id}/pipeline", _agent_pipeline)
+    app.router.add_get("/v1/pipeline", _fleet_pipeline)
+    app.router.add_get("/v1/llm-calls", _list_llm_calls)
+    app.router.add_get("/v1/cost/calls", _list_llm_calls)
+    app.router.add_get("/v1/cost", _cost)
+    app.router.add_get("/v1/projects", _list_projects)
+    app.router.add_get("/v1/projects/{project_id}", _get_project)
+    app.router.add_get("/v1/stream", _stream)
+    app.router.add_get("/", _index)
+    app.router.add_get("/static/{name}", _static)
     return app

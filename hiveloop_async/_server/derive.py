@@ -215,10 +215,14 @@ def _first_non_null(events: list[dict[str, Any]], key: str) -> Any:
     return None
 
 
-def build_timeline(task_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+def build_timeline(
+    task_id: str, events: list[dict[str, Any]], *, action_tree: bool = True
+) -> dict[str, Any]:
     """Assemble the ``GET /v1/tasks/{task_id}/timeline`` answer.
 
     :param task_id: the task id.
+    :param action_tree: False leaves ``action_tree`` empty (its nodes repeat every action
+        event; the dashboard builds its own tree from ``events``).
     :param events: the task's stored events in timestamp order (ties in insertion order);
         must not be empty.
     :return: HiveBoard's timeline keys plus ``llm_call_count``, ``total_tokens_in`` and
@@ -259,7 +263,7 @@ def build_timeline(task_id: str, events: list[dict[str, Any]]) -> dict[str, Any]
         "total_tokens_in": tokens_in,
         "total_tokens_out": tokens_out,
         "events": events,
-        "action_tree": build_action_tree(events),
+        "action_tree": build_action_tree(events) if action_tree else [],
         "error_chains": error_chains,
         "plan": build_plan(events),
     }

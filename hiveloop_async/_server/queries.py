@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from .derive import build_timeline, derive_agent_status, derive_task_status
+from .derive import build_timeline, derive_agent_status
 from .ingest import EVENT_COLUMNS, expand_event, parse_timestamp
 
 __all__ = [
@@ -72,6 +72,7 @@ class TaskQuery:
     sort: str = "newest"
     limit: int = 50
     cursor: str | None = None
+    q: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,19 +91,10 @@ def _field(path: str) -> str:
     return f"json_extract(CAST(body AS TEXT), '{path}')"
 
 
-def _llm_number(key: str) -> str:
-    path = f"$.payload.data.{key}"
-    return (
-        f"(CASE WHEN payload_kind = 'llm_call' AND json_type(CAST(body AS TEXT), '{path}') "
-        f"IN ('integer', 'real') THEN {_field(path)} END)"
-    )
-
-
 _SEVERITY = _field("$.severity")
 _ENVIRONMENT = _field("$.environment")
 _GROUP = _field("$.group")
 _PROJECT = _field("$.project_id")
-_TASK_TYPE = _field("$.task_type")
 
 
 def _split(value: str) -> list[str]:
@@ -215,112 +207,104 @@ def list_events(
     return {"data": data, "pagination": {"cursor": cursor, "has_more": has_more}}
 
 
-_TASK_SQL = """
-WITH agg AS (
-  SELECT task_id,
-    MIN(seq) AS first_insert,
-    MIN(timestamp || char(1) || printf('%020d', seq)) AS first_key,
-    MAX(CASE WHEN event_type IN ('task_completed', 'task_failed')
-        THEN timestamp || char(1) || printf('%020d', seq) END) AS terminal_key,
-    MAX(event_type = 'task_completed') AS has_completed,
-    MAX(event_type = 'task_failed') AS has_failed,
-    MAX(event_type = 'escalated') AS has_escalated,
-    MAX(event_type = 'approval_requested') AS has_requested,
-    MAX(event_type = 'approval_received') AS has_received,
-    SUM(event_type = 'action_started') AS action_count,
-    SUM(event_type IN ('action_failed', 'task_failed')) AS error_count,
-    COUNT(CASE WHEN payload_kind = 'llm_call' THEN 1 END) AS llm_count,
-    TOTAL({cost}) AS cost,
-    TOTAL({tokens_in}) AS tokens_in,
-    TOTAL({tokens_out}) AS tokens_out
-  FROM events
-  WHERE {where}
-  GROUP BY task_id
+_TASK_ITEM_COLUMNS = (
+    "task_id, task_type, task_run_id, agent_id, project_id, status, first_ts, terminal_ts, "
+    "duration_ms, cost, action_count, error_count, n_escalated, n_requested + n_received, "
+    "llm_count, tokens_in, tokens_out"
 )
-SELECT agg.*, f.timestamp, f.agent_id, f.body, t.timestamp, t.body
-FROM agg
-JOIN events f ON f.seq = CAST(substr(agg.first_key, instr(agg.first_key, char(1)) + 1)
-                              AS INTEGER)
-LEFT JOIN events t ON t.seq = CAST(substr(agg.terminal_key, instr(agg.terminal_key, char(1)) + 1)
-                                   AS INTEGER)
-ORDER BY agg.first_insert
-"""
+
+#: Sort orders of ``GET /v1/tasks``: the key expressions (all descending unless "oldest").
+_TASK_SORTS: dict[str, tuple[str, ...]] = {
+    "newest": ("first_ts", "first_seq"),
+    "oldest": ("first_ts", "first_seq"),
+    "duration": ("COALESCE(duration_ms, 0)", "first_ts", "first_seq"),
+    "cost": ("cost", "first_ts", "first_seq"),
+}
 
 
 def _count(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def list_tasks(conn: sqlite3.Connection, query: TaskQuery) -> dict[str, Any]:
-    """``GET /v1/tasks``: task summaries with HiveBoard's keys, filtering and cursor."""
-    where = ["task_id IS NOT NULL", "task_id != ''"]
+    """``GET /v1/tasks``: task summaries with HiveBoard's keys, filtering and cursor.
+
+    Reads the ``tasks`` summary table (see ``summary.py``) with keyset paging, so a page
+    costs the same at 100 or 100,000 tasks. ``q`` (ours, not HiveBoard's) keeps the tasks
+    whose id contains it.
+    """
+    where: list[str] = []
     params: list[Any] = []
     for column, value in (
         ("agent_id", query.agent_id),
-        (_PROJECT, query.project_id),
-        (_TASK_TYPE, query.task_type),
-        (_ENVIRONMENT, query.environment),
+        ("project_id", query.project_id),
+        ("task_type", query.task_type),
+        ("environment", query.environment),
+        ("status", query.status),
     ):
         if value:
             where.append(f"{column} = ?")
             params.append(value)
+    if query.q:
+        where.append("task_id LIKE ? ESCAPE '\\'")
+        params.append(f"%{_like_escape(query.q)}%")
+    if query.since is not None:
+        where.append("(started_epoch IS NULL OR started_epoch >= ?)")
+        params.append(query.since.timestamp())
+    if query.until is not None:
+        where.append("(started_epoch IS NULL OR started_epoch <= ?)")
+        params.append(query.until.timestamp())
+    keys = _TASK_SORTS.get(query.sort, _TASK_SORTS["newest"])
+    if query.sort not in _TASK_SORTS:
+        keys = ("first_seq",)  # HiveBoard leaves unknown sorts in grouping order
+    ascending = query.sort == "oldest" or query.sort not in _TASK_SORTS
+    if query.cursor:
+        position = conn.execute(
+            f"SELECT {', '.join(keys)} FROM tasks WHERE task_id = ?", (query.cursor,)
+        ).fetchone()
+        if position is None:
+            return {"data": [], "pagination": {"cursor": None, "has_more": False}}
+        marks = ", ".join("?" * len(keys))
+        where.append(f"({', '.join(keys)}) {'>' if ascending else '<'} ({marks})")
+        params.extend(position)
+    sql = f"SELECT {_TASK_ITEM_COLUMNS} FROM tasks"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    direction = "" if ascending else " DESC"
+    sql += " ORDER BY " + ", ".join(f"{key}{direction}" for key in keys) + " LIMIT ?"
+    params.append(query.limit + 1)
     items: list[dict[str, Any]] = []
-    sql = _TASK_SQL.format(
-        where=" AND ".join(where),
-        cost=_llm_number("cost"),
-        tokens_in=_llm_number("tokens_in"),
-        tokens_out=_llm_number("tokens_out"),
-    )
     for row in conn.execute(sql, params):
         (
             task_id,
-            _first_insert,
-            _first_key,
-            _terminal_key,
-            has_completed,
-            has_failed,
-            has_escalated,
-            has_requested,
-            has_received,
+            task_type,
+            task_run_id,
+            agent_id,
+            project_id,
+            status,
+            started_at,
+            completed_at,
+            duration_ms,
+            cost,
             action_count,
             error_count,
+            escalated,
+            human,
             llm_count,
-            cost,
             tokens_in,
             tokens_out,
-            started_at,
-            agent_id,
-            first_body,
-            completed_at,
-            terminal_body,
         ) = row
-        types = {
-            name
-            for name, present in (
-                ("task_completed", has_completed),
-                ("task_failed", has_failed),
-                ("escalated", has_escalated),
-                ("approval_requested", has_requested),
-                ("approval_received", has_received),
-            )
-            if present
-        }
-        status = derive_task_status(types)
-        if query.status and status != query.status:
-            continue
-        if (query.since is not None or query.until is not None) and not _in_window(
-            started_at, query.since, query.until
-        ):
-            continue
-        first = orjson.loads(first_body)
-        duration_ms = orjson.loads(terminal_body).get("duration_ms") if terminal_body else None
         items.append(
             {
                 "task_id": task_id,
-                "task_type": first.get("task_type"),
-                "task_run_id": first.get("task_run_id"),
+                "task_type": task_type,
+                "task_run_id": task_run_id,
                 "agent_id": agent_id,
-                "project_id": first.get("project_id"),
+                "project_id": project_id,
                 "derived_status": status,
                 "started_at": started_at,
                 "completed_at": completed_at,
@@ -328,43 +312,33 @@ def list_tasks(conn: sqlite3.Connection, query: TaskQuery) -> dict[str, Any]:
                 "total_cost": cost if cost > 0 else None,
                 "action_count": action_count,
                 "error_count": error_count,
-                "has_escalation": bool(has_escalated),
-                "has_human_intervention": bool(has_requested or has_received),
+                "has_escalation": bool(escalated),
+                "has_human_intervention": bool(human),
                 "llm_call_count": llm_count,
                 "total_tokens_in": _count(tokens_in),
                 "total_tokens_out": _count(tokens_out),
             }
         )
-    if query.sort == "newest":
-        items.sort(key=lambda item: item["started_at"], reverse=True)
-    elif query.sort == "oldest":
-        items.sort(key=lambda item: item["started_at"])
-    elif query.sort == "duration":
-        items.sort(key=lambda item: item["duration_ms"] or 0, reverse=True)
-    elif query.sort == "cost":
-        items.sort(key=lambda item: item["total_cost"] or 0, reverse=True)
-    if query.cursor:
-        for index, item in enumerate(items):
-            if item["task_id"] == query.cursor:
-                items = items[index + 1 :]
-                break
-        else:
-            items = []
     page = items[: query.limit]
     has_more = len(items) > query.limit
     cursor = page[-1]["task_id"] if has_more and page else None
     return {"data": page, "pagination": {"cursor": cursor, "has_more": has_more}}
 
 
-def task_timeline(conn: sqlite3.Connection, task_id: str) -> dict[str, Any] | None:
-    """``GET /v1/tasks/{task_id}/timeline``, or None when the task has no events."""
+def task_timeline(
+    conn: sqlite3.Connection, task_id: str, *, action_tree: bool = True
+) -> dict[str, Any] | None:
+    """``GET /v1/tasks/{task_id}/timeline``, or None when the task has no events.
+
+    ``action_tree=False`` (``?action_tree=false``, ours) answers an empty ``action_tree``.
+    """
     rows = conn.execute(
         f"SELECT {EVENT_COLUMNS} FROM events WHERE task_id = ? ORDER BY timestamp, seq",
         (task_id,),
     ).fetchall()
     if not rows:
         return None
-    return build_timeline(task_id, [expand_event(row) for row in rows])
+    return build_timeline(task_id, [expand_event(row) for row in rows], action_tree=action_tree)
 
 
 _AGENT_COLUMNS = (
@@ -473,3 +447,369 @@ def get_agent(
     item = _agent_item(row, now or datetime.now(timezone.utc))
     del item["_sort"]
     return item
+
+
+# --------------------------------------------------------------------------- LLM calls, cost
+
+#: HiveBoard's ``range`` values; ``all`` (ours) reads every stored call.
+RANGE_SECONDS: dict[str, float] = {
+    "1h": 3600,
+    "6h": 6 * 3600,
+    "24h": 86400,
+    "7d": 7 * 86400,
+    "30d": 30 * 86400,
+}
+
+
+@dataclass(frozen=True)
+class LlmCallQuery:
+    """Filters of ``GET /v1/llm-calls`` (and ``/v1/cost/calls``)."""
+
+    project_id: str | None = None
+    agent_id: str | None = None
+    model: str | None = None
+    task_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+def _llm_rows(
+    conn: sqlite3.Connection,
+    *,
+    agent_id: str | None,
+    project_id: str | None,
+    task_id: str | None,
+    since: datetime | None,
+    before: tuple[str, int] | None = None,
+) -> sqlite3.Cursor:
+    where = ["payload_kind = 'llm_call'"]
+    params: list[Any] = []
+    for column, value in (("agent_id", agent_id), ("task_id", task_id), (_PROJECT, project_id)):
+        if value:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if since is not None:
+        where.append("timestamp >= ?")
+        params.append(_since_prefilter(since))
+    if before is not None:
+        where.append("(timestamp < ? OR (timestamp = ? AND seq < ?))")
+        params.extend((before[0], before[0], before[1]))
+    return conn.execute(
+        f"SELECT seq, event_id, timestamp, agent_id, task_id, body FROM events "
+        f"WHERE {' AND '.join(where)} ORDER BY timestamp DESC, seq DESC",
+        params,
+    )
+
+
+def _llm_data(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    event = orjson.loads(body)
+    payload = event.get("payload")
+    data = payload.get("data") if isinstance(payload, dict) else None
+    return event, data if isinstance(data, dict) else {}
+
+
+def _num(value: Any) -> float | int:
+    return value if type(value) is int or type(value) is float else 0
+
+
+def list_llm_calls(
+    conn: sqlite3.Connection, query: LlmCallQuery, cursors: CursorCache | None = None
+) -> dict[str, Any]:
+    """``GET /v1/llm-calls``: HiveBoard's LLM call records, newest first, with page totals.
+
+    Unlike HiveBoard (which ignores it), the ``task_id`` filter is applied.
+    """
+    cursors = cursors if cursors is not None else CursorCache()
+    before = None
+    if query.cursor:
+        before = cursors.find(conn, query.cursor)
+        if before is None:
+            return {
+                "data": [],
+                "pagination": {"cursor": None, "has_more": False},
+                "totals": {"cost": 0, "tokens_in": 0, "tokens_out": 0, "call_count": 0},
+            }
+    records: list[dict[str, Any]] = []
+    last: tuple[str, int] | None = None
+    has_more = False
+    for seq, event_id, timestamp, agent_id, task_id, body in _llm_rows(
+        conn,
+        agent_id=query.agent_id,
+        project_id=query.project_id,
+        task_id=query.task_id,
+        since=query.since,
+        before=before,
+    ):
+        if (query.since or query.until) and not _in_window(timestamp, query.since, query.until):
+            continue
+        event, data = _llm_data(body)
+        model = data.get("model", "unknown")
+        if query.model and model != query.model:
+            continue
+        if len(records) == query.limit:
+            has_more = True
+            break
+        last = (timestamp, seq)
+        records.append(
+            {
+                "event_id": event_id,
+                "agent_id": agent_id,
+                "project_id": event.get("project_id"),
+                "task_id": task_id,
+                "timestamp": timestamp,
+                "name": data.get("name", "unknown"),
+                "model": model,
+                "tokens_in": data.get("tokens_in"),
+                "tokens_out": data.get("tokens_out"),
+                "cost": data.get("cost"),
+                "duration_ms": data.get("duration_ms"),
+                "cost_source": data.get("cost_source"),
+                "cost_model_matched": data.get("cost_model_matched"),
+                "prompt_preview": data.get("prompt_preview"),
+                "response_preview": data.get("response_preview"),
+            }
+        )
+    cursor = None
+    if has_more and records and last is not None:
+        cursor = records[-1]["event_id"]
+        cursors.put(cursor, last)
+    return {
+        "data": records,
+        "pagination": {"cursor": cursor, "has_more": has_more},
+        "totals": {
+            "cost": sum(_num(r["cost"]) for r in records),
+            "tokens_in": sum(_num(r["tokens_in"]) for r in records),
+            "tokens_out": sum(_num(r["tokens_out"]) for r in records),
+            "call_count": len(records),
+        },
+    }
+
+
+def cost_summary(
+    conn: sqlite3.Connection,
+    *,
+    agent_id: str | None = None,
+    project_id: str | None = None,
+    range_: str = "24h",
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """``GET /v1/cost``: totals, ``by_agent`` and ``by_model`` over the ``range`` window."""
+    now = now or datetime.now(timezone.utc)
+    since = None
+    if range_ != "all":
+        since = now - timedelta(seconds=RANGE_SECONDS.get(range_, 86400))
+    total_cost = reported = estimated = 0.0
+    total_in: float | int = 0
+    total_out: float | int = 0
+    count = 0
+    by_agent: dict[str, dict[str, Any]] = {}
+    by_model: dict[str, dict[str, Any]] = {}
+    for _seq, _event_id, timestamp, agent, _task, body in _llm_rows(
+        conn, agent_id=agent_id, project_id=project_id, task_id=None, since=since
+    ):
+        if since is not None and not _in_window(timestamp, since, None):
+            continue
+        _event, data = _llm_data(body)
+        cost, t_in, t_out = (
+            _num(data.get("cost")),
+            _num(data.get("tokens_in")),
+            _num(data.get("tokens_out")),
+        )
+        source = data.get("cost_source")
+        count += 1
+        total_cost += cost
+        total_in += t_in
+        total_out += t_out
+        if source == "reported":
+            reported += cost
+        elif source == "estimated":
+            estimated += cost
+        model = data.get("model", "unknown")
+        for table, key, name in ((by_agent, "agent_id", agent), (by_model, "model", model)):
+            if not isinstance(name, str):
+                name = str(name)
+            entry = table.get(name)
+            if entry is None:
+                entry = table[name] = {
+                    key: name,
+                    "cost": 0,
+                    "call_count": 0,
+                    "tokens_in": 0,
+                    "tokens_out": 0,
+                    "estimated_cost": 0,
+                }
+            entry["cost"] += cost
+            entry["call_count"] += 1
+            entry["tokens_in"] += t_in
+            entry["tokens_out"] += t_out
+            if source == "estimated":
+                entry["estimated_cost"] += cost
+    return {
+        "total_cost": total_cost,
+        "call_count": count,
+        "total_tokens_in": _count(total_in),
+        "total_tokens_out": _count(total_out),
+        "by_agent": sorted(by_agent.values(), key=lambda e: -e["cost"]),
+        "by_model": sorted(by_model.values(), key=lambda e: -e["cost"]),
+        "reported_cost": reported,
+        "estimated_cost": estimated,
+    }
+
+
+# --------------------------------------------------------------------------- pipeline
+
+_PIPELINE_KINDS = ("queue_snapshot", "todo", "scheduled", "issue")
+
+
+def agent_pipeline(conn: sqlite3.Connection, agent_id: str) -> dict[str, Any]:
+    """``GET /v1/agents/{agent_id}/pipeline``: latest queue, active todos and issues,
+    latest scheduled items (HiveBoard's ``get_pipeline``; an unknown agent is empty)."""
+    rows = conn.execute(
+        f"SELECT timestamp, payload_kind, body FROM events WHERE agent_id = ? "
+        f"AND event_type = 'custom' AND payload_kind IN ({','.join('?' * 4)}) "
+        f"ORDER BY timestamp, seq",
+        (agent_id, *_PIPELINE_KINDS),
+    ).fetchall()
+    queue: dict[str, Any] | None = None
+    scheduled: list[Any] = []
+    todos: dict[Any, dict[str, Any]] = {}
+    issues: dict[Any, dict[str, Any]] = {}
+    for timestamp, kind, body in rows:
+        payload = orjson.loads(body).get("payload")
+        if not isinstance(payload, dict):
+            continue
+        data = payload.get("data", {})
+        if not isinstance(data, dict):
+            data = {}
+        if kind == "queue_snapshot":
+            queue = {**data, "snapshot_at": timestamp}
+        elif kind == "scheduled":
+            items = data.get("items", [])
+            scheduled = items if isinstance(items, list) else []
+        elif kind == "todo":
+            todo_id = data.get("todo_id")
+            if todo_id and isinstance(todo_id, (str, int)):
+                todos[todo_id] = {
+                    "todo_id": todo_id,
+                    "action": data.get("action"),
+                    "priority": data.get("priority"),
+                    "source": data.get("source"),
+                    "context": data.get("context"),
+                    "due_by": data.get("due_by"),
+                    "timestamp": timestamp,
+                }
+        else:
+            issue_id = data.get("issue_id") or payload.get("summary", "")
+            if not isinstance(issue_id, (str, int)):
+                issue_id = str(issue_id)
+            issues[issue_id] = {
+                "issue_id": issue_id,
+                "severity": data.get("severity"),
+                "category": data.get("category"),
+                "context": data.get("context"),
+                "action": data.get("action", "reported"),
+                "occurrence_count": data.get("occurrence_count"),
+                "summary": payload.get("summary"),
+                "timestamp": timestamp,
+            }
+    return {
+        "agent_id": agent_id,
+        "queue": queue,
+        "todos": [t for t in todos.values() if t["action"] not in ("completed", "dismissed")],
+        "scheduled": scheduled,
+        "issues": [i for i in issues.values() if i["action"] != "resolved"],
+    }
+
+
+def fleet_pipeline(conn: sqlite3.Connection) -> dict[str, Any]:
+    """``GET /v1/pipeline``: per-agent queue depth and active todo/issue/scheduled counts."""
+    totals = {"queue_depth": 0, "active_issues": 0, "active_todos": 0, "scheduled_count": 0}
+    agents: list[dict[str, Any]] = []
+    for (agent_id,) in conn.execute("SELECT agent_id FROM agents ORDER BY agent_id").fetchall():
+        pipeline = agent_pipeline(conn, agent_id)
+        queue = pipeline["queue"]
+        depth = 0
+        if queue:
+            items = queue.get("items", [])
+            depth = queue.get("depth", len(items) if isinstance(items, list) else 0)
+        summary = {
+            "agent_id": agent_id,
+            "queue_depth": depth if type(depth) is int else 0,
+            "active_todos": len(pipeline["todos"]),
+            "active_issues": len(pipeline["issues"]),
+            "scheduled_count": len(pipeline["scheduled"]),
+        }
+        for key in totals:
+            totals[key] += summary[key]
+        agents.append(summary)
+    return {"totals": totals, "agents": agents}
+
+
+# --------------------------------------------------------------------------- projects
+
+
+def list_projects(conn: sqlite3.Connection) -> dict[str, Any]:
+    """``GET /v1/projects``: one project per ``project_id`` the SDK sent (the slug).
+
+    The local server has no project records: a project exists once a task names it.
+    ``project_id`` and ``slug`` are both that string; ``event_count`` counts the events of
+    the project's tasks.
+    """
+    rows = conn.execute(
+        "SELECT project_id, MIN(first_ts), MAX(first_ts), SUM(event_count) FROM tasks "
+        "WHERE project_id IS NOT NULL GROUP BY project_id ORDER BY project_id"
+    ).fetchall()
+    return {"data": [_project(*row) for row in rows]}
+
+
+def _project(slug: str, created: str, updated: str, events: int) -> dict[str, Any]:
+    return {
+        "project_id": slug,
+        "tenant_id": "local",
+        "name": slug,
+        "slug": slug,
+        "description": None,
+        "environment": "production",
+        "settings": {},
+        "is_archived": False,
+        "auto_created": True,
+        "created_at": created,
+        "updated_at": updated,
+        "event_count": events,
+    }
+
+
+def get_project(conn: sqlite3.Connection, project_id: str) -> dict[str, Any] | None:
+    """``GET /v1/projects/{id_or_slug}``, or None when no task names that project."""
+    row = conn.execute(
+        "SELECT project_id, MIN(first_ts), MAX(first_ts), SUM(event_count) FROM tasks "
+        "WHERE project_id = ? GROUP BY project_id",
+        (project_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    project = _project(*row)
+    del project["event_count"]
+    return project
+
+
+# --------------------------------------------------------------------------- live stream
+
+
+def events_after(
+    conn: sqlite3.Connection, seq: int, limit: int = 500
+) -> list[tuple[int, dict[str, Any]]]:
+    """Events stored after insertion number ``seq`` (heartbeats left out), oldest first."""
+    rows = conn.execute(
+        f"SELECT seq, {EVENT_COLUMNS} FROM events WHERE seq > ? AND event_type != 'heartbeat' "
+        "ORDER BY seq LIMIT ?",
+        (seq, limit),
+    ).fetchall()
+    return [(row[0], expand_event(row[1:])) for row in rows]
+
+
+def last_seq(conn: sqlite3.Connection) -> int:
+    """The insertion number of the newest stored event (0 when there is none)."""
+    return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])

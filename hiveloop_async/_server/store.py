@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import queries
+from . import queries, summary
 from .ingest import (
     EVENT_COLUMNS,
     AgentUpdate,
@@ -55,6 +55,7 @@ CREATE INDEX IF NOT EXISTS events_task ON events(task_id) WHERE task_id IS NOT N
 CREATE INDEX IF NOT EXISTS events_agent ON events(agent_id, timestamp);
 CREATE INDEX IF NOT EXISTS events_type ON events(event_type, timestamp);
 CREATE INDEX IF NOT EXISTS events_timestamp ON events(timestamp);
+CREATE INDEX IF NOT EXISTS events_llm ON events(timestamp) WHERE payload_kind = 'llm_call';
 CREATE TABLE IF NOT EXISTS agents (
     agent_id TEXT PRIMARY KEY,
     agent_type TEXT,
@@ -155,6 +156,14 @@ class Store:
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA cache_size=-65536")
         conn.executescript(_SCHEMA)
+        has_summaries = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tasks'"
+        ).fetchone()
+        conn.executescript(summary.SCHEMA)
+        if not has_summaries:  # a database written before the task summaries existed
+            conn.execute("BEGIN IMMEDIATE")
+            summary.rebuild(conn)
+            conn.execute("COMMIT")
         self._seen = {row[0] for row in conn.execute("SELECT event_id FROM events")}
         self._pending_count = _count_events(conn)
         self._publish_count(conn, failed=False)
@@ -327,7 +336,9 @@ class Store:
                 fresh.append(row)
         try:
             if fresh:
+                top = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
                 conn.executemany(_INSERT_EVENT, fresh)
+                summary.upsert(conn, summary.fold_rows(fresh, top + 1))
             for update in batch.agents:
                 _upsert_agent(conn, update)
         except BaseException:
@@ -379,6 +390,7 @@ class Store:
     def _clear(self, conn: sqlite3.Connection) -> None:
         conn.execute("DELETE FROM events")
         conn.execute("DELETE FROM agents")
+        conn.execute("DELETE FROM tasks")
         self._seen.clear()
         self._cursors.clear()
         self._pending_count = 0
@@ -489,9 +501,13 @@ class Store:
         """``GET /v1/tasks`` (see :func:`queries.list_tasks`); does not block the loop."""
         return await self.call(lambda conn: queries.list_tasks(conn, query))
 
-    async def task_timeline(self, task_id: str) -> dict[str, Any] | None:
+    async def task_timeline(
+        self, task_id: str, *, action_tree: bool = True
+    ) -> dict[str, Any] | None:
         """``GET /v1/tasks/{id}/timeline``, or None if unknown; does not block the loop."""
-        return await self.call(lambda conn: queries.task_timeline(conn, task_id))
+        return await self.call(
+            lambda conn: queries.task_timeline(conn, task_id, action_tree=action_tree)
+        )
 
     async def list_agents(self, query: queries.AgentQuery) -> dict[str, Any]:
         """``GET /v1/agents``; does not block the loop."""
@@ -500,6 +516,44 @@ class Store:
     async def get_agent(self, agent_id: str) -> dict[str, Any] | None:
         """``GET /v1/agents/{id}``, or None if unknown; does not block the loop."""
         return await self.call(lambda conn: queries.get_agent(conn, agent_id))
+
+    async def list_llm_calls(self, query: queries.LlmCallQuery) -> dict[str, Any]:
+        """``GET /v1/llm-calls``; does not block the loop."""
+        return await self.call(lambda conn: queries.list_llm_calls(conn, query, self._cursors))
+
+    async def cost_summary(
+        self, *, agent_id: str | None, project_id: str | None, range_: str
+    ) -> dict[str, Any]:
+        """``GET /v1/cost``; does not block the loop."""
+        return await self.call(
+            lambda conn: queries.cost_summary(
+                conn, agent_id=agent_id, project_id=project_id, range_=range_
+            )
+        )
+
+    async def agent_pipeline(self, agent_id: str) -> dict[str, Any]:
+        """``GET /v1/agents/{id}/pipeline``; does not block the loop."""
+        return await self.call(lambda conn: queries.agent_pipeline(conn, agent_id))
+
+    async def fleet_pipeline(self) -> dict[str, Any]:
+        """``GET /v1/pipeline``; does not block the loop."""
+        return await self.call(queries.fleet_pipeline)
+
+    async def list_projects(self) -> dict[str, Any]:
+        """``GET /v1/projects``; does not block the loop."""
+        return await self.call(queries.list_projects)
+
+    async def get_project(self, project_id: str) -> dict[str, Any] | None:
+        """``GET /v1/projects/{id}``, or None if unknown; does not block the loop."""
+        return await self.call(lambda conn: queries.get_project(conn, project_id))
+
+    async def events_after(self, seq: int, limit: int = 500) -> list[tuple[int, dict[str, Any]]]:
+        """``(seq, event)`` pairs stored after ``seq``, oldest first; does not block the loop."""
+        return await self.call(lambda conn: queries.events_after(conn, seq, limit))
+
+    async def last_seq(self) -> int:
+        """The insertion number of the newest event (0 if none); does not block the loop."""
+        return await self.call(queries.last_seq)
 
     # ------------------------------------------------------------------ shutdown
 

@@ -105,7 +105,9 @@ def test_serve_in_memory_with_rate_limit_stops_on_sigint(
     assert process.wait(timeout=60) == 0
 
 
-def test_serve_refuses_a_non_loopback_host(serve: list[subprocess.Popen[bytes]]) -> None:
+def test_serve_refuses_a_non_loopback_host_without_a_key(
+    serve: list[subprocess.Popen[bytes]],
+) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "hiveloop_async", "serve", "--host", "0.0.0.0", "--memory"],
         cwd=_ROOT,
