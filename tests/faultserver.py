@@ -40,6 +40,7 @@ class FaultServer:
         self.agent_of: dict[str, str] = {}  # event_id -> the envelope's agent_id
         self.statuses: list[int | str] = []
         self.auth_headers: list[str | None] = []
+        self.encodings: list[str | None] = []
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -90,6 +91,7 @@ class FaultServer:
         with self._lock:
             n = len(self.statuses)
             self.auth_headers.append(request.headers.get("Authorization"))
+            self.encodings.append(request.headers.get("Content-Encoding"))
         decision = self.behavior(n, events)
         if decision == "ok":
             self._record(200, events, body["envelope"])

@@ -1,0 +1,166 @@
+"""Scrubbing, before_send, compression and the disk spool, wired into the real sender.
+
+Against the fault server on 127.0.0.1: what reaches the wire is checked in the bodies the
+server received, not in the SDK's own view.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+
+import hiveloop_async as hl
+
+from .faultserver import FaultServer
+
+KEY = "hb_test_wiring"
+OPENAI = "sk-" + "proj-" + "A1b2C3d4E5f6G7h8J9k0" * 2
+
+
+def _client(url: str, **kw: Any) -> hl.HiveBoard:
+    kw.setdefault("flush_interval", 0.05)
+    return hl.HiveBoard(api_key=KEY, endpoint=url, **kw)
+
+
+async def _record_secrets(hb: hl.HiveBoard) -> None:
+    agent = hb.agent("wiring", heartbeat_interval=0)
+    async with agent.task("t-secret") as task:
+        async with agent.track_context("call_api") as ctx:
+            ctx.set_payload(
+                {
+                    "args": {"query": f"use {OPENAI} please", "nested": {"password": "hunter22"}},
+                    "headers": [f"Authorization: Bearer {OPENAI}"],
+                    OPENAI: "as a key name",
+                }
+            )
+        task.llm_call("think", "m", prompt_preview=f"the key is {OPENAI}")
+    assert await hb.aflush(10)
+
+
+async def test_default_scrubbing_keeps_secrets_off_the_wire() -> None:
+    with FaultServer() as srv:
+        async with _client(srv.url) as hb:
+            await _record_secrets(hb)
+            stats = hb.stats()
+        wire = orjson.dumps(srv.events).decode()
+    assert OPENAI not in wire
+    assert "hunter22" not in wire
+    assert OPENAI[:12] not in wire
+    assert "[REDACTED:openai_key]" in wire
+    assert "[REDACTED:password]" in wire
+    assert stats["scrubbed"] >= 5
+
+
+async def test_scrub_false_sends_payloads_as_recorded() -> None:
+    with FaultServer() as srv:
+        async with _client(srv.url, scrub=False) as hb:
+            await _record_secrets(hb)
+            assert hb.stats()["scrubbed"] == 0
+        wire = orjson.dumps(srv.events).decode()
+    assert OPENAI in wire
+
+
+async def test_before_send_changes_and_drops_events_and_is_scrubbed_after() -> None:
+    def hook(event: dict[str, Any]) -> dict[str, Any] | None:
+        if event["event_type"] == "action_started":
+            return None
+        payload = event.setdefault("payload", {}) or {}
+        payload["added_by_hook"] = f"token {OPENAI}"
+        event["payload"] = payload
+        return event
+
+    with FaultServer() as srv:
+        async with _client(srv.url, before_send=hook) as hb:
+            await _record_secrets(hb)
+            stats = hb.stats()
+    types = [e["event_type"] for e in srv.events]
+    assert "action_started" not in types
+    assert stats["dropped"]["before_send"] == 1
+    assert all("added_by_hook" in (e.get("payload") or {}) for e in srv.events)
+    assert OPENAI not in orjson.dumps(srv.events).decode()  # what the hook added is scrubbed
+    assert stats["recorded"] == stats["sent"] + stats["dropped_total"]
+
+
+@pytest.mark.parametrize("on_error", ["send", "drop"])
+async def test_a_raising_before_send_is_logged_once(
+    on_error: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def hook(event: dict[str, Any]) -> dict[str, Any] | None:
+        raise ValueError(f"leaks {OPENAI}")
+
+    with FaultServer() as srv:
+        async with _client(srv.url, before_send=hook, before_send_errors=on_error) as hb:
+            await _record_secrets(hb)
+            stats = hb.stats()
+    assert OPENAI not in caplog.text
+    assert len([r for r in caplog.records if "failed (ValueError)" in r.getMessage()]) == 1
+    if on_error == "send":
+        assert len(srv.events) == stats["recorded"]
+    else:
+        assert srv.events == []
+        assert stats["dropped"]["before_send"] == stats["recorded"]
+
+
+async def test_gzip_bodies_reach_the_server() -> None:
+    with FaultServer() as srv:
+        async with _client(srv.url, compression="gzip") as hb:
+            await _record_secrets(hb)
+            stats = hb.stats()
+    assert srv.encodings and set(srv.encodings) == {"gzip"}
+    assert len(srv.events) == stats["sent"] == stats["recorded"]
+
+
+def test_an_unknown_compression_is_a_config_error() -> None:
+    with pytest.raises(hl.HiveLoopConfigError, match="compression"):
+        hl.HiveBoard(api_key=KEY, enabled=False, compression="br")  # type: ignore[arg-type]
+
+
+class _Outage:
+    def __init__(self) -> None:
+        self.up = False
+
+    def __call__(self, n: int, events: list[dict[str, Any]]) -> Any:
+        return "ok" if self.up else ("status", 503, None, None)
+
+
+async def test_an_outage_longer_than_the_retry_deadline_is_spooled_and_replayed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retries run out while the server is down: the batches go to the spool; a client
+    started later (the next process) replays them when the server answers, exactly once."""
+    outage = _Outage()
+    spool = tmp_path / "spool"
+    with FaultServer(outage) as srv:
+        async with _client(srv.url, retry_deadline=0.3, spool_dir=spool) as hb:
+            agent = hb.agent("spooling", heartbeat_interval=0)
+            for i in range(40):
+                agent.event("custom", {"kind": "probe", "i": i})
+            assert await hb.aflush(10)
+            down = hb.stats()
+        assert srv.events == []
+        assert down["spooled"] == down["recorded"] == 41
+        assert down["dropped_total"] == 0
+        assert (spool.stat().st_mode & 0o777) == 0o700
+        outage.up = True
+        async with _client(srv.url, spool_dir=spool) as later:
+            later.agent("spooling", heartbeat_interval=0)
+            assert await later.aflush(10)
+            for _ in range(200):
+                if later.stats()["replayed"] >= 41:
+                    break
+                await _sleep()
+            up = later.stats()
+    ids = [e["event_id"] for e in srv.events]
+    probes = sorted(e["payload"]["i"] for e in srv.events if e["payload"].get("kind") == "probe")
+    assert probes == list(range(40))
+    assert len(ids) == len(set(ids))
+    assert up["replayed"] == 41
+    assert "Bearer" not in caplog.text
+
+
+async def _sleep() -> None:
+    await anyio.sleep(0.02)  # polling a condition, bounded by the loop above
