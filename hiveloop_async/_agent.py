@@ -8,7 +8,7 @@ I/O, no awaiting, never raising (except :class:`HiveLoopUsageError` for misuse).
 from __future__ import annotations
 
 import platform
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._internal import internal_error
@@ -123,9 +123,15 @@ class Agent(Recorder):
         type: str | None = None,
         task_run_id: str | None = None,
         correlation_id: str | None = None,
+        *,
+        payload: Mapping[str, Any] | None = None,
     ) -> Task:
-        """Return an unstarted :class:`Task`, for ``with`` or ``async with``. Never raises."""
-        return Task(self, task_id, project, type, task_run_id, correlation_id)
+        """Return an unstarted :class:`Task`, for ``with`` or ``async with``. Never raises.
+
+        ``payload`` (keyword only, an addition to hiveloop 0.2.0) is merged into the
+        ``task_started`` event's payload; it is read when the event is sent.
+        """
+        return Task(self, task_id, project, type, task_run_id, correlation_id, payload)
 
     def start_task(
         self,
@@ -134,12 +140,15 @@ class Agent(Recorder):
         type: str | None = None,
         task_run_id: str | None = None,
         correlation_id: str | None = None,
+        *,
+        payload: Mapping[str, Any] | None = None,
     ) -> Task:
         """Start a task now (``task_started``) and make it current in this context.
 
-        End it with ``task.complete()`` or ``task.fail()``. Never blocks or raises.
+        End it with ``task.complete()`` or ``task.fail()``. ``payload`` as in :meth:`task`.
+        Never blocks or raises.
         """
-        task = Task(self, task_id, project, type, task_run_id, correlation_id)
+        task = Task(self, task_id, project, type, task_run_id, correlation_id, payload)
         try:
             task._start()
         except Exception:

@@ -253,6 +253,8 @@ class RecordEncoder:
             )
         else:
             payload = {"summary": f"Task {t.task_id} started"}
+            if t.start_payload:
+                _merge(payload, t.start_payload)
             text = (
                 f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(t.t0 + self._offset)}'
                 f'","event_type":"task_started","severity":"info",{fields}'

@@ -66,6 +66,7 @@ class Task(Recorder):
         "opened",
         "payload",
         "project_id",
+        "start_payload",
         "status",
         "t0",
         "t1",
@@ -82,6 +83,7 @@ class Task(Recorder):
         type: str | None = None,
         task_run_id: str | None = None,
         correlation_id: str | None = None,
+        payload: Mapping[str, Any] | None = None,
     ) -> None:
         self.agent = agent
         self.task_id = task_id
@@ -91,6 +93,8 @@ class Task(Recorder):
         self.correlation_id = correlation_id
         self.status: str | None = None
         self.payload: Any = None
+        #: Merged into ``task_started``'s payload (read when the event is sent).
+        self.start_payload = payload
         self.failed = False
         self._prev: Any = None
         self.t0 = self.t1 = 0
