@@ -178,6 +178,8 @@ async def _answer_caller(request: web.Request, response: web.StreamResponse) -> 
 
 
 def _body_length(response: web.StreamResponse) -> int:
+    """The body's size for a ``web.Response``; for a streamed one, what went on the wire
+    (aiohttp counts its status line, headers and chunk framing there too)."""
     length = response.body_length
     if not length and isinstance(response, web.Response) and response.body is not None:
         length = response.content_length or 0
