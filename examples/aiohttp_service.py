@@ -1,15 +1,16 @@
-"""An aiohttp web service whose request handlers run agent tasks.
+"""An aiohttp web service whose requests are agent tasks, through the aiohttp integration.
 
-The SDK runs on the application's own event loop: it is started in a ``cleanup_ctx``
-(``await hb.start()``) and stopped when the app shuts down (``await hb.aclose()``, which
-delivers what is queued within its timeout). Handlers just record; nothing they do waits
-for HiveBoard.
+One call does the SDK's work: ``setup(app, hb, agent=...)`` adds a middleware that makes
+each request a task of the agent (typed by its route, ``"POST /qualify/{lead_id}"``) and a
+``cleanup_ctx`` that runs the sender on the app's own event loop and delivers what is queued
+when the app shuts down. Handlers just use ``track_context``; nothing they do waits for
+HiveBoard. A lead we cannot qualify fails the task (``failed=``: any 4xx or 5xx).
 
 Endpoints::
 
     POST /qualify/{lead_id}    qualify a lead (a task with tracked tool calls); an unknown
                                lead fails the task and answers 404
-    GET  /health               liveness
+    GET  /health               liveness (not tracked)
 
 Run it (it listens on 127.0.0.1 only)::
 
@@ -23,18 +24,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 import hiveloop_async as hiveloop
+from hiveloop_async.contrib import aiohttp as hl_aiohttp
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8766"
 DEFAULT_API_KEY = "hb_local_dev"
 
-AGENT_KEY = web.AppKey("hiveloop_agent", hiveloop.Agent)
 
 #: A pretend CRM.
 _CRM = {
@@ -64,26 +63,21 @@ async def score_lead(record: dict[str, Any]) -> int:
 
 
 async def qualify(request: web.Request) -> web.Response:
-    """``POST /qualify/{lead_id}``: one agent task per request."""
-    agent = request.app[AGENT_KEY]
+    """``POST /qualify/{lead_id}``: the middleware made this request a task."""
+    task = hiveloop.current_task()
+    assert task is not None
     lead_id = request.match_info["lead_id"]
-    task_id = f"qualify-{lead_id}-{uuid.uuid4().hex[:8]}"
     try:
-        async with agent.task(task_id, project="sales-api", type="lead_qualification") as task:
-            async with agent.track_context("crm_search") as ctx:
-                record = await crm_search(lead_id)
-                ctx.set_payload({"args": {"lead_id": lead_id}, "result_preview": str(record)})
-            async with agent.track_context("score_lead") as ctx:
-                score = await score_lead(record)
-                ctx.set_payload({"score": score})
-            task.llm_call(
-                "summarize_lead", model="claude-haiku", tokens_in=150, tokens_out=40, cost=0.0003
-            )
-            task.set_payload({"score": score})
-    except UnknownLead as exc:
-        # The task was recorded as failed (task_failed with the exception); answer 404.
-        return web.json_response({"task_id": task_id, "error": str(exc)}, status=404)
-    return web.json_response({"task_id": task_id, "lead_id": lead_id, "score": score})
+        async with hiveloop.track_context("crm_search") as ctx:
+            record = await crm_search(lead_id)
+            ctx.set_payload({"args": {"lead_id": lead_id}, "result_preview": str(record)})
+    except UnknownLead as exc:  # the action failed with the exception; the 404 fails the task
+        return web.json_response({"task_id": task.task_id, "error": str(exc)}, status=404)
+    async with hiveloop.track_context("score_lead") as ctx:
+        score = await score_lead(record)
+        ctx.set_payload({"score": score})
+    task.llm_call("summarize_lead", model="claude-haiku", tokens_in=150, tokens_out=40, cost=0.0003)
+    return web.json_response({"task_id": task.task_id, "lead_id": lead_id, "score": score})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -92,21 +86,21 @@ async def health(request: web.Request) -> web.Response:
 
 
 def create_app(endpoint: str, api_key: str = DEFAULT_API_KEY) -> web.Application:
-    """The application, with the SDK's lifetime tied to the app's (``cleanup_ctx``)."""
-
-    async def hiveboard_ctx(app: web.Application) -> AsyncIterator[None]:
-        hb = hiveloop.HiveBoard(
-            api_key=api_key, endpoint=endpoint, flush_interval=1.0, shutdown_timeout=5.0
-        )
-        await hb.start()  # the sender runs on this app's event loop
-        app[AGENT_KEY] = hb.agent("lead-service", type="sales", framework="aiohttp")
-        yield
-        await hb.aclose()  # delivers what is queued; returns within shutdown_timeout
-
+    """The application, with the SDK's lifetime tied to the app's."""
+    hb = hiveloop.HiveBoard(
+        api_key=api_key, endpoint=endpoint, flush_interval=1.0, shutdown_timeout=5.0
+    )
     app = web.Application()
-    app.cleanup_ctx.append(hiveboard_ctx)
     app.router.add_post("/qualify/{lead_id}", qualify)
     app.router.add_get("/health", health)
+    hl_aiohttp.setup(
+        app,
+        hb,
+        agent=hb.agent("lead-service", type="sales", framework="aiohttp"),
+        project="sales-api",
+        exclude=["/health"],
+        failed=lambda status: status >= 400,
+    )
     return app
 
 

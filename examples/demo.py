@@ -7,10 +7,12 @@ What it does, step by step (each step is something you can do by hand):
    server prints the URL it listens on (port 0 picks a free port);
 2. ``examples/agent_loop.py`` against that URL: three concurrent lead-qualification tasks,
    each a few turns of LLM calls and tool calls, one of which fails;
-3. ``hiveloop-async tasks`` and ``hiveloop-async timeline TASK_ID`` for each task;
-4. prints the dashboard's URL (the server's ``/``); with ``--keep`` (``make demo-web``) the
+3. ``examples/two_services.py``: an orchestrator service (FastAPI) delegating to a research
+   service (aiohttp) over HTTP, so two linked timelines;
+4. ``hiveloop-async tasks`` and ``hiveloop-async timeline TASK_ID`` for each task;
+5. prints the dashboard's URL (the server's ``/``); with ``--keep`` (``make demo-web``) the
    server stays up until Ctrl-C so that the tasks can be looked at in a browser;
-5. stops the server (also on Ctrl-C or an error) and deletes the temporary database.
+6. stops the server (also on Ctrl-C or an error) and deletes the temporary database.
 
 Colors are used when stdout is a terminal (``--color`` / ``--no-color`` override that).
 """
@@ -34,7 +36,7 @@ from typing import IO
 
 from hiveloop_async import _cli
 
-from . import agent_loop
+from . import agent_loop, two_services
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
 _API_KEY = "hb_local_dev"
@@ -138,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"Server listening on {url}", flush=True)
                 print("Running examples/agent_loop.py: 3 leads qualified concurrently ...")
                 task_ids = agent_loop.main(url, _API_KEY)
+                print(
+                    "Running examples/two_services.py: an orchestrator service delegates to a "
+                    "research service over HTTP; their timelines link to each other ..."
+                )
+                task_ids += two_services.main(url, _API_KEY)
                 status = _run_cli(["tasks", "--url", url], args.color)
                 for task_id in task_ids:
                     extra = ["--detail"] if args.detail else []

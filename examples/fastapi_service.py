@@ -1,19 +1,22 @@
-"""A FastAPI service whose handlers run agent tasks, with the SDK started in the lifespan.
+"""A FastAPI service whose requests are agent tasks, through the ASGI integration.
 
 FastAPI is an optional extra::
 
     pip install 'hiveloop-async[fastapi]'       # fastapi + uvicorn
 
-The SDK runs on the server's event loop: the lifespan starts it (``await hb.start()``)
-and stops it on shutdown (``await hb.aclose()``, which delivers what is queued within its
-timeout). ``async with agent.task(...)`` inside an ``async def`` handler is safe under
-concurrency: the current task lives in a ContextVar, so requests never mix.
+Two lines do the SDK's work: ``lifespan=lifespan(hb)`` runs the sender on the server's
+event loop (started at startup, drained at shutdown), and ``HiveLoopMiddleware`` makes each
+request a task of the agent, typed by its route (``"POST /qualify/{lead_id}"``), with the
+method, route, status code and response size in its payload. Handlers just use
+``track_context``: the current task lives in a ContextVar, so concurrent requests never mix.
+Here a request answered with a 4xx counts as a failed task (``failed=``): a lead we cannot
+qualify is a failure of the agent, not only of the HTTP call.
 
 Endpoints::
 
-    POST /qualify/{lead_id}    qualify a lead: a task with a tool call, an LLM call and a
-                               nested action; an unknown lead fails the task (404)
-    GET  /health               liveness
+    POST /qualify/{lead_id}    qualify a lead: a tool call, a nested action and an LLM
+                               call; an unknown lead fails the task (404)
+    GET  /health               liveness (not tracked)
 
 Run it (127.0.0.1 only)::
 
@@ -26,10 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 try:
@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("this example needs FastAPI: pip install 'hiveloop-async[fastapi]'") from exc
 
 import hiveloop_async as hiveloop
+from hiveloop_async.contrib.asgi import HiveLoopMiddleware, lifespan
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8766"
 DEFAULT_API_KEY = "hb_local_dev"
@@ -64,50 +65,38 @@ async def enrich(company: str) -> dict[str, Any]:
 
 def create_app(endpoint: str, api_key: str = DEFAULT_API_KEY) -> FastAPI:
     """The application; the HiveBoard client lives exactly as long as the app runs."""
-    agents: dict[str, hiveloop.Agent] = {}
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        hb = hiveloop.HiveBoard(
-            api_key=api_key, endpoint=endpoint, flush_interval=1.0, shutdown_timeout=5.0
-        )
-        await hb.start()
-        agents["qualifier"] = hb.agent("lead-qualifier-api", type="sales", framework="fastapi")
-        try:
-            yield
-        finally:
-            await hb.aclose()  # bounded by shutdown_timeout
-
-    app = FastAPI(title="lead qualifier", lifespan=lifespan)
+    hb = hiveloop.HiveBoard(
+        api_key=api_key, endpoint=endpoint, flush_interval=1.0, shutdown_timeout=5.0
+    )
+    agent = hb.agent("lead-qualifier-api", type="sales", framework="fastapi")
+    app = FastAPI(title="lead qualifier", lifespan=lifespan(hb))
+    app.add_middleware(
+        HiveLoopMiddleware,
+        agent=agent,
+        project="sales-api",
+        exclude=["/health"],
+        failed=lambda status: status >= 400,
+    )
 
     @app.post("/qualify/{lead_id}")
     async def qualify(lead_id: str) -> dict[str, Any]:
-        agent = agents["qualifier"]
-        task_id = f"api-qualify-{lead_id}-{uuid.uuid4().hex[:8]}"
+        task = hiveloop.current_task()  # the request's task, opened by the middleware
+        assert task is not None
+        task_id = task.task_id
         try:
-            async with agent.task(task_id, project="sales-api", type="lead_qualification") as task:
-                async with agent.track_context("crm_search") as ctx:
-                    record = await crm_search(lead_id)
-                    ctx.set_payload({"args": {"lead_id": lead_id}, "result_preview": str(record)})
-                async with agent.track_context("enrich_and_score") as ctx:
-                    async with agent.track_context("enrich_company"):  # nested: a child
-                        company = await enrich(str(record["company"]))
-                    score = min(100, 50 + int(record["employees"]) // 20)
-                    ctx.set_payload({"score": score, "funding": company["funding"]})
-                task.llm_call(
-                    "write_summary",
-                    model="claude-haiku",
-                    tokens_in=220,
-                    tokens_out=60,
-                    cost=0.0004,
-                    duration_ms=35,
-                )
-                task.set_payload({"score": score})
+            async with hiveloop.track_context("crm_search") as ctx:
+                record = await crm_search(lead_id)  # KeyError: the action fails with it
+                ctx.set_payload({"args": {"lead_id": lead_id}, "result_preview": str(record)})
         except KeyError:
-            # The task is already recorded as failed (task_failed, KeyError); answer 404.
-            raise HTTPException(
-                status_code=404, detail={"task_id": task_id, "error": "unknown lead"}
-            ) from None
+            raise HTTPException(404, {"task_id": task_id, "error": "unknown lead"}) from None
+        async with hiveloop.track_context("enrich_and_score") as ctx:
+            async with hiveloop.track_context("enrich_company"):  # nested: a child
+                company = await enrich(str(record["company"]))
+            score = min(100, 50 + int(record["employees"]) // 20)
+            ctx.set_payload({"score": score, "funding": company["funding"]})
+        task.llm_call(
+            "write_summary", model="claude-haiku", tokens_in=220, tokens_out=60, cost=0.0004
+        )
         return {"task_id": task_id, "lead_id": lead_id, "score": score}
 
     @app.get("/health")

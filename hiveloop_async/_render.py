@@ -272,6 +272,28 @@ def _notable_node(event: Mapping[str, Any], order: int) -> _Node:
     return _Node(order, title, _YELLOW, False, pairs, _clock(event.get("timestamp")))
 
 
+def _delegation_node(event: Mapping[str, Any], order: int) -> _Node:
+    payload = _payload(event)
+    data = payload.get("data")
+    data = data if isinstance(data, dict) else {}
+    agent = _text(data.get("subagent_id") or data.get("subagent_name")) or "?"
+    title = f"⇢ delegated to {agent}  task {_text(data.get('sub_task_id')) or '?'}"
+    pairs: list[tuple[str, Any]] = [("event", "custom"), ("kind", "delegation")]
+    pairs.extend(data.items())
+    return _Node(order, title, _BLUE, False, pairs, _clock(event.get("timestamp")))
+
+
+def _caller_line(timeline: Mapping[str, Any]) -> str | None:
+    """``⇠ called by AGENT  task TASK`` when the task was started by a trusted caller."""
+    for event in timeline.get("events") or []:
+        if isinstance(event, dict) and event.get("event_type") == "task_started":
+            payload = _payload(event)
+            task = _text(payload.get("caller_task_id"))
+            if task:
+                return f"  ⇠ called by {_text(payload.get('caller_agent_id')) or '?'}  task {task}"
+    return None
+
+
 def _timeline_nodes(timeline: Mapping[str, Any]) -> list[_Node]:
     events = [e for e in timeline.get("events") or [] if isinstance(e, dict)]
     position = {e.get("event_id"): i for i, e in reversed(list(enumerate(events)))}
@@ -298,8 +320,11 @@ def _timeline_nodes(timeline: Mapping[str, Any]) -> list[_Node]:
 
     for index, event in enumerate(events):
         event_type = event.get("event_type")
-        if event_type == "custom" and _payload(event).get("kind") == "llm_call":
+        kind = _payload(event).get("kind") if event_type == "custom" else None
+        if kind == "llm_call":
             node = _llm_node(event, index)
+        elif kind == "delegation":
+            node = _delegation_node(event, index)
         elif event_type in _NOTABLE:
             node = _notable_node(event, index)
         elif event_type == "task_failed":
@@ -353,7 +378,11 @@ def render_timeline(
     :return: the text, ending without a newline.
     """
     nodes = _timeline_nodes(timeline)
-    lines = [_header(timeline, _count_llm(nodes), color), ""]
+    lines = [_header(timeline, _count_llm(nodes), color)]
+    caller = _caller_line(timeline)
+    if caller is not None:
+        lines.append(_paint(caller, _DIM, color))
+    lines.append("")
     if not nodes:
         lines.append("  (no actions or LLM calls recorded)")
 

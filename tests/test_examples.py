@@ -31,6 +31,7 @@ from examples import (
     fastapi_service,
     manual_enter_exit,
     sync_script,
+    two_services,
 )
 from hiveloop_async._server import ServerThread
 
@@ -232,7 +233,9 @@ async def test_aiohttp_service_handlers_run_tasks(server: ServerThread) -> None:
     failed = await timeline_of(server.url, ids[2])
     assert failed["derived_status"] == "failed"
     (event,) = [e for e in failed["events"] if e["event_type"] == "task_failed"]
-    assert event["payload"]["exception_type"] == "UnknownLead"
+    assert event["payload"]["status_code"] == 404
+    (search,) = [e for e in failed["events"] if e["event_type"] == "action_failed"]
+    assert search["payload"]["exception_type"] == "UnknownLead"
     assert find(failed["action_tree"], "crm_search")["status"] == "failure"
     items = await task_items(server.url, set(ids))
     assert {i["agent_id"] for i in items.values()} == {"lead-service"}
@@ -338,7 +341,40 @@ async def test_fastapi_service_lifespan_runs_the_sdk(server: ServerThread) -> No
     failed = await timeline_of(server.url, ids[2])
     assert failed["derived_status"] == "failed"
     (event,) = [e for e in failed["events"] if e["event_type"] == "task_failed"]
-    assert event["payload"]["exception_type"] == "KeyError"
+    assert event["payload"]["status_code"] == 404  # failed=: a 4xx fails the task here
+    (search,) = [e for e in failed["events"] if e["event_type"] == "action_failed"]
+    assert search["payload"]["exception_type"] == "KeyError"
+    items = await task_items(server.url, set(ids))
+    assert {i["task_type"] for i in items.values()} == {"POST /qualify/{lead_id}"}
+
+
+# -- two_services.py --------------------------------------------------------------------------
+
+
+async def test_two_services_timelines_link_both_ways(server: ServerThread) -> None:
+    """two_services: the orchestrator's request action holds a delegation to the research
+    task, and the research task names the orchestrator's task, run and action."""
+    orchestrator_id, research_id = await two_services.amain(server.url)
+    assert research_id
+    caller = await timeline_of(server.url, orchestrator_id)
+    callee = await timeline_of(server.url, research_id)
+    assert caller["derived_status"] == callee["derived_status"] == "completed"
+    delegate = find(caller["action_tree"], "delegate_research")
+    (request,) = delegate["children"]
+    assert request["name"].startswith("POST 127.0.0.1:") and request["name"].endswith("/research")
+    (delegation,) = [
+        e
+        for e in caller["events"]
+        if e["event_type"] == "custom" and e["payload"].get("kind") == "delegation"
+    ]
+    assert delegation["payload"]["data"]["sub_task_id"] == research_id
+    assert delegation["action_id"] == request["action_id"]
+    (started,) = [e for e in callee["events"] if e["event_type"] == "task_started"]
+    assert started["payload"]["caller_task_id"] == orchestrator_id
+    assert started["payload"]["caller_action_id"] == request["action_id"]
+    assert started["correlation_id"] == started["payload"]["caller_task_run_id"]
+    assert shape(callee["action_tree"]) == [("web_search", [])]
+    assert callee["llm_call_count"] == 1
 
 
 # -- manual_enter_exit.py ---------------------------------------------------------------------
