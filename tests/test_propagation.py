@@ -24,8 +24,9 @@ from hiveloop_async.contrib import aiohttp as hl_aiohttp
 from hiveloop_async.contrib import httpx as hl_httpx
 from hiveloop_async.contrib import propagation as prop
 from hiveloop_async.contrib.asgi import HiveLoopMiddleware, lifespan
+from hiveloop_async.testing import capture_events
 
-from .services import Uvicorn, aiohttp_server, closed_tasks, events_by_task, started
+from .services import Uvicorn, aiohttp_server, await_until, closed_tasks, events_by_task, started
 
 KEY = "hb_test_services"
 Json = dict[str, Any]
@@ -354,3 +355,33 @@ async def test_a_trusted_chain_of_three_services_links_all_three(server: ServerT
         assert {e["correlation_id"] for e in c_events} == {root}
 
     await asyncio.to_thread(check)
+
+
+async def test_exported_spans_of_two_services_form_one_trace() -> None:
+    """The OTLP spans of a caller and a trusted callee: one trace, the callee's task span a
+    child of the caller's request action (the ids the headers carried)."""
+    from .test_otlp import assemble, by_name, decoded, wire
+
+    caller_hb = hiveloop.HiveBoard(api_key=KEY, endpoint="http://127.0.0.1:9", enabled=False)
+    callee_hb = hiveloop.HiveBoard(api_key=KEY, endpoint="http://127.0.0.1:9", enabled=False)
+    research = research_aiohttp(callee_hb, "otlp-callee", trust=True)
+    config = hl_aiohttp.trace_config(track_requests=True)
+    with capture_events() as cap:
+        async with (
+            aiohttp_server(research) as url,
+            aiohttp.ClientSession(trace_configs=[config]) as http,
+        ):
+            caller = caller_hb.agent("otlp-caller")
+            async with caller.task("root") as task, http.post(url + "/v1/run") as response:
+                assert response.status == 200
+            await await_until(lambda: len(cap.of_type("task_completed")) == 2)
+    spans = by_name(decoded(assemble(wire(cap))))
+    caller = spans["invoke_agent otlp-caller"]
+    callee = spans["invoke_agent otlp-callee"]
+    (request,) = [s for name, s in spans.items() if name.startswith("POST ")]
+    trace = tc.trace_id_for_run(task.task_run_id)
+    assert caller["trace_id"] == request["trace_id"] == callee["trace_id"] == trace
+    assert request["parent"] == caller["span_id"]
+    assert callee["parent"] == request["span_id"]
+    assert spans["research"]["trace_id"] == trace
+    assert spans["research"]["parent"] == callee["span_id"]
