@@ -371,8 +371,8 @@ async def test_exported_spans_of_two_services_form_one_trace() -> None:
             aiohttp_server(research) as url,
             aiohttp.ClientSession(trace_configs=[config]) as http,
         ):
-            caller = caller_hb.agent("otlp-caller")
-            async with caller.task("root") as task, http.post(url + "/v1/run") as response:
+            caller_agent = caller_hb.agent("otlp-caller")
+            async with caller_agent.task("root") as task, http.post(url + "/v1/run") as response:
                 assert response.status == 200
             await await_until(lambda: len(cap.of_type("task_completed")) == 2)
     spans = by_name(decoded(assemble(wire(cap))))
