@@ -65,9 +65,12 @@ class Uvicorn:
 
 
 @contextlib.asynccontextmanager
-async def aiohttp_server(app: web.Application) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1 in the running loop; yields its base URL."""
-    runner = web.AppRunner(app, handle_signals=False)
+async def aiohttp_server(
+    app: web.Application, *, shutdown_timeout: float = 60.0
+) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 in the running loop; yields its base URL. Leaving waits up
+    to ``shutdown_timeout`` for running handlers, then cancels them."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

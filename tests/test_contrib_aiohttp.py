@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -98,6 +99,11 @@ def make_app(server: ServerThread, agent_id: str, **options: Any) -> web.Applica
         await socket.close()
         return socket
 
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    app.router.add_get("/hang", hang)
     app.router.add_post("/work/{n}", work)
     app.router.add_get("/health", health)
     app.router.add_get("/missing", missing)
@@ -215,3 +221,21 @@ async def test_handler_exception_is_the_same_object() -> None:
     assert caught == [raised] and caught[0] is raised
     (end,) = cap.of_type("task_failed")
     assert end["task_type"] == "GET /x"
+
+
+async def test_server_shutdown_cancels_a_request_and_the_cleanup_drains(
+    server: ServerThread,
+) -> None:
+    app = make_app(server, "aio-shutdown")
+    async with aiohttp.ClientSession() as http:
+        async with aiohttp_server(app, shutdown_timeout=0.3) as url:
+            pending = asyncio.ensure_future(http.get(url + "/hang", headers={"X-Request-ID": "h"}))
+            await await_until(
+                lambda: any(e["task_id"] == "h" for e in server.events(event_type="task_started"))
+            )
+        with contextlib.suppress(aiohttp.ClientError):
+            (await pending).close()
+    end = (await asyncio.to_thread(closed_tasks, server, "aio-shutdown"))["h"]
+    assert end["event_type"] == "task_failed"
+    assert end["payload"]["cancelled"] is True
+    assert end["payload"]["exception_type"] == "CancelledError"

@@ -74,6 +74,14 @@ def agent_app(agent: hiveloop.Agent, **options: Any) -> FastAPI:
     async def deco(n: int) -> dict[str, int]:
         return {"n": await step(n)}
 
+    @app.get("/sync/{n}")
+    def sync_handler(n: int) -> dict[str, Any]:  # run in Starlette's thread pool
+        task = hiveloop.current_task()
+        assert task is not None
+        with hiveloop.track_context("sync-step"):
+            pass
+        return {"task_id": task.task_id}
+
     @app.get("/health")
     async def health() -> dict[str, bool]:
         return {"ok": True}
@@ -216,10 +224,16 @@ async def test_errors_map_to_the_task_status(server: ServerThread) -> None:
     with Uvicorn(app) as uv:
         async with aiohttp.ClientSession() as http:
             statuses = {}
-            for path in ("/missing", "/unavailable", "/boom", "/deco/3"):
+            for path in ("/missing", "/unavailable", "/boom", "/deco/3", "/sync/1"):
                 async with http.get(uv.url + path, headers={"X-Request-ID": path[1:]}) as r:
                     statuses[path] = r.status
-    assert statuses == {"/missing": 404, "/unavailable": 503, "/boom": 500, "/deco/3": 200}
+    assert statuses == {
+        "/missing": 404,
+        "/unavailable": 503,
+        "/boom": 500,
+        "/deco/3": 200,
+        "/sync/1": 200,
+    }
     ends = closed_tasks(server, "svc-errors")
     assert ends["missing"]["event_type"] == "task_completed"
     assert ends["missing"]["payload"]["status_code"] == 404
@@ -232,6 +246,9 @@ async def test_errors_map_to_the_task_status(server: ServerThread) -> None:
     assert boom["payload"]["status_code"] == 500
     deco = events_by_task(server, "svc-errors")["deco/3"]
     assert action_tree(deco) == [("deco-step", None)]
+    sync = events_by_task(server, "svc-errors")["sync/1"]
+    assert action_tree(sync) == [("sync-step", None)]
+    assert closing(sync)["task_type"] == "GET /sync/{n}"
 
 
 async def test_failed_predicate_and_callables_override_defaults(server: ServerThread) -> None:
