@@ -49,7 +49,8 @@ class RequestInfo:
     method: str
     path: str
     route: str | None  #: the route template, when the router could tell
-    headers: Mapping[str, str]  #: lower-cased names
+    #: lower-cased names; at least ``x-request-id``, ``traceparent`` and ``hiveloop-context``
+    headers: Mapping[str, str]
     peer: str | None
     kind: str = "http"  #: "http" or "websocket"
 

@@ -47,6 +47,7 @@ __all__ = ["middleware", "setup", "trace_config"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _SERVED: web.RequestKey[ServedRequest] = web.RequestKey("hiveloop_served", ServedRequest)
 _CLIENT_ERRORS = (ConnectionResetError, BrokenPipeError)
+_READ = ("x-request-id", prop.TRACEPARENT, prop.CONTEXT_HEADER)
 
 
 def setup(
@@ -149,8 +150,9 @@ def _begin(tasks: RequestTasks, request: web.Request) -> ServedRequest | None:
         info = request.match_info
         resource = info.route.resource if info is not None else None
         route = resource.canonical if resource is not None else None
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        websocket = headers.get("upgrade", "").lower() == "websocket"
+        raw = request.headers
+        headers = {name: raw[name] for name in _READ if name in raw}
+        websocket = raw.get("Upgrade", "").lower() == "websocket"
         return tasks.begin(
             RequestInfo(
                 request=request,

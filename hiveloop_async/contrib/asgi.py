@@ -43,6 +43,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+#: The request headers the middleware reads (the others are never decoded).
+_READ = frozenset({b"x-request-id", prop.TRACEPARENT.encode(), prop.CONTEXT_HEADER.encode()})
+
 
 def lifespan(
     hb: HiveBoard,
@@ -131,8 +134,9 @@ class HiveLoopMiddleware:
             if self._tasks.excluded(path, scope):
                 return None
             headers = {
-                k.decode("latin-1").lower(): v.decode("latin-1")
+                k.decode("latin-1"): v.decode("latin-1")
                 for k, v in scope.get("headers") or ()
+                if k in _READ  # ASGI header names are lower-case
             }
             client = scope.get("client")
             info = RequestInfo(
