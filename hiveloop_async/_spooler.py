@@ -62,11 +62,12 @@ class Spooler:
         except Exception:
             return False
 
-    async def replay(self, post: Post) -> bool:
+    async def replay(self, post: Post, delivered_events: Callable[[int], None]) -> bool:
         """Send spooled batches in order until none is left or one fails.
 
-        Returns True when the spool was emptied for this destination. Cancellation passes
-        through (a claimed batch is released first).
+        ``delivered_events(n)`` is called after each batch the server accepted. Returns True
+        when the spool was emptied for this destination. Cancellation passes through (a
+        claimed batch is released first).
         """
         spool = self.spool
         while True:
@@ -82,6 +83,7 @@ class Spooler:
                 if 200 <= status < 300:
                     delivered = True
                     self.replayed += batch.events
+                    delivered_events(batch.events)
                 elif 400 <= status < 500 and status not in (401, 403, 408, 429):
                     delivered = True  # refused for good: keeping it would block the rest
                     self.replay_rejected += batch.events

@@ -715,10 +715,7 @@ class Engine:
             while not self._closing:
                 await replay_ev.wait()
                 replay_ev.clear()
-                before = spooler.replayed
-                await spooler.replay(self._post_body)
-                if spooler.replayed > before:
-                    self.queue.note_replayed(spooler.replayed - before)
+                await spooler.replay(self._post_body, self.queue.note_replayed)
         except Exception:
             internal_error("spool replay")
 

@@ -164,3 +164,87 @@ async def test_an_outage_longer_than_the_retry_deadline_is_spooled_and_replayed(
 
 async def _sleep() -> None:
     await anyio.sleep(0.02)  # polling a condition, bounded by the loop above
+
+
+_SPOOLING_CHILD = """
+import sys, time
+import hiveloop_async as hl
+url, spool, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+hb = hl.HiveBoard(api_key="hb_test_wiring", endpoint=url, flush_interval=0.05,
+                  retry_deadline=0.3, spool_dir=spool)
+agent = hb.agent("restart", heartbeat_interval=0)
+for i in range(n):
+    agent.event("custom", {"kind": "probe", "i": i})
+deadline = time.monotonic() + 30
+while hb.stats()["spooled"] < n + 1 and time.monotonic() < deadline:
+    time.sleep(0.02)  # allowed-sleep: polling the child's own counters
+print("spooled", hb.stats()["spooled"], flush=True)
+time.sleep(600)  # allowed-sleep: waiting to be killed by the test
+"""
+
+
+def test_a_process_killed_during_an_outage_loses_nothing_it_spooled(tmp_path: Path) -> None:
+    """A process records during an outage longer than retry_deadline, spools, and is
+    SIGKILLed while the server is still down; the next process replays every event once."""
+    import subprocess
+    import sys
+
+    outage = _Outage()
+    spool = tmp_path / "spool"
+    with FaultServer(outage) as srv:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _SPOOLING_CHILD, srv.url, str(spool), "60"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline().split() == ["spooled", "61"]
+        finally:
+            child.kill()  # SIGKILL: no shutdown hook, no atexit
+            child.wait(10)
+            if child.stdout is not None:
+                child.stdout.close()
+        assert srv.events == []
+        outage.up = True
+        hb = _client(srv.url, spool_dir=spool)
+        try:
+            hb.agent("restart", heartbeat_interval=0)
+            assert hb.flush(10)
+            assert srv.wait_for(lambda: len(srv.events) >= 62, 15)
+        finally:
+            hb.shutdown(10)
+        replayed = hb.stats()["replayed"]
+    probes = sorted(e["payload"]["i"] for e in srv.events if e["payload"].get("kind") == "probe")
+    assert probes == list(range(60))
+    ids = [e["event_id"] for e in srv.events]
+    assert len(ids) == len(set(ids))
+    assert replayed == 61
+
+
+async def test_queue_overflow_during_an_outage_goes_to_the_spool(tmp_path: Path) -> None:
+    """More events than the queue holds while the server is down and the workers are busy
+    retrying: nothing is dropped; everything arrives once when the server is back."""
+    outage = _Outage()
+    spool = tmp_path / "spool"
+    with FaultServer(outage) as srv:
+        async with _client(
+            srv.url, retry_deadline=30, max_queue_size=200, batch_size=50, spool_dir=spool
+        ) as hb:
+            agent = hb.agent("overflow", heartbeat_interval=0)
+            for i in range(2000):
+                agent.event("custom", {"kind": "probe", "i": i})
+                if i % 100 == 0:
+                    await _sleep()
+            down = hb.stats()
+            assert down["dropped_total"] == 0, down["dropped"]
+            assert down["spooled"] > 0
+            outage.up = True
+            assert await hb.aflush(20)
+            for _ in range(500):
+                if len(srv.events) >= 2001:
+                    break
+                await _sleep()
+    probes = sorted(e["payload"]["i"] for e in srv.events if e["payload"].get("kind") == "probe")
+    assert probes == list(range(2000))
+    assert len({e["event_id"] for e in srv.events}) == len(srv.events)
