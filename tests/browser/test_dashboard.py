@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Dialog, Page, expect
 
-from .conftest import ARTIFACTS, ROOT, XSS, Served, record, screenshot
+from examples import two_services
+
+from .conftest import ARTIFACTS, KEY, ROOT, XSS, Served, in_thread, record, screenshot
 
 # Light-scheme colours of app.css, as the browser computes them.
 GREEN, BLUE, PURPLE, RED = (
@@ -286,6 +288,22 @@ def test_non_loopback_bind_needs_the_key(page: Page) -> None:
         expect(page.locator("#key-dialog")).to_be_hidden()
     finally:
         server.stop()
+
+
+def test_linked_services_link_to_each_other(page: Page, served: tuple[Served, list[str]]) -> None:
+    """two_services: the orchestrator's timeline links to the research task, and back."""
+    server, _ = served
+    orchestrator, research = in_thread(lambda: two_services.main(server.url, KEY))
+    open_timeline(page, server.url, orchestrator)
+    callee = page.locator("#task-links .link-callee a")
+    expect(callee).to_have_text(research)
+    callee.click()
+    expect(page.locator("main[data-ready=timeline] .tl-head h1")).to_contain_text(research)
+    caller = page.locator("#task-links .link-caller a")
+    expect(caller).to_have_text(orchestrator)
+    expect(page.locator("#task-links .link-caller")).to_contain_text("called by orchestrator")
+    caller.click()
+    expect(page.locator("main[data-ready=timeline] .tl-head h1")).to_contain_text(orchestrator)
 
 
 @pytest.fixture(autouse=True)

@@ -394,6 +394,24 @@ function renderDetail(panel, node) {
       el("pre", null, node.events.map((e) => JSON.stringify(e, null, 2)).join("\n\n"))));
 }
 
+// Links between tasks of different services (hiveloop_async.contrib.propagation): the caller
+// named in task_started, the callees named by delegation events.
+function taskLinks(timeline) {
+  const links = [];
+  const link = (id) => el("a", { href: `#/task/${encodeURIComponent(id)}` }, text(id));
+  for (const ev of timeline.events) {
+    const p = ev.payload && typeof ev.payload === "object" ? ev.payload : {};
+    if (ev.event_type === "task_started" && p.caller_task_id) {
+      links.push(el("span", { class: "link-caller" }, `⇠ called by ${text(p.caller_agent_id)} `, link(p.caller_task_id)));
+    }
+    const data = p.data && typeof p.data === "object" ? p.data : {};
+    if (ev.event_type === "custom" && p.kind === "delegation" && data.sub_task_id) {
+      links.push(el("span", { class: "link-callee" }, `⇢ delegated to ${text(data.subagent_id)} `, link(data.sub_task_id)));
+    }
+  }
+  return links.length ? el("div", { class: "facts", id: "task-links" }, links) : null;
+}
+
 async function viewTimeline(main, taskId) {
   // The page draws its own tree from `events`; HiveBoard's action_tree would repeat them.
   const timeline = await api(`/v1/tasks/${encodeURIComponent(taskId)}/timeline`, { action_tree: "false" });
@@ -412,7 +430,7 @@ async function viewTimeline(main, taskId) {
       el("span", null, `duration ${fmtDuration(timeline.duration_ms)}`), el("span", null, `agent ${text(timeline.agent_id)}`),
       el("span", { class: `badge ${status}` }, status), el("span", null, `◆ ${timeline.llm_call_count ?? 0} LLM`),
       el("span", null, `${fmtInt(timeline.total_tokens_in)} in / ${fmtInt(timeline.total_tokens_out)} out`),
-      el("span", null, fmtCost(timeline.total_cost))));
+      el("span", null, fmtCost(timeline.total_cost))), taskLinks(timeline));
   const legend = el("div", { class: "legend" },
     [["task", "task start / end"], ["action", "action"], ["llm", "LLM call"], ["failed", "failure"]].map(([k, label]) =>
     el("span", { class: `node kind-${k === "failed" ? "action failed" : k}` }, el("span", { class: "mark" }), label)));
