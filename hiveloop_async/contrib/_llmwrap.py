@@ -70,9 +70,17 @@ class Call:
 
     def add_text(self, text: object) -> None:
         """Keep response text for the preview (only while capturing, up to ``limit`` chars)."""
-        if self.capture and isinstance(text, str) and text:
-            if sum(len(t) for t in self.text) < self.limit:
-                self.text.append(text)
+        if (
+            self.capture
+            and isinstance(text, str)
+            and text
+            and sum(len(t) for t in self.text) < self.limit
+        ):
+            self.text.append(text)
+
+    def restart(self) -> None:
+        """Start the clock now (a request made later than the call was prepared)."""
+        self._t0 = time.perf_counter()
 
     def first_token(self) -> None:
         """Note the time to first token (the first call counts)."""

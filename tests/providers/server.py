@@ -111,7 +111,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     pieces = []
     if tools:
         for i, tc in enumerate(_tool_calls()):
-            delta = {"tool_calls": [{"index": i, **tc}]}
+            delta: dict[str, Any] = {"tool_calls": [{"index": i, **tc}]}
             pieces.append(_sse({**base, "choices": [{"index": 0, "delta": delta}]}))
     else:
         for i in range(n):
@@ -373,7 +373,7 @@ class FakeProvider:
         await site.start()
         server = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self._ready.set()
 
     def stop(self) -> None:
