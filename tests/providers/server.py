@@ -84,7 +84,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if err is not None:
         return err
     served = model + "-2024-07-18"
-    tools = "tools" in model
+    # tool calls until the conversation carries tool results (an agent loop then ends)
+    tools = "tools" in model and (body.get("messages") or [{}])[-1].get("role") != "tool"
     if not body.get("stream"):
         message: dict[str, Any] = {"role": "assistant", "content": None if tools else ANSWER}
         if tools:
