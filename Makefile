@@ -117,3 +117,8 @@ clean-all-pythons:
 .PHONY: bench-safety
 bench-safety: $(STAMP)
 	$(BIN)/python -m benchmarks.safety
+
+.PHONY: bench-llm
+# Added cost per OpenAI call of contrib.openai.instrument vs the bare client (fake server).
+bench-llm: $(STAMP)
+	$(BIN)/python -m benchmarks.llm

@@ -69,6 +69,10 @@ TAKE_CHUNK = 64
 GZIP_IN_THREAD_BYTES = 256 * 1024
 
 
+#: Tasks started from loop callbacks, kept referenced until they finish.
+_PENDING: set[asyncio.Task[None]] = set()
+
+
 class _Resolvable(Protocol):
     def resolve(self) -> None: ...
 
@@ -192,7 +196,24 @@ class Engine:
 
     def add_agent(self, agent: Agent) -> None:
         """Start heartbeats for an agent registered after the engine started. Thread-safe."""
-        self._call_soon(self._start_heartbeat, agent)
+        self._call_soon(self._start_heartbeat_in_task, agent)
+
+    def _start_heartbeat_in_task(self, agent: Agent) -> None:
+        """``_start_heartbeat`` from inside a task, never from a bare loop callback.
+
+        anyio asks sniffio (when it is installed, e.g. by openai or anthropic) which library
+        runs, and sniffio answers only inside a task: ``start_soon`` from a callback raised.
+        """
+        if asyncio.current_task() is not None:
+            self._start_heartbeat(agent)
+            return
+
+        async def start() -> None:
+            self._start_heartbeat(agent)
+
+        task = asyncio.get_running_loop().create_task(start())
+        _PENDING.add(task)
+        task.add_done_callback(_PENDING.discard)
 
     def request_close(self, deadline: float) -> None:
         """On the engine's loop: stop heartbeats and drain until ``deadline`` (monotonic)."""

@@ -1,0 +1,343 @@
+"""OpenAI client calls that record themselves as ``llm_call`` events.
+
+::
+
+    from openai import AsyncOpenAI
+    from hiveloop_async.contrib.openai import instrument
+
+    client = instrument(AsyncOpenAI())
+
+Covered, on ``openai.OpenAI`` and ``openai.AsyncOpenAI``: ``chat.completions.create`` (plain
+and ``stream=True``), ``chat.completions.parse``, ``responses.create`` (plain and streamed) and
+``embeddings.create``. Each call records one ``llm_call`` under the current task (the
+current agent when there is no task; nothing when there is neither).
+
+Streams are recorded when they end, are closed early or fail. Unless the caller set
+``stream_options`` or ``include_usage=False``, chat streams are sent with
+``stream_options={"include_usage": True}`` so the tokens are known, and the extra usage-only
+final chunk is hidden from the caller. A streamed result is a thin wrapper of the SDK's
+``Stream``/``AsyncStream`` (iteration, ``close()``, ``with``; other attributes delegate).
+
+``client.copy()`` / ``client.with_options(...)`` return instrumented copies (same settings).
+``with_raw_response`` / ``with_streaming_response`` keep working; they record the call's
+duration and requested model only (their body is not parsed by us).
+
+Nothing from ``openai`` is imported until :func:`instrument` is called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from ._llm import DEFAULT_PREVIEW_CHARS, DEFAULT_PRICES, content_text, last_message_text
+from ._llmwrap import AsyncStream, Call, SyncStream, wrap_async, wrap_sync
+
+__all__ = ["instrument", "uninstrument"]
+
+_C = TypeVar("_C")
+_STATE = "_hiveloop_instrumented"
+_RAW_HEADER = "X-Stainless-Raw-Response"
+
+#: (resource path, method, default name, kind)
+_METHODS = (
+    ("chat.completions", "create", "chat", "chat"),
+    ("chat.completions", "parse", "chat", "chat"),
+    ("responses", "create", "responses", "responses"),
+    ("embeddings", "create", "embeddings", "embeddings"),
+)
+
+
+class _Options:
+    __slots__ = ("capture", "include_usage", "limit", "name", "prices")
+
+    def __init__(
+        self,
+        name: str | None,
+        capture: bool,
+        limit: int,
+        prices: Mapping[str, tuple[float, float]],
+        include_usage: bool,
+    ) -> None:
+        self.name = name
+        self.capture = capture
+        self.limit = limit
+        self.prices = prices
+        self.include_usage = include_usage
+
+
+def instrument(
+    client: _C,
+    *,
+    name: str | None = None,
+    capture_content: bool = True,
+    preview_chars: int = DEFAULT_PREVIEW_CHARS,
+    prices: Mapping[str, tuple[float, float]] | None = None,
+    include_usage: bool = True,
+) -> _C:
+    """Make ``client`` (``openai.OpenAI`` or ``AsyncOpenAI``) record its calls; returns it.
+
+    ``name``: the ``llm_call`` name (default: the operation, ``"chat"``, ``"responses"``,
+    ``"embeddings"``). ``capture_content=False`` records no prompt or response text.
+    ``prices`` (``{model prefix: (usd_in_per_1k, usd_out_per_1k)}``) is merged over
+    :data:`~hiveloop_async.contrib._llm.DEFAULT_PRICES`. ``include_usage=False`` never adds
+    ``stream_options``. Idempotent (a second call changes nothing). Does not block; raises
+    ``TypeError`` if ``client`` is not an OpenAI client.
+    """
+    import openai
+
+    if not isinstance(client, openai.OpenAI | openai.AsyncOpenAI):
+        raise TypeError("instrument() takes an openai.OpenAI or openai.AsyncOpenAI instance")
+    if getattr(client, _STATE, None) is not None:
+        return client
+    table = {**DEFAULT_PRICES, **prices} if prices else DEFAULT_PRICES
+    opts = _Options(name, capture_content, preview_chars, table, include_usage)
+    is_async = isinstance(client, openai.AsyncOpenAI)
+    patched: list[tuple[object, str]] = []
+    for path, method, default_name, kind in _METHODS:
+        resource: Any = client
+        for part in path.split("."):
+            resource = getattr(resource, part)
+        original = getattr(resource, method, None)
+        if original is None:
+            continue
+        start = _starter(kind, opts.name or default_name, opts)
+        finish = _finisher(kind, is_async)
+        wrapped = (
+            wrap_async(original, start, finish) if is_async else wrap_sync(original, start, finish)
+        )
+        setattr(resource, method, wrapped)
+        patched.append((resource, method))
+
+    original_copy = client.copy
+
+    def copy(*args: Any, **kwargs: Any) -> Any:
+        new = original_copy(*args, **kwargs)
+        try:
+            instrument(
+                new,
+                name=name,
+                capture_content=capture_content,
+                preview_chars=preview_chars,
+                prices=prices,
+                include_usage=include_usage,
+            )
+        except Exception:
+            pass
+        return new
+
+    copy.__doc__ = original_copy.__doc__
+    object.__setattr__(client, "copy", copy)
+    object.__setattr__(client, "with_options", copy)
+    patched += [(client, "copy"), (client, "with_options")]
+    object.__setattr__(client, _STATE, patched)
+    return client
+
+
+def uninstrument(client: object) -> None:
+    """Undo :func:`instrument` on ``client`` (no-op if it is not instrumented). Never raises.
+
+    A ``with_raw_response`` resource built while instrumented keeps recording.
+    """
+    patched = getattr(client, _STATE, None)
+    if patched is None:
+        return
+    for obj, attr in patched:
+        try:
+            delattr(obj, attr)
+        except AttributeError:
+            pass
+    delattr(client, _STATE)
+
+
+# -- per-operation start/finish ---------------------------------------------------------------
+
+
+def _is_raw(kwargs: dict[str, Any]) -> bool:
+    headers = kwargs.get("extra_headers")
+    return isinstance(headers, Mapping) and _RAW_HEADER in headers
+
+
+def _starter(kind: str, name: str, opts: _Options) -> Any:
+    def start(kwargs: dict[str, Any]) -> tuple[Call, dict[str, Any]]:
+        model = kwargs.get("model")
+        if kind == "chat":
+            prompt = last_message_text(kwargs.get("messages"))
+        elif kind == "responses":
+            prompt = _responses_input_text(kwargs.get("input"))
+        else:
+            inp = kwargs.get("input")
+            prompt = (
+                inp if isinstance(inp, str) else (inp[0] if isinstance(inp, list) and inp else None)
+            )
+        call = Call(
+            name,
+            model if isinstance(model, str) else None,
+            capture=opts.capture,
+            limit=opts.limit,
+            prices=opts.prices,
+            prompt=prompt,
+        )
+        call.meta["provider"] = "openai"
+        if _is_raw(kwargs):
+            call.meta["raw_response"] = True
+            return call, kwargs
+        if kind == "chat" and kwargs.get("stream") is True:
+            call.meta["stream"] = True
+            if opts.include_usage and not _has(kwargs, "stream_options"):
+                kwargs = {**kwargs, "stream_options": {"include_usage": True}}
+                call.hide = True
+        elif kind == "responses" and kwargs.get("stream") is True:
+            call.meta["stream"] = True
+        return call, kwargs
+
+    return start
+
+
+def _has(kwargs: dict[str, Any], key: str) -> bool:
+    value = kwargs.get(key)
+    return value is not None and type(value).__name__ not in ("Omit", "NotGiven")
+
+
+def _finisher(kind: str, is_async: bool) -> Any:
+    def finish(call: Call, result: Any) -> Any:
+        if call.meta.get("raw_response"):
+            call.end()
+            return result
+        if call.meta.get("stream"):
+            feed = _feed_chat if kind == "chat" else _feed_responses
+            return AsyncStream(result, call, feed) if is_async else SyncStream(result, call, feed)
+        if kind == "chat":
+            _read_chat(call, result)
+        elif kind == "responses":
+            _read_response(call, result)
+        else:
+            _read_embeddings(call, result)
+        call.end()
+        return result
+
+    return finish
+
+
+def _responses_input_text(inp: object) -> str | None:
+    if isinstance(inp, str):
+        return inp
+    if isinstance(inp, list) and inp:
+        last = inp[-1]
+        if isinstance(last, Mapping):
+            return content_text(last.get("content"))
+    return None
+
+
+def _usage_chat(call: Call, usage: Any) -> None:
+    if usage is None:
+        return
+    call.tokens_in = getattr(usage, "prompt_tokens", None)
+    call.tokens_out = getattr(usage, "completion_tokens", None)
+    cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None)
+    if cached:
+        call.meta["cached_tokens"] = cached
+    reasoning = getattr(getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None)
+    if reasoning:
+        call.meta["reasoning_tokens"] = reasoning
+
+
+def _read_chat(call: Call, resp: Any) -> None:
+    call.model = getattr(resp, "model", None) or call.model
+    _usage_chat(call, getattr(resp, "usage", None))
+    choices = getattr(resp, "choices", None)
+    if not choices:
+        return
+    choice = choices[0]
+    call.meta["finish_reason"] = choice.finish_reason
+    message = choice.message
+    call.add_text(message.content)
+    tool_calls = getattr(message, "tool_calls", None)
+    if tool_calls:
+        call.meta["tool_calls"] = [
+            {"id": tc.id, "name": getattr(getattr(tc, "function", None), "name", None)}
+            for tc in tool_calls
+        ]
+
+
+def _feed_chat(call: Call, chunk: Any) -> bool:
+    model = getattr(chunk, "model", None)
+    if model:
+        call.model = model
+    usage = getattr(chunk, "usage", None)
+    if usage is not None:
+        _usage_chat(call, usage)
+    choices = chunk.choices
+    if not choices:
+        return usage is not None and call.hide
+    choice = choices[0]
+    delta = choice.delta
+    if delta is not None:
+        content = delta.content
+        if content:
+            call.first_token()
+            call.add_text(content)
+        tool_calls = delta.tool_calls
+        if tool_calls:
+            call.first_token()
+            known = call.meta.setdefault("tool_calls", [])
+            for tc in tool_calls:
+                if tc.id:
+                    fn = getattr(tc, "function", None)
+                    known.append({"id": tc.id, "name": getattr(fn, "name", None)})
+    if choice.finish_reason:
+        call.meta["finish_reason"] = choice.finish_reason
+    return False
+
+
+def _read_response(call: Call, resp: Any) -> None:
+    call.model = getattr(resp, "model", None) or call.model
+    usage = getattr(resp, "usage", None)
+    if usage is not None:
+        call.tokens_in = getattr(usage, "input_tokens", None)
+        call.tokens_out = getattr(usage, "output_tokens", None)
+        cached = getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", None)
+        if cached:
+            call.meta["cached_tokens"] = cached
+        details = getattr(usage, "output_tokens_details", None)
+        reasoning = getattr(details, "reasoning_tokens", None)
+        if reasoning:
+            call.meta["reasoning_tokens"] = reasoning
+    status = getattr(resp, "status", None)
+    if status:
+        call.meta["finish_reason"] = status
+    tools = []
+    for item in getattr(resp, "output", None) or ():
+        if getattr(item, "type", None) == "function_call":
+            tools.append({"id": item.call_id, "name": item.name})
+    if tools:
+        call.meta["tool_calls"] = tools
+    if not call.text and call.capture:
+        try:
+            call.add_text(resp.output_text)
+        except Exception:
+            pass
+
+
+def _feed_responses(call: Call, event: Any) -> bool:
+    kind = getattr(event, "type", "")
+    if kind == "response.output_text.delta":
+        call.first_token()
+        call.add_text(event.delta)
+    elif kind in ("response.completed", "response.incomplete", "response.failed"):
+        _read_response(call, event.response)
+    elif kind == "response.created":
+        call.model = getattr(event.response, "model", None) or call.model
+    elif (
+        kind == "response.output_item.added" and getattr(event.item, "type", "") == "function_call"
+    ):
+        call.first_token()
+    return False
+
+
+def _read_embeddings(call: Call, resp: Any) -> None:
+    call.model = getattr(resp, "model", None) or call.model
+    usage = getattr(resp, "usage", None)
+    if usage is not None:
+        call.tokens_in = getattr(usage, "prompt_tokens", None)
+    call.meta["count"] = len(getattr(resp, "data", None) or ())

@@ -1,0 +1,1 @@
+"""A fake OpenAI/Anthropic server for the LLM integration tests."""
