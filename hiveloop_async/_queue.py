@@ -390,18 +390,47 @@ class EventQueue:
             self.in_flight += n
         return out
 
-    def give_back(self, recs: list[Any]) -> None:
-        """Return records taken but not used, to the front of the queue, in order."""
+    def give_back(self, recs: list[Any], *, trim: bool = True) -> None:
+        """Return records taken but not used, to the front of the queue, in order.
+
+        The queue may have filled up while they were out: with ``trim``, what then exceeds
+        ``max_size`` is dropped by the drop policy and counted as ``queue_full``, so that the
+        bound holds while the sender runs. A cancelled sender gives back without ``trim``:
+        the next sender, or the shutdown's own accounting, takes them as they are.
+        """
         if not recs:
             return
         with self.lock:
+            q = self._q
             n = 0
             for rec in reversed(recs):
-                self._q.appendleft(rec)
+                q.appendleft(rec)
                 if type(rec) is not FlushMarker:
                     n += 1
             self._taken -= n
             self.in_flight -= n
+            if trim and len(q) > self._max:
+                self._trim_locked()
+
+    def _trim_locked(self) -> None:
+        """Drop events past ``max_size`` (oldest or newest, by policy), keeping flush markers."""
+        q = self._q
+        excess = len(q) - self._max
+        markers = []
+        pop = q.popleft if self._drop_oldest else q.pop
+        try:
+            while excess > 0:
+                rec = pop()
+                if type(rec) is FlushMarker:
+                    markers.append(rec)
+                else:
+                    self._discard(rec, "queue_full")
+                    excess -= 1
+        except IndexError:
+            pass
+        put = q.appendleft if self._drop_oldest else q.append
+        for marker in reversed(markers):
+            put(marker)
 
     def note_replayed(self, n: int) -> None:
         """``n`` events were delivered from the spool."""

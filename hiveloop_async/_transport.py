@@ -525,7 +525,7 @@ class Engine:
         except BaseException:
             # Cancelled: what was taken but not encoded goes back to the queue, and what was
             # encoded but not dispatched to the stash (the next sender sends both).
-            queue.give_back(([marker] if marker is not None else []) + chunk[i:end])
+            queue.give_back(([marker] if marker is not None else []) + chunk[i:end], trim=False)
             for agent, events in batcher.pending():  # finish() spools or counts them if closed
                 queue.stash(agent, events)
             raise

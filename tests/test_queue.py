@@ -410,6 +410,31 @@ def test_queue_overflow_drops_by_policy_and_keeps_markers() -> None:
     assert_balanced(newest.counts())
 
 
+@pytest.mark.parametrize(
+    ("policy", "kept"), [("oldest", [10, 11, 12, 13, 14]), ("newest", [0, 1, 2, 3, 4])]
+)
+def test_records_given_back_to_a_queue_that_filled_meanwhile_keep_the_bound(
+    policy: DropPolicy, kept: list[int]
+) -> None:
+    """The sender hands back what it took while the app refilled the queue: still max_size."""
+    q, _ = _queue(max_size=6, batch_size=100, drop_policy=policy)
+    for i in range(5):
+        q.route.put(_event(i))
+    taken = q.take(5)
+    marker = q.mark()
+    for i in range(10, 15):
+        q.route.put(_event(i))
+    q.give_back(taken)
+    records = q.records()
+    assert len(records) == 6
+    assert marker in records  # a flush marker is never dropped
+    assert [r[5]["i"] for r in records if r is not marker] == kept
+    counts = q.counts()
+    assert counts["queue_depth"] == 5
+    assert counts["dropped"]["queue_full"] == 5
+    assert_balanced(counts)
+
+
 def test_queue_without_a_consumer_asks_its_owner_once() -> None:
     asked: list[int] = []
     q = EventQueue(object(), max_size=10, batch_size=4, on_demand=lambda: asked.append(1))
