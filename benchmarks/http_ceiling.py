@@ -8,6 +8,11 @@ on 127.0.0.1) with an ``aiohttp.ClientSession``, 1, 4 (the SDK's default
 ``max_concurrent_requests``) and 8 requests at a time. No SDK, no encoding, no app: what is
 left is aiohttp, the kernel and the sink. Prints events/s and the client's CPU per request
 (process time, every thread), medians over 3 rounds.
+
+Then the SDK itself against the same sink with ``compression=None`` and ``"gzip"``
+(``--sdk-events N``, rounds interleaved): events/s from the first record to the end of
+``flush()``, process CPU per event (recording + sender, every thread; the recording is the
+same in both, so the difference is the cost of gzip) and bytes per event on the wire.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ import argparse
 import asyncio
 import statistics
 import time
+from typing import Any
 
 import aiohttp
 import orjson
 from yarl import URL
+
+import hiveloop_async as hl
 
 from .sink import Sink
 
@@ -88,10 +96,70 @@ def run(requests: int = 1500, events_per_request: int = 100) -> list[dict[str, i
     return rows
 
 
+def _sdk_round(port: int, compression: str | None, events: int) -> tuple[float, float]:
+    """Wall and process CPU seconds for ``events`` tracked blocks, recorded then flushed."""
+    hb = hl.HiveBoard(
+        api_key="hb_bench_x",
+        endpoint=f"http://127.0.0.1:{port}",
+        compression=compression,  # type: ignore[arg-type]
+        flush_interval=0.05,
+        max_queue_size=events + 1000,
+    )
+    agent = hb.agent("bench-http", heartbeat_interval=0)
+    blocks = events // 2  # one action_started + one action_completed each
+    try:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        with agent.task("bench-task", project="bench", type="bench"):
+            for i in range(blocks):
+                with agent.track_context("step") as action:
+                    action.set_payload({"tool": "search", "rows": i, "cached": False})
+        result = hb.flush(timeout=60)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        if result.timed_out or hb.stats()["dropped_total"]:
+            raise RuntimeError(f"the SDK did not deliver everything: {hb.stats()}")
+        return wall, cpu
+    finally:
+        hb.shutdown(timeout=5)
+
+
+def run_compression(events: int = 40_000, rounds: int = 3) -> list[dict[str, Any]]:
+    """One row per ``compression`` setting: events/s, CPU µs and wire bytes per event."""
+    settings: list[str | None] = [None, "gzip"]
+    walls: dict[str | None, list[float]] = {c: [] for c in settings}
+    cpus: dict[str | None, list[float]] = {c: [] for c in settings}
+    wire: dict[str | None, list[float]] = {c: [] for c in settings}
+    raw: dict[str | None, list[float]] = {c: [] for c in settings}
+    with Sink("ok") as sink:
+        _sdk_round(sink.port, None, 2000)  # warm up
+        for _ in range(rounds):
+            for compression in settings:
+                sink.reset()
+                wall, cpu = _sdk_round(sink.port, compression, events)
+                counts = sink.counts()
+                n = counts.get("hiveboard_events", 0)
+                if n < events:  # the agent's registration and the task come on top
+                    raise RuntimeError(f"the sink counted {n} events of {events}")
+                walls[compression].append(n / wall)
+                cpus[compression].append(cpu / n * 1e6)
+                wire[compression].append(counts.get("wire_bytes", 0) / n)
+                raw[compression].append(counts.get("bytes", 0) / n)
+    return [
+        {
+            "compression": c or "none",
+            "events_per_s": round(statistics.median(walls[c])),
+            "cpu_us_per_event": round(statistics.median(cpus[c]), 2),
+            "wire_bytes_per_event": round(statistics.median(wire[c]), 1),
+            "json_bytes_per_event": round(statistics.median(raw[c]), 1),
+        }
+        for c in settings
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1500)
     parser.add_argument("--events-per-request", type=int, default=100)
+    parser.add_argument("--sdk-events", type=int, default=40_000)
     args = parser.parse_args()
     print(f"aiohttp {aiohttp.__version__}, {args.events_per_request} events per request")
     print(f"{'concurrent':>10} {'events/s':>12} {'client CPU µs/request':>22}")
@@ -99,6 +167,18 @@ def main() -> None:
         print(
             f"{row['concurrency']:>10} {row['events_per_s']:>12,} "
             f"{row['client_cpu_us_per_request']:>22,}"
+        )
+
+    print()
+    print(f"the SDK, {args.sdk_events:,} events (tracked blocks) per round, medians of 3")
+    print(
+        f"{'compression':>11} {'events/s':>10} {'CPU µs/event':>13} "
+        f"{'wire B/event':>13} {'JSON B/event':>13}"
+    )
+    for r in run_compression(args.sdk_events):
+        print(
+            f"{r['compression']:>11} {r['events_per_s']:>10,} {r['cpu_us_per_event']:>13} "
+            f"{r['wire_bytes_per_event']:>13} {r['json_bytes_per_event']:>13}"
         )
 
 

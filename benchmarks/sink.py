@@ -7,8 +7,8 @@ of stdout once it is ready, then serves until killed. Modes:
     aiohttp server answering
 
     * ``POST /v1/ingest`` (HiveBoard): counts the events of the batch (the body is parsed
-      with orjson) and answers 200 ``{"accepted": n, "rejected": 0, "errors": [],
-      "warnings": []}``;
+      with orjson; ``bytes`` counts bodies inflated, ``wire_bytes`` as sent) and answers 200
+      ``{"accepted": n, "rejected": 0, "errors": [], "warnings": []}``;
     * ``POST /v1/traces`` (OTLP/HTTP): counts the spans of an ``ExportTraceServiceRequest``,
       in total and by span name; protobuf (walked with a few lines of wire-format decoding:
       every span is counted and only its name read) or JSON; answers 200 with an empty
@@ -175,6 +175,8 @@ def _serve_ok(port: int) -> None:
             counts["bad_requests"] += 1
             return web.json_response({"error": "validation_error"}, status=400)
         seen("hiveboard_events", n, len(body))
+        # aiohttp inflates a gzip body transparently: what crossed the wire is Content-Length.
+        counts["wire_bytes"] += request.content_length or len(body)
         return web.Response(
             body=b'{"accepted":%d,"rejected":0,"errors":[],"warnings":[]}' % n,
             content_type="application/json",

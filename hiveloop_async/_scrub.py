@@ -186,9 +186,6 @@ class Scrubber:
             suffixes.append(_normalise(key))
         self._key_suffixes = tuple(dict.fromkeys(suffixes))
         self._exact_keys = frozenset(_EXACT_KEYS)
-        #: Bytes an encoded event must contain to hold anything to scrub (None: no such
-        #: test, because an extra pattern has no known literal).
-        self._prefilter = None if extra else _prefilter(self._key_suffixes + _EXACT_KEYS)
         self._text_fields = tuple(text_fields)
         self._key_cache: dict[str, str | None] = {}
         self._clean: set[str] = set()
@@ -237,13 +234,11 @@ class Scrubber:
         """Scrub one JSON-encoded event; return ``(bytes to send, redactions)``.
 
         Decodes with orjson, scrubs as :meth:`scrub_event` does and re-encodes only when
-        something was replaced; otherwise returns ``data`` itself. Bytes that are not one JSON
+        something was replaced; otherwise returns ``data`` itself. (A bytes-level prefilter
+        to skip the decoding was measured slower: a regex pass over the encoded event costs
+        more than orjson's decode plus the walk over its values.) Bytes that are not one JSON
         object are returned unchanged with 0. Does not block (pure CPU); never raises.
         """
-        prefilter = self._prefilter
-        if prefilter is not None and prefilter.search(data) is None:
-            self.events += 1  # holds no trigger and no sensitive key name: nothing to do
-            return data, 0
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -424,20 +419,6 @@ class Scrubber:
 
 
 _MARKERS = {name: marker(name) for name, _ in _PATTERNS}
-
-
-def _prefilter(keys: Iterable[str]) -> re.Pattern[bytes]:
-    """One case-insensitive bytes pattern: any value trigger, or any sensitive key name with
-    ``_``, ``-``, ``.`` or spaces between its letters (as :func:`_normalise` removes them).
-
-    Every built-in value match contains a trigger, and JSON encodes none of their characters
-    as escapes, so an encoded event without a match of this pattern has nothing to scrub.
-    """
-    sep = rb"[-_. ]*"
-    parts = [re.escape(t.encode()) for t in _VALUE_TRIGGERS]
-    for key in keys:
-        parts.append(sep.join(re.escape(c.encode()) for c in key))
-    return re.compile(b"(?i:" + b"|".join(parts) + b")")
 
 
 def make_scrubber(

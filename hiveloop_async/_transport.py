@@ -704,6 +704,22 @@ class Engine:
             cause = getattr(exc, "os_error", exc)  # aiohttp wraps the resolver's error
             if isinstance(cause, socket.gaierror):
                 self.queue.note_error(f"cannot resolve the endpoint's host name: {cause}")
+            elif isinstance(exc, aiohttp.ClientSSLError):
+                # Retried like any network error (a certificate may be renewed, a proxy
+                # restarted), but rarely transient: say so once, with what to check.
+                what = (
+                    "certificate verification failed"
+                    if isinstance(exc, aiohttp.ClientConnectorCertificateError)
+                    else "TLS handshake failed"
+                )
+                self.queue.note_error(f"{type(exc).__name__}: {what}")
+                warn_once(
+                    "post-tls",
+                    "hiveloop_async: %s talking to the endpoint (%s); retrying. Check the "
+                    "endpoint's scheme and port, its certificate, or your CA bundle",
+                    what,
+                    type(exc).__name__,
+                )
             else:
                 self.queue.note_error(f"{type(exc).__name__}: network error")
             return NETWORK_ERROR, None, None

@@ -135,3 +135,14 @@ def test_http_ceiling_delivers_every_event() -> None:
     rows = http_ceiling.run(requests=5, events_per_request=3)
     assert [r["concurrency"] for r in rows] == [1, 4, 8]
     assert all(r["events_per_s"] > 0 and r["client_cpu_us_per_request"] > 0 for r in rows)
+
+
+def test_http_compression_rows_count_the_gzip_bodies_on_the_wire() -> None:
+    # run_compression() raises unless the sink counted every event; gzip must shrink the wire.
+    rows = http_ceiling.run_compression(events=400, rounds=1)
+    none, gz = rows
+    assert (none["compression"], gz["compression"]) == ("none", "gzip")
+    assert none["wire_bytes_per_event"] == none["json_bytes_per_event"] > 0
+    assert 0 < gz["wire_bytes_per_event"] < none["wire_bytes_per_event"] / 3
+    # The same events; only the batches' envelopes depend on timing.
+    assert abs(gz["json_bytes_per_event"] / none["json_bytes_per_event"] - 1) < 0.1

@@ -26,6 +26,7 @@ from aiohttp.client_reqrep import ConnectionKey
 from aioresponses import aioresponses
 
 import hiveloop_async as hl
+from hiveloop_async import _internal
 
 from .faultserver import FaultServer
 
@@ -60,8 +61,12 @@ def _certificate() -> Exception:
 #: (name, exception factory, expected last_error prefix)
 FAULTS: list[tuple[str, Callable[[], Exception], str]] = [
     ("dns", _dns, "cannot resolve the endpoint's host name"),
-    ("ssl", _ssl, "ClientConnectorSSLError: network error"),
-    ("certificate", _certificate, "ClientConnectorCertificateError: network error"),
+    ("ssl", _ssl, "ClientConnectorSSLError: TLS handshake failed"),
+    (
+        "certificate",
+        _certificate,
+        "ClientConnectorCertificateError: certificate verification failed",
+    ),
     (
         "disconnected",
         lambda: aiohttp.ServerDisconnectedError(),
@@ -195,3 +200,28 @@ async def test_an_unknown_exception_from_the_http_stack_is_retried_and_warned_on
     warnings = [r for r in caplog.records if "unexpected RuntimeError" in r.getMessage()]
     assert len(warnings) <= 1  # once per process: an earlier test may have used it up
     assert stats["last_error"] == "RuntimeError: unexpected error while sending"
+
+
+@pytest.mark.parametrize("fault", [_ssl, _certificate], ids=["ssl", "certificate"])
+async def test_a_tls_error_is_retried_and_says_once_what_to_check(
+    server: FaultServer,
+    fault: Callable[[], Exception],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TLS failures are retried (a certificate may be renewed) with one warning per process
+    naming the failure and what to check, never one per attempt."""
+    monkeypatch.setattr(_internal, "_warned", set())
+    with _mock() as mocked, caplog.at_level(logging.WARNING, logger="hiveloop_async"):
+        mocked.post(f"{server.url}/v1/ingest", exception=fault(), repeat=3)
+        async with hl.HiveBoard(api_key=KEY, endpoint=server.url, flush_interval=0.05) as hb:
+            record(hb, 5)
+            result = await hb.aflush(timeout=20)
+            stats = hb.stats()
+    assert not result.timed_out
+    assert stats["sent"] == 6 and stats["retries"] == 3 and balanced(stats)
+    warnings = [
+        r.getMessage() for r in caplog.records if "talking to the endpoint" in r.getMessage()
+    ]
+    assert len(warnings) == 1, warnings
+    assert "CA bundle" in warnings[0] and type(fault()).__name__ in warnings[0]

@@ -397,20 +397,23 @@ def test_scrubbed_sdk_events_reach_a_real_server_without_the_secrets() -> None:
     assert "[REDACTED:apikey]" in text and "[REDACTED:aws_access_key]" in text
 
 
-def test_the_bytes_prefilter_never_skips_an_event_with_something_to_scrub() -> None:
-    """scrub_encoded skips decoding events without a trigger; it must give exactly what a
-    full scrub gives, for every secret kind, sensitive key spelling and ordinary text."""
-    fast = Scrubber()
-    full = Scrubber()
-    full._prefilter = None  # the reference: always decode and scrub
+def test_scrub_encoded_gives_what_scrub_event_gives_and_keeps_clean_bytes() -> None:
+    """The sender scrubs encoded events: exactly what scrubbing the dict gives, for every
+    secret kind, sensitive key spelling and ordinary text; clean bytes come back as they are."""
+    scrubber = Scrubber()
     values = [*SECRETS.values(), GITHUB_PAT, URL_WITH_PASSWORD, *ORDINARY]
     keys = ["q", "API-Key", "api.key", "Api Key", "x_password", "SET-COOKIE", "Pwd", "auth"]
     for value in values:
         for key in keys:
             for payload in ({key: value}, {"args": {key: [value]}}, {value: key}):
-                data = orjson.dumps({"event_type": "custom", "payload": payload})
-                assert fast.scrub_encoded(data) == full.scrub_encoded(data), (key, value)
+                event = {"event_type": "custom", "payload": payload}
+                data = orjson.dumps(event)
+                out, n = scrubber.scrub_encoded(data)
+                expected = dict(event)
+                assert n == scrubber.scrub_event(expected), (key, value)
+                assert orjson.loads(out) == expected, (key, value)
+                if n == 0:
+                    assert out is data
     clean = orjson.dumps({"event_type": "custom", "payload": {"rows": 3, "tool": "crm"}})
-    out, n = fast.scrub_encoded(clean)
+    out, n = scrubber.scrub_encoded(clean)
     assert out is clean and n == 0
-    assert fast._prefilter is not None and fast._prefilter.search(clean) is None
