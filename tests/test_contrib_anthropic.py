@@ -170,3 +170,69 @@ async def test_200_concurrent_and_no_content(
     assert sorted(e["task_id"] for e in calls) == sorted(ids)
     text = str(cap.events)
     assert "SECRET-PROMPT" not in text and ANSWER not in text and "w0" not in text
+
+
+def test_leaving_the_stream_helper_early_is_recorded_once(
+    agent: Agent, cap: EventCapture, client: anthropic.Anthropic
+) -> None:
+    with (
+        agent.task("t"),
+        client.messages.stream(
+            model="claude-sonnet-4", max_tokens=10, messages=MSGS, metadata={"user_id": "50"}
+        ) as stream,
+    ):
+        for _ in stream.text_stream:
+            break
+    (ev,) = llm_calls(cap)
+    d = ev["payload"]["data"]
+    assert d["metadata"]["closed_early"] is True
+    assert "status" not in d["metadata"]  # leaving early is not a failure
+
+
+async def test_async_stream_cut_midway_and_early_break(
+    agent: Agent, cap: EventCapture, aclient: Any
+) -> None:
+    with agent.task("t"):
+        stream = await aclient.messages.create(
+            model="claude-sonnet-4-cut", max_tokens=10, messages=MSGS, stream=True
+        )
+        with pytest.raises(anthropic.APIError):
+            async for _ in stream:
+                pass
+        async with aclient.messages.stream(
+            model="claude-sonnet-4", max_tokens=10, messages=MSGS
+        ) as helper:
+            async for _ in helper:
+                break
+    cut, early = (e["payload"]["data"]["metadata"] for e in llm_calls(cap))
+    assert cut["status"] == "failed" and cut["stream"] is True
+    assert early["closed_early"] is True
+
+
+async def test_cancelling_the_awaiting_task_records_a_failed_call_and_propagates(
+    agent: Agent, cap: EventCapture, aclient: Any
+) -> None:
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        with agent.task("t-cancel"):
+            stream = await aclient.messages.create(
+                model="claude-sonnet-4-slow",
+                max_tokens=10,
+                messages=MSGS,
+                stream=True,
+                metadata={"user_id": "500"},  # the fake server's chunk count
+            )
+            async for _ in stream:
+                first.set()
+
+    t = asyncio.ensure_future(consume())
+    await asyncio.wait_for(first.wait(), 10)
+    t.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await t
+    (ev,) = llm_calls(cap)
+    d = ev["payload"]["data"]
+    assert d["metadata"]["status"] == "failed"
+    assert d["metadata"]["error"]["type"] == "CancelledError"
+    assert ev["task_id"] == "t-cancel"

@@ -203,19 +203,18 @@ def test_stream_cut_midway_is_failed(agent: Agent, cap: EventCapture, client: An
 
 
 async def test_cancel_awaiting_task(agent: Agent, cap: EventCapture, aclient: Any) -> None:
+    first = asyncio.Event()
+
     async def consume() -> None:
         with agent.task("t-cancel"):
             stream = await aclient.chat.completions.create(
                 model="gpt-4o-slow", messages=MSGS, stream=True, extra_body={"chunks": 500}
             )
             async for _ in stream:
-                pass
+                first.set()
 
     t = asyncio.ensure_future(consume())
-    for _ in range(400):
-        await asyncio.sleep(0.005)
-        if t.done():
-            break
+    await asyncio.wait_for(first.wait(), 10)  # cancelled mid-stream, not before it started
     t.cancel()
     with pytest.raises(asyncio.CancelledError):
         await t
