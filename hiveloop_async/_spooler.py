@@ -62,15 +62,22 @@ class Spooler:
         except Exception:
             return False
 
-    async def replay(self, post: Post, delivered_events: Callable[[int], None]) -> bool:
-        """Send spooled batches in order until none is left or one fails.
+    async def replay(
+        self,
+        post: Post,
+        delivered_events: Callable[[int], None],
+        more: Callable[[], bool] = lambda: True,
+    ) -> bool:
+        """Send spooled batches in order until none is left, one fails, or ``more()`` is
+        false before the next one (a shutdown: the batch in flight is finished, no new one
+        is claimed).
 
         ``delivered_events(n)`` is called after each batch the server accepted. Returns True
         when the spool was emptied for this destination. Cancellation passes through (a
         claimed batch is released first).
         """
         spool = self.spool
-        while True:
+        while more():
             try:
                 batch = await anyio.to_thread.run_sync(spool.claim_next, self.destination)
             except Exception:
@@ -98,3 +105,4 @@ class Spooler:
                         pass
             if not delivered:
                 return False
+        return False

@@ -112,6 +112,8 @@ class Engine:
         #: The last attempt found the server unreachable or failing (5xx, 429, network).
         self._outage = False
         self._replay_ev: asyncio.Event | None = None
+        #: Set while no spooled batch is being replayed (a shutdown waits for it).
+        self._replay_idle: asyncio.Event | None = None
         self.otlp = otlp
         self._otlp_sender = (
             None
@@ -283,6 +285,8 @@ class Engine:
                     self._spooler = Spooler(spool, settings.ingest_url)
                     self._replay_ev = asyncio.Event()
                     self._replay_ev.set()  # replay what an earlier process left, at once
+                    self._replay_idle = asyncio.Event()
+                    self._replay_idle.set()
             timeout = aiohttp.ClientTimeout(
                 total=settings.request_timeout, sock_connect=min(5.0, settings.request_timeout)
             )
@@ -328,6 +332,10 @@ class Engine:
                     await self._close_ev.wait()
                     with anyio.move_on_after(max(0.0, self._deadline - time.monotonic())):
                         await self._sender_done.wait()
+                        if self._replay_idle is not None:
+                            # A batch being replayed may have reached the server already:
+                            # wait for its answer, so that it is confirmed, not sent twice.
+                            await self._replay_idle.wait()
                     tg.cancel_scope.cancel()
         except Exception:
             internal_error("engine")
@@ -747,12 +755,21 @@ class Engine:
     async def _replay_loop(self) -> None:
         """Replay the spool when the engine starts and whenever the server answers again."""
         assert self._replay_ev is not None and self._spooler is not None
-        spooler, replay_ev = self._spooler, self._replay_ev
+        assert self._replay_idle is not None
+        spooler, replay_ev, idle = self._spooler, self._replay_ev, self._replay_idle
         try:
             while not self._closing:
                 await replay_ev.wait()
                 replay_ev.clear()
-                await spooler.replay(self._post_body, self.queue.note_replayed)
+                if self._closing:
+                    break
+                idle.clear()
+                try:
+                    await spooler.replay(
+                        self._post_body, self.queue.note_replayed, lambda: not self._closing
+                    )
+                finally:
+                    idle.set()
         except Exception:
             internal_error("spool replay")
 

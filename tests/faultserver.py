@@ -8,6 +8,8 @@ request number (from 0) and the decoded events; it returns one of:
 * ``("status", code, body_dict_or_None, headers_or_None)``: that answer, nothing stored
   (a 207 stores the events whose ids are not in ``body["errors"]``);
 * ``"hang"``: accept and never answer;
+* ``("held", gate)``: the events are stored, and the 200 is sent once the ``threading.Event``
+  ``gate`` is set (a server slow to answer what it already has);
 * ``"close"``: send part of a response and close the connection;
 * ``"garbage"``: answer bytes that are not HTTP, and close.
 """
@@ -95,6 +97,13 @@ class FaultServer:
         decision = self.behavior(n, events)
         if decision == "ok":
             self._record(200, events, body["envelope"])
+            return web.json_response(
+                {"accepted": len(events), "rejected": 0, "errors": [], "warnings": []}
+            )
+        if type(decision) is tuple and decision[0] == "held":
+            self._record(200, events, body["envelope"])
+            gate: threading.Event = decision[1]
+            await asyncio.get_running_loop().run_in_executor(None, gate.wait, 30)
             return web.json_response(
                 {"accepted": len(events), "rejected": 0, "errors": [], "warnings": []}
             )

@@ -6,6 +6,7 @@ server received, not in the SDK's own view.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,48 @@ def test_a_process_killed_during_an_outage_loses_nothing_it_spooled(tmp_path: Pa
     ids = [e["event_id"] for e in srv.events]
     assert len(ids) == len(set(ids))
     assert replayed == 61
+
+
+async def test_a_shutdown_during_a_replay_waits_for_its_answer(tmp_path: Path) -> None:
+    """The server has a replayed batch but answers late, after the shutdown began: the
+    shutdown waits for the answer (within its timeout), so the batch is counted and removed
+    from the spool, not replayed again by the next process."""
+    spool = tmp_path / "spool"
+    gate = threading.Event()
+    up = False
+
+    def behavior(n: int, events: list[dict[str, Any]]) -> Any:
+        if not up:
+            return ("status", 503, None, None)
+        if any((e.get("payload") or {}).get("kind") == "probe" for e in events):
+            return ("held", gate)  # the replay: stored now, answered later
+        # The shutdown's last batch: the replay's answer comes 0.2 s after this one.
+        threading.Timer(0.2, gate.set).start()
+        return "ok"
+
+    with FaultServer(behavior) as srv:
+        async with _client(srv.url, retry_deadline=0.3, spool_dir=spool) as hb:
+            agent = hb.agent("spooling", heartbeat_interval=0)
+            for i in range(40):
+                agent.event("custom", {"kind": "probe", "i": i})
+            assert await hb.aflush(10)
+            assert hb.stats()["spooled"] == 41
+        up = True
+        hb2 = _client(srv.url, spool_dir=spool, flush_interval=60)
+        hb2.agent("restart", heartbeat_interval=0)  # queued until the shutdown drains it
+        assert srv.wait_for(lambda: len(srv.events) >= 41, 15)  # the replay reached it
+        result = hb2.shutdown(10)
+        stats = hb2.stats()
+        assert not result.timed_out
+        assert stats["replayed"] == 41
+        assert stats["sent"] == 1 and stats["dropped_total"] == 0
+        hb3 = _client(srv.url, spool_dir=spool)
+        hb3.agent("third", heartbeat_interval=0)
+        assert hb3.flush(10)
+        hb3.shutdown(10)
+        assert hb3.stats()["replayed"] == 0  # nothing was left to send twice
+    probes = [e["payload"]["i"] for e in srv.events if e["payload"].get("kind") == "probe"]
+    assert sorted(probes) == list(range(40))
 
 
 async def test_queue_overflow_during_an_outage_goes_to_the_spool(tmp_path: Path) -> None:
