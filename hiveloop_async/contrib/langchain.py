@@ -45,6 +45,7 @@ from uuid import UUID
 
 from .._agent import Agent
 from .._api import current_agent
+from .._context import current_scope
 from .._task import Task
 from .._track import ActionScope
 from ._llm import (
@@ -102,12 +103,25 @@ class RunNotEnded(Exception):
 class _Run:
     """One open LangChain run: its context, and the action or LLM call it records."""
 
-    __slots__ = ("ctx", "kind", "meta", "model", "name", "prompt", "scope", "t0", "target", "ttft")
+    __slots__ = (
+        "ctx",
+        "kind",
+        "live",
+        "meta",
+        "model",
+        "name",
+        "prompt",
+        "scope",
+        "t0",
+        "target",
+        "ttft",
+    )
 
     def __init__(self, kind: int, ctx: contextvars.Context) -> None:
         self.kind = kind
         self.ctx = ctx
         self.scope: ActionScope | None = None
+        self.live: contextvars.Token[Any] | None = None
         self.target: Task | Agent | None = None
         self.name = ""
         self.model: str | None = None
@@ -188,6 +202,9 @@ class _Recorder:
         if payload:
             scope.set_payload(payload)
         run.scope = scope
+        # Also current in the calling context, which LangChain copies to run the tool's (or
+        # chain's) body: blocks and LLM calls the user's code records there nest inside.
+        run.live = current_scope.set(scope)
         self._put(run_id, run)
 
     def start_pass(self, run_id: UUID, parent_run_id: UUID | None) -> None:
@@ -206,6 +223,13 @@ class _Recorder:
         if payload:
             current = run.scope.payload
             run.scope.set_payload({**current, **payload} if current else payload)
+        live = run.live
+        if live is not None:
+            run.live = None
+            try:
+                current_scope.reset(live)
+            except ValueError:
+                pass  # ended in another context: there the closed scope is simply skipped
         self._exit(run, error)
 
     @staticmethod
