@@ -23,7 +23,18 @@ What is recorded, under the HiveLoop task (or action) current where the run was 
 Runs nest by LangChain's ``run_id`` / ``parent_run_id``: an LLM or tool run started inside a
 tool (or a tracked chain) is recorded inside that action. Each run keeps the
 :class:`contextvars.Context` it started in; actions are entered and left inside it, so runs
-that start and end in different threads or asyncio tasks still nest correctly.
+that start and end in different threads or asyncio tasks still nest correctly. A tool's (or
+tracked chain's) action is also made current in the context the callback runs in, which
+LangChain copies to run the tool's body, so what the tool's own code records with the SDK
+(``agent.track_context``, ``task.llm_call``, an instrumented OpenAI client) nests inside it.
+That holds for :class:`HiveLoopCallbackHandler` everywhere, and for the async handler when
+LangChain awaits it (``ainvoke`` of async code), not when it drives it from sync code.
+
+With no HiveLoop task or action current where a run starts, the run is recorded on the
+handler's ``agent=`` (agent-level actions and ``llm_call`` events, with no task), or not at
+all without one. A run whose end LangChain never reports stays open (and current in the
+context it started in) until more than ``max_runs`` runs are open: the oldest is then
+dropped and its action closed as failed (``RunNotEnded``).
 
 :class:`HiveLoopCallbackHandler` is a sync handler that runs inline (``run_inline = True``):
 it serves ``invoke`` and ``ainvoke`` alike, on the caller's thread or loop, without a thread
