@@ -44,7 +44,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -427,29 +427,49 @@ _MARKERS = {name: marker(name) for name, _ in _PATTERNS}
 
 
 class _Prefilter:
-    """Whether an encoded event may hold anything to scrub: any value trigger, or any
-    sensitive key name with ``_``, ``-``, ``.`` or spaces between its letters (as
-    :func:`_normalise` removes them), case-insensitively.
+    """Whether an encoded event may hold anything to scrub (no false negatives; a false
+    positive only costs the full decode-and-scrub path).
 
-    Every built-in value match contains a trigger, and JSON encodes none of their characters
-    as escapes, so an encoded event without a hit has nothing to scrub. Substring tests on
-    the lower-cased bytes, and on them without the separators for the key names: a few µs
-    for an ordinary event (a case-insensitive regex alternation of the same literals cost
-    tens of µs, CPython's ``re`` trying every alternative at every position).
+    A hit is a literal that every match of a built-in value pattern contains, tested in the
+    bytes as they are where the pattern is case-sensitive (``sk-``, ``eyJ``, ``AKIA``, ...;
+    ``gh`` confirmed by a small regex) and in the lower-cased bytes for ``bearer``; or a
+    sensitive key name with ``_``, ``-``, ``.`` or spaces between its letters (as
+    :func:`_normalise` removes them), tested in the lower-cased bytes without those
+    separators. Key names that contain another, or a cover word (``pass``, ``key``,
+    ``cookie``, ``auth``), are tested through it. JSON encodes none of these characters as
+    escapes. Plain substring tests: a few µs for an ordinary event, where a case-insensitive
+    regex alternation of the same literals cost tens of µs (CPython's ``re`` trying every
+    alternative at every position).
     """
 
-    __slots__ = ("_keys", "_triggers")
+    __slots__ = ("_keys",)
+
+    _RAW: Final = (
+        *(b"sk-", b"hb_", b"eyJ", b"://", b"-----BEGIN"),
+        *(b"AKIA", b"ASIA", b"ABIA", b"ACCA"),
+    )
+    _GH: Final = re.compile(rb"gh[pousr]_|github_pat_")
+    _COVERS: Final = ("pass", "key", "cookie", "auth")
 
     def __init__(self, keys: Iterable[str]) -> None:
-        self._triggers = tuple(t.encode() for t in _VALUE_TRIGGERS)
-        self._keys = tuple(dict.fromkeys(k.lower().encode() for k in keys))
+        names: list[str] = []
+        for key in keys:
+            key = key.lower()
+            names.append(next((c for c in self._COVERS if c in key), key))
+        unique = sorted(set(names), key=len)
+        kept = [k for i, k in enumerate(unique) if not any(o in k for o in unique[:i])]
+        self._keys = tuple(k.encode() for k in kept)
 
     def search(self, data: bytes) -> bytes | None:
-        """The first trigger or key name found in ``data``, or None. Pure; never raises."""
+        """The first literal found in ``data``, or None. Pure; never raises."""
+        for literal in self._RAW:
+            if literal in data:
+                return literal
+        if b"gh" in data and self._GH.search(data) is not None:
+            return b"gh"
         low = data.lower()  # ASCII only, as the patterns' own case-insensitivity
-        for trigger in self._triggers:
-            if trigger in low:
-                return trigger
+        if b"bearer" in low:
+            return b"bearer"
         stripped = low.translate(None, _SEPARATORS)
         for key in self._keys:
             if key in stripped:
