@@ -118,7 +118,17 @@ clean-all-pythons:
 bench-safety: $(STAMP)
 	$(BIN)/python -m benchmarks.safety
 
-.PHONY: bench-llm
+.PHONY: bench-llm bench-web
 # Added cost per OpenAI call of contrib.openai.instrument vs the bare client (fake server).
 bench-llm: $(STAMP)
 	$(BIN)/python -m benchmarks.llm
+
+# Per-request CPU that our FastAPI/aiohttp middlewares and client hooks add, next to
+# OpenTelemetry's instrumentations (installed from the `bench` extra into .venv on first use).
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+bench-web: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.web

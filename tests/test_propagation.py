@@ -127,6 +127,29 @@ def test_outgoing_headers_name_the_task_and_the_current_action() -> None:
         assert prop.outgoing_headers()["traceparent"].split("-")[1] == inherited
 
 
+def test_outgoing_headers_are_rebuilt_for_each_task_and_action_and_never_shared() -> None:
+    """The headers are cached by what they are made of: a new task, action or correlation
+    id gives new headers, and a caller changing the returned dict changes nothing else."""
+    hb = hiveloop.HiveBoard(api_key=KEY, endpoint="http://127.0.0.1:9", enabled=False)
+    agent = hb.agent("caller")
+    seen: set[str] = set()
+    for _ in range(2):
+        with agent.task("t1", correlation_id="c-1"):
+            first = prop.outgoing_headers()
+            first["traceparent"] = "changed"
+            again = prop.outgoing_headers()
+            assert again["traceparent"] != "changed" and again is not first
+            seen.add(again["traceparent"])
+            with agent.track_context("a"):
+                inner = prop.outgoing_headers()
+                seen.add(inner["traceparent"])
+                assert "action=" in inner["hiveloop-context"]
+            assert prop.outgoing_headers() == again
+    assert len(seen) == 4  # two task runs, each with and without the action
+    with agent.task("t1", payload={"trace_id": {"not": "hashable"}}):
+        assert prop.outgoing_headers()  # an odd payload value does not stop propagation
+
+
 # -- services ----------------------------------------------------------------------------------
 
 

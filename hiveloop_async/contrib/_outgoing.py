@@ -25,11 +25,12 @@ class ServerError(Exception):
 class OutgoingRequest:
     """The bookkeeping of one request: :meth:`headers` before sending, then one ``end``."""
 
-    __slots__ = ("_action", "_delegation", "method", "target")
+    __slots__ = ("_action", "_delegation", "_target", "_url", "method")
 
     def __init__(self, method: str, url: str, *, track: bool, delegation: bool) -> None:
         self.method = method.upper()
-        self.target = _target(url)
+        self._url = url
+        self._target: str | None = None
         self._delegation = delegation
         self._action: ActionScope | None = None
         if track:
@@ -41,6 +42,15 @@ class OutgoingRequest:
                     self._action = action
             except Exception:
                 log_once("outgoing request start")
+
+    @property
+    def target(self) -> str:
+        """``host[:port]/path`` of the request (parsed on first use: only an action or a
+        delegation event needs it)."""
+        target = self._target
+        if target is None:
+            target = self._target = _target(self._url)
+        return target
 
     def headers(self) -> dict[str, str]:
         """The headers to add to the request (empty outside a task). Raises nothing."""

@@ -158,24 +158,41 @@ def task_trace_id(task: Task) -> str:
     return tc.trace_id_of(task.task_run_id, task.start_payload)
 
 
+#: Headers by what they are made of: within a task (and action) they are the same for every
+#: request, and building them (two hashes, percent-encoding) costs more than the lookup.
+_headers_cache: dict[tuple[Any, ...], dict[str, str]] = {}
+_HEADERS_CACHE_SIZE: Final = 1024
+
+
 def outgoing_headers(task: Task | None = None) -> dict[str, str]:
     """The headers an outgoing request made now should carry; empty outside a task.
 
     ``task`` defaults to the current one; the parent is the action open in this context.
-    Never blocks or raises.
+    Returns a new dict each time. Never blocks or raises.
     """
     try:
         task = task if task is not None else current_task()
         if task is None:
             return {}
         action_id = current_action_id()
-        parent = tc.span_id_for(action_id if action_id else task.task_run_id)
         corr = task.correlation_id or task.task_run_id
-        link = Linkage(task.agent.agent_id, task.task_id, task.task_run_id, action_id, corr)
-        return {
-            TRACEPARENT: tc.TraceParent(task_trace_id(task), parent, True).header(),
-            CONTEXT_HEADER: format_linkage(link),
-        }
+        payload = task.start_payload
+        inherited = payload.get("trace_id") if payload else None
+        if type(inherited) is not str:
+            inherited = None  # only a string can be an inherited trace id (and is hashable)
+        key = (task.agent.agent_id, task.task_id, task.task_run_id, action_id, corr, inherited)
+        cached = _headers_cache.get(key)
+        if cached is None:
+            parent = tc.span_id_for(action_id if action_id else task.task_run_id)
+            link = Linkage(task.agent.agent_id, task.task_id, task.task_run_id, action_id, corr)
+            cached = {
+                TRACEPARENT: tc.TraceParent(task_trace_id(task), parent, True).header(),
+                CONTEXT_HEADER: format_linkage(link),
+            }
+            if len(_headers_cache) >= _HEADERS_CACHE_SIZE:
+                _headers_cache.clear()
+            _headers_cache[key] = cached
+        return dict(cached)
     except Exception:
         _log.debug("hiveloop: could not build propagation headers", exc_info=True)
         return {}

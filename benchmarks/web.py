@@ -1,0 +1,1008 @@
+"""``make bench-web``: what our service integrations add per request, next to OpenTelemetry.
+
+``python -m benchmarks.web [--rounds N] [--seconds S] [--concurrency C] [--only NAME ...]``
+
+Server side (the figure is the CPU time of the *server process* per request served):
+
+* ``fastapi-*``: a FastAPI app (``GET /ping`` and ``GET /items/{item_id}``, small JSON)
+  served by uvicorn on 127.0.0.1: ``bare``; ``ours`` (:class:`HiveLoopMiddleware` +
+  ``lifespan(hb)``, HiveBoard ingest to the sink); ``otel`` (``FastAPIInstrumentor`` +
+  ``TracerProvider`` + ``BatchSpanProcessor`` + OTLP/HTTP protobuf exporter to the sink);
+* ``aiohttp-*``: the same app on ``aiohttp.web``: ``bare``; ``ours``
+  (``contrib.aiohttp.setup(app, hb, agent=...)``); ``otel``
+  (``AioHttpServerInstrumentor``, same provider).
+
+Each server runs in its own subprocess; a separate load-generator process (aiohttp client,
+``--concurrency`` connections, every request alternating the two routes) warms it up, pauses,
+then loads it for ``--seconds``. Around that window the server flushes its exporter (ours:
+``await hb.aflush()``, OTel: ``provider.force_flush()``) before reading ``time.process_time()``
+and again before reading it at the end: the sender's work for the window's requests (batching,
+encoding, the HTTP posts, in threads or on the loop) is inside the measured CPU, the warm-up's
+is not. The handler counts the requests it served; the load generator's count must match.
+
+Client side (the figure is the CPU time of the *calling process* per outgoing request), the
+calls going to a bare aiohttp server in another process, ``--concurrency`` callers each inside
+an open HiveLoop task (ours) or span (OTel) so that propagation happens:
+
+* ``aiohttp-client-*``: ``ClientSession`` ``bare``; ``ours`` (``trace_config()``: context
+  headers); ``ours-track`` (``trace_config(track_requests=True)``: also one action per
+  request, the counterpart of OTel's client span); ``otel`` (``AioHttpClientInstrumentor``);
+* ``httpx-client-*``: ``AsyncClient`` ``bare``; ``ours`` (``AsyncTransport()``);
+  ``ours-track`` (``AsyncTransport(track_requests=True)``); ``otel``
+  (``HTTPXClientInstrumentor``).
+
+Every round runs every configuration once, in the same order (interleaved: a noisy moment
+spoils one round of each); the table shows medians over rounds of µs/request and of the
+added µs/request against the bare configuration of the same round. What the sink received
+is counted (events by type, spans by name), not estimated. Results go to
+``benchmarks/results/web.json`` and ``web.txt``. The OpenTelemetry packages come from the
+``bench`` extra (``pip install -e '.[bench]'``, done by ``make bench-web``); without them the
+``otel`` configurations are reported as not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import importlib.util
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+SERVERS = (
+    "fastapi-bare",
+    "fastapi-ours",
+    "fastapi-otel",
+    "aiohttp-bare",
+    "aiohttp-ours",
+    "aiohttp-otel",
+)
+CLIENTS = (
+    "aiohttp-client-bare",
+    "aiohttp-client-ours",
+    "aiohttp-client-ours-track",
+    "aiohttp-client-otel",
+    "httpx-client-bare",
+    "httpx-client-ours",
+    "httpx-client-ours-track",
+    "httpx-client-otel",
+)
+CONFIGS = SERVERS + CLIENTS
+#: The OpenTelemetry packages each ``otel`` configuration needs (the ``bench`` extra).
+OTEL_MODULES = {
+    "fastapi-otel": "opentelemetry.instrumentation.fastapi",
+    "aiohttp-otel": "opentelemetry.instrumentation.aiohttp_server",
+    "aiohttp-client-otel": "opentelemetry.instrumentation.aiohttp_client",
+    "httpx-client-otel": "opentelemetry.instrumentation.httpx",
+}
+AGENT = "bench-web"
+SERVICE = "bench-web"
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def otel_available(config: str) -> bool:
+    """True when ``config`` needs no OpenTelemetry package or has them installed."""
+    module = OTEL_MODULES.get(config)
+    if module is None:
+        return True
+    try:
+        return (
+            importlib.util.find_spec(module) is not None
+            and importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is not None
+        )
+    except ModuleNotFoundError:
+        return False
+
+
+def sink_counts(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/count", timeout=10) as resp:
+        data: dict[str, Any] = json.loads(resp.read())
+        return data
+
+
+def _window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """What the sink counted between two readings (numeric counters only)."""
+    out: dict[str, int] = {}
+    for key, value in after.items():
+        if key in ("first_t", "last_t") or not isinstance(value, int):
+            continue
+        d = value - int(before.get(key, 0))
+        if d:
+            out[key] = d
+    return out
+
+
+# -- the sender under test, in the measured process ----------------------------------------------
+
+
+class _Otel:
+    """``TracerProvider`` + ``BatchSpanProcessor`` (defaults) + OTLP/HTTP protobuf exporter."""
+
+    def __init__(self, sink: str) -> None:
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        self.provider = TracerProvider(resource=Resource.create({"service.name": SERVICE}))
+        self.provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=sink + "/v1/traces"))
+        )
+        trace.set_tracer_provider(self.provider)
+
+    async def flush(self) -> bool:
+        # force_flush blocks until the export thread has posted what is queued
+        return bool(await asyncio.to_thread(self.provider.force_flush, 60_000))
+
+    def close(self) -> None:
+        self.provider.shutdown()
+
+
+def _hiveboard(sink: str) -> Any:
+    import hiveloop_async as hl
+
+    return hl.HiveBoard(api_key="hb_bench", endpoint=sink)
+
+
+# -- servers ---------------------------------------------------------------------------------------
+
+
+class _Served:
+    """Requests the handlers served (read by the control thread)."""
+
+    n = 0
+
+
+def _fastapi_app(config: str, sink: str) -> tuple[Any, Callable[[], Coroutine[Any, Any, bool]]]:
+    from fastapi import FastAPI
+
+    flush: Callable[[], Coroutine[Any, Any, bool]] = _no_flush
+    if config == "fastapi-ours":
+        from hiveloop_async.contrib.asgi import HiveLoopMiddleware, lifespan
+
+        hb = _hiveboard(sink)
+        app = FastAPI(lifespan=lifespan(hb))
+        app.add_middleware(HiveLoopMiddleware, agent=hb.agent(AGENT))
+
+        async def flush_hb() -> bool:
+            return bool(await hb.aflush(timeout=60))
+
+        flush = flush_hb
+    else:
+        app = FastAPI()
+
+    @app.get("/ping")
+    async def ping() -> dict[str, bool]:
+        _Served.n += 1
+        return {"ok": True}
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        _Served.n += 1
+        return {"id": item_id}
+
+    if config == "fastapi-otel":
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        otel = _Otel(sink)
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=otel.provider)
+        flush = otel.flush
+    return app, flush
+
+
+async def _no_flush() -> bool:
+    return True
+
+
+def _aiohttp_app(config: str, sink: str) -> tuple[Any, Callable[[], Coroutine[Any, Any, bool]]]:
+    from aiohttp import web
+
+    flush: Callable[[], Coroutine[Any, Any, bool]] = _no_flush
+    if config == "aiohttp-otel":
+        from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
+        otel = _Otel(sink)
+        # patches web.Application: call before the app is created, as its documentation says
+        AioHttpServerInstrumentor().instrument(tracer_provider=otel.provider)
+        flush = otel.flush
+
+    async def ping(request: web.Request) -> web.Response:
+        _Served.n += 1
+        return web.json_response({"ok": True})
+
+    async def item(request: web.Request) -> web.Response:
+        _Served.n += 1
+        return web.json_response({"id": int(request.match_info["item_id"])})
+
+    app = web.Application()
+    app.router.add_get("/ping", ping)
+    app.router.add_get("/items/{item_id}", item)
+    if config == "aiohttp-ours":
+        from hiveloop_async.contrib import aiohttp as hl_aiohttp
+
+        hb = _hiveboard(sink)
+        hl_aiohttp.setup(app, hb, agent=hb.agent(AGENT))
+
+        async def flush_hb() -> bool:
+            return bool(await hb.aflush(timeout=60))
+
+        flush = flush_hb
+    return app, flush
+
+
+def _control(
+    loop: asyncio.AbstractEventLoop,
+    flush: Callable[[], Coroutine[Any, Any, bool]],
+    stop: Callable[[], None],
+) -> None:
+    """The driver's commands on stdin, one per line: ``start``, ``stop``, ``quit``.
+
+    ``start``: flush the exporter, then read the process CPU and the served count;
+    ``stop``: read the served count, flush, read the CPU; answer on stdout (one JSON line).
+    """
+    cpu0 = 0.0
+    n0 = 0
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "start":
+            ok = asyncio.run_coroutine_threadsafe(flush(), loop).result()
+            gc.collect()
+            cpu0, n0 = time.process_time(), _Served.n
+            _reply({"started": True, "flushed": ok})
+        elif cmd == "stop":
+            n1 = _Served.n
+            ok = asyncio.run_coroutine_threadsafe(flush(), loop).result()
+            cpu1 = time.process_time()
+            _reply({"cpu_s": cpu1 - cpu0, "requests": n1 - n0, "flushed": ok})
+        elif cmd == "quit":
+            break
+    loop.call_soon_threadsafe(stop)
+
+
+def _reply(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def serve(config: str, sink: str) -> None:
+    """Run one server configuration until ``quit`` on stdin. Prints ``{"port": N}`` first."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        if config.startswith("fastapi"):
+            import uvicorn
+
+            app, flush = _fastapi_app(config, sink)
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="on",
+                    loop="asyncio",
+                    backlog=1024,
+                )
+            )
+            serving = asyncio.create_task(server.serve(sockets=[sock]))
+            while not server.started:
+                if serving.done():
+                    serving.result()
+                await asyncio.sleep(0.01)
+
+            def stop() -> None:
+                server.should_exit = True
+
+            _reply({"port": port, "http": str(server.config.http)})
+            threading.Thread(target=_control, args=(loop, flush, stop), daemon=True).start()
+            await serving
+        else:
+            from aiohttp import web
+
+            app, flush = _aiohttp_app(config, sink)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            sock.listen(1024)
+            site = web.SockSite(runner, sock)
+            await site.start()
+            _reply({"port": port})
+            threading.Thread(target=_control, args=(loop, flush, done.set), daemon=True).start()
+            await done.wait()
+            await runner.cleanup()
+
+    profile = os.environ.get("BENCH_WEB_PROFILE")
+    if not profile:
+        asyncio.run(main())
+        return
+    import cProfile  # the loop's thread only: the handler, the middleware, our loop sender
+
+    with cProfile.Profile() as prof:
+        asyncio.run(main())
+    prof.dump_stats(profile)
+
+
+# -- the load generator ----------------------------------------------------------------------------
+
+
+def load(url: str, concurrency: int, warmup: float, seconds: float) -> None:
+    """Warm the server up, print ``WARM``, wait for ``go`` on stdin, load it for ``seconds``.
+
+    Every connection sends requests back to back, alternating ``/ping`` and
+    ``/items/{n}``; the last line is the JSON count of answered requests and errors.
+    """
+    import aiohttp
+
+    async def phase(session: aiohttp.ClientSession, seconds: float) -> tuple[int, int]:
+        deadline = time.monotonic() + seconds
+        ok = 0
+        errors = 0
+
+        async def worker(w: int) -> None:
+            nonlocal ok, errors
+            i = w
+            while time.monotonic() < deadline:
+                path = "/ping" if i % 2 else f"/items/{i % 1000}"
+                i += 1
+                try:
+                    async with session.get(url + path) as resp:
+                        await resp.read()
+                        if resp.status == 200:
+                            ok += 1
+                        else:
+                            errors += 1
+                except aiohttp.ClientError:
+                    errors += 1
+
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        return ok, errors
+
+    async def main() -> None:
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            await phase(session, warmup)
+            _reply({"warm": True})
+            await asyncio.to_thread(sys.stdin.readline)
+            t0 = time.monotonic()
+            ok, errors = await phase(session, seconds)
+            _reply({"requests": ok, "errors": errors, "wall_s": time.monotonic() - t0})
+
+    asyncio.run(main())
+
+
+# -- the calling side ------------------------------------------------------------------------------
+
+
+def call(
+    config: str, target: str, sink: str, concurrency: int, warmup: float, seconds: float
+) -> None:
+    """Measure one client configuration in this process; prints one JSON line at the end."""
+    asyncio.run(_call(config, target, sink, concurrency, warmup, seconds))
+
+
+async def _call(
+    config: str, target: str, sink: str, concurrency: int, warmup: float, seconds: float
+) -> None:
+    lib = "httpx" if config.startswith("httpx") else "aiohttp"
+    variant = config.split("-client-", 1)[1]
+    otel: _Otel | None = None
+    hb: Any = None
+    if variant == "otel":
+        otel = _Otel(sink)
+        if lib == "aiohttp":
+            from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+
+            AioHttpClientInstrumentor().instrument(tracer_provider=otel.provider)
+        else:
+            from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+            HTTPXClientInstrumentor().instrument(tracer_provider=otel.provider)
+    elif variant.startswith("ours"):
+        hb = _hiveboard(sink)
+        await hb.start()  # the sender on this loop, as lifespan(hb) does in a service
+    track = variant == "ours-track"
+
+    async def flush() -> bool:
+        if otel is not None:
+            return await otel.flush()
+        if hb is not None:
+            return bool(await hb.aflush(timeout=60))
+        return True
+
+    @contextlib.contextmanager
+    def scope(w: int) -> Any:
+        """The open task (ours) or span (OTel) a caller's requests are made in."""
+        if hb is not None:
+            with hb.agent(AGENT).task(f"caller-{w}", type="calls"):
+                yield
+        elif otel is not None:
+            with otel.provider.get_tracer("bench-web").start_as_current_span(f"caller-{w}"):
+                yield
+        else:
+            yield
+
+    get: Callable[[str], Coroutine[Any, Any, int]]
+    async with contextlib.AsyncExitStack() as stack:
+        if lib == "aiohttp":
+            import aiohttp
+
+            trace_configs = []
+            if hb is not None:
+                from hiveloop_async.contrib import aiohttp as hl_aiohttp
+
+                trace_configs.append(hl_aiohttp.trace_config(track_requests=track))
+            session = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=concurrency), trace_configs=trace_configs
+                )
+            )
+
+            async def get_aiohttp(path: str) -> int:
+                async with session.get(target + path) as resp:
+                    await resp.read()
+                    return resp.status
+
+            get = get_aiohttp
+        else:
+            import httpx
+
+            limits = httpx.Limits(
+                max_connections=concurrency, max_keepalive_connections=concurrency
+            )
+            transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport(limits=limits)
+            if hb is not None:
+                from hiveloop_async.contrib import httpx as hl_httpx
+
+                transport = hl_httpx.AsyncTransport(transport, track_requests=track)
+            client = await stack.enter_async_context(httpx.AsyncClient(transport=transport))
+
+            async def get_httpx(path: str) -> int:
+                resp = await client.get(target + path)
+                return resp.status_code
+
+            get = get_httpx
+
+        async def phase(seconds: float) -> tuple[int, int]:
+            deadline = time.monotonic() + seconds
+            ok = 0
+            errors = 0
+
+            async def worker(w: int) -> None:
+                nonlocal ok, errors
+                i = w
+                with scope(w):
+                    while time.monotonic() < deadline:
+                        path = "/ping" if i % 2 else f"/items/{i % 1000}"
+                        i += 1
+                        try:
+                            if await get(path) == 200:
+                                ok += 1
+                            else:
+                                errors += 1
+                        except OSError:
+                            errors += 1
+
+            await asyncio.gather(*(worker(w) for w in range(concurrency)))
+            return ok, errors
+
+        await phase(warmup)
+        flushed0 = await flush()
+        before = await asyncio.to_thread(sink_counts, sink)
+        gc.collect()
+        cpu0 = time.process_time()
+        ok, errors = await phase(seconds)
+        flushed1 = await flush()
+        cpu1 = time.process_time()
+        after = await asyncio.to_thread(sink_counts, sink)
+    if hb is not None:
+        await hb.aclose()
+    if otel is not None:
+        otel.close()
+    _reply(
+        {
+            "cpu_s": cpu1 - cpu0,
+            "requests": ok,
+            "errors": errors,
+            "flushed": flushed0 and flushed1,
+            "sink": _window(before, after),
+        }
+    )
+
+
+# -- the driver ------------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HIVELOOP_", "OTEL_"))}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.web", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+    )
+
+
+def _line(proc: subprocess.Popen[str], what: str) -> dict[str, Any]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"{what}: the process ended (exit {proc.wait()})")
+    data: dict[str, Any] = json.loads(line)
+    return data
+
+
+def _send(proc: subprocess.Popen[str], cmd: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(cmd + "\n")
+    proc.stdin.flush()
+
+
+def _end(proc: subprocess.Popen[str], *, quit: bool = True) -> None:
+    """Ask the process to quit (``quit``), wait for it (killed after 20 s), close its pipes."""
+    if quit:
+        with contextlib.suppress(OSError, ValueError):
+            _send(proc, "quit")
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+class Server:
+    """One server configuration in its own subprocess."""
+
+    def __init__(self, config: str, sink: str) -> None:
+        self.config = config
+        self.proc = _spawn("--serve", config, "--sink", sink)
+        ready = _line(self.proc, config)
+        self.port = int(ready["port"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.info = ready
+
+    def command(self, cmd: str) -> dict[str, Any]:
+        _send(self.proc, cmd)
+        return _line(self.proc, f"{self.config} {cmd}")
+
+    def close(self) -> None:
+        _end(self.proc)
+
+
+def run_server(
+    config: str, sink_url: str, concurrency: int, warmup: float, seconds: float
+) -> dict[str, Any]:
+    """One measured window of one server configuration (fresh server process)."""
+    server = Server(config, sink_url)
+    try:
+        loader = _spawn(
+            "--load",
+            server.url,
+            "--concurrency",
+            str(concurrency),
+            "--warmup",
+            str(warmup),
+            "--seconds",
+            str(seconds),
+        )
+        try:
+            _line(loader, "load generator")  # warm
+            started = server.command("start")
+            before = sink_counts(sink_url)
+            _send(loader, "go")
+            loaded = _line(loader, "load generator")
+            stopped = server.command("stop")
+            after = sink_counts(sink_url)
+        finally:
+            _end(loader, quit=False)
+    finally:
+        server.close()
+    requests = int(stopped["requests"])
+    return {
+        "config": config,
+        "requests": requests,
+        "load_requests": int(loaded["requests"]),
+        "load_errors": int(loaded["errors"]),
+        "cpu_s": round(float(stopped["cpu_s"]), 4),
+        "us_per_request": round(float(stopped["cpu_s"]) * 1e6 / max(1, requests), 2),
+        "requests_per_s": round(requests / max(1e-9, float(loaded["wall_s"]))),
+        "flushed": bool(started["flushed"]) and bool(stopped["flushed"]),
+        "sink": _window(before, after),
+        **({"http": server.info["http"]} if "http" in server.info else {}),
+    }
+
+
+def run_client(
+    config: str, target: str, sink_url: str, concurrency: int, warmup: float, seconds: float
+) -> dict[str, Any]:
+    """One measured window of one client configuration (fresh calling process)."""
+    proc = _spawn(
+        "--call",
+        config,
+        "--target",
+        target,
+        "--sink",
+        sink_url,
+        "--concurrency",
+        str(concurrency),
+        "--warmup",
+        str(warmup),
+        "--seconds",
+        str(seconds),
+    )
+    try:
+        out = _line(proc, config)
+    finally:
+        _end(proc)
+    requests = int(out["requests"])
+    return {
+        "config": config,
+        "requests": requests,
+        "errors": int(out["errors"]),
+        "cpu_s": round(float(out["cpu_s"]), 4),
+        "us_per_request": round(float(out["cpu_s"]) * 1e6 / max(1, requests), 2),
+        "requests_per_s": round(requests / seconds),
+        "flushed": bool(out["flushed"]),
+        "sink": out["sink"],
+    }
+
+
+def expected(config: str) -> dict[str, Any]:
+    """What the sink must have received per request in a configuration's window."""
+    if config.endswith("-ours") and config in SERVERS:
+        return {"events": ("type:task_started", "type:task_completed")}
+    if config.endswith("-ours-track"):
+        return {"events": ("type:action_started", "type:action_completed")}
+    if config.endswith("-otel"):
+        return {"spans": True}
+    return {}
+
+
+def check_delivery(res: dict[str, Any]) -> dict[str, Any]:
+    """Delivery per request, from the sink's counts (a share below 1 means drops)."""
+    sink = res["sink"]
+    n = max(1, res["requests"])
+    want = expected(res["config"])
+    out: dict[str, Any] = {}
+    if "events" in want:
+        got = [int(sink.get(k, 0)) for k in want["events"]]
+        out["events_per_request"] = round(int(sink.get("hiveboard_events", 0)) / n, 3)
+        out["delivered_share"] = round(min(got) / n, 4)
+    if "spans" in want:
+        spans = int(sink.get("otlp_spans", 0))
+        names = {k[len("otlp_name:") :]: v for k, v in sink.items() if k.startswith("otlp_name:")}
+        out["spans_per_request"] = round(spans / n, 3)
+        out["span_names"] = names
+        # the span standing for the request (server or client span), one per request
+        out["delivered_share"] = round(_primary(names) / n, 4)
+    return out
+
+
+def _primary(names: dict[str, int]) -> int:
+    """Spans that stand for the request itself (server or client span, not the extras)."""
+    return sum(
+        v
+        for k, v in names.items()
+        if not k.startswith("caller-") and not k.endswith((" http send", " http receive"))
+    )
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 2) if values else float("nan")
+
+
+def _bare_of(config: str) -> str:
+    if "-client-" in config:
+        return config.split("-client-", 1)[0] + "-client-bare"
+    return config.split("-", 1)[0] + "-bare"
+
+
+def summarize(rounds: list[list[dict[str, Any]]], configs: tuple[str, ...]) -> dict[str, Any]:
+    """Medians over rounds: µs/request and added µs/request vs the same round's bare run."""
+    out: dict[str, Any] = {}
+    for config in configs:
+        per: list[float] = []
+        added: list[float] = []
+        shares: list[float] = []
+        for rnd in rounds:
+            by = {r["config"]: r for r in rnd}
+            r = by.get(config)
+            if r is None or "error" in r:
+                continue
+            per.append(r["us_per_request"])
+            bare = by.get(_bare_of(config))
+            if bare is not None and "error" not in bare and config != _bare_of(config):
+                added.append(r["us_per_request"] - bare["us_per_request"])
+            share = r.get("delivery", {}).get("delivered_share")
+            if share is not None:
+                shares.append(share)
+        if not per:
+            continue
+        entry: dict[str, Any] = {"us_per_request": _median(per), "rounds": len(per)}
+        if added:
+            entry["added_us"] = _median(added)
+            entry["added_us_rounds"] = [round(a, 2) for a in added]
+        if shares:
+            entry["delivered_share_min"] = min(shares)
+        out[config] = entry
+    ratios: dict[str, float] = {}
+    for ours, otel in (
+        ("fastapi-ours", "fastapi-otel"),
+        ("aiohttp-ours", "aiohttp-otel"),
+        ("aiohttp-client-ours", "aiohttp-client-otel"),
+        ("aiohttp-client-ours-track", "aiohttp-client-otel"),
+        ("httpx-client-ours", "httpx-client-otel"),
+        ("httpx-client-ours-track", "httpx-client-otel"),
+    ):
+        a = out.get(ours, {}).get("added_us")
+        b = out.get(otel, {}).get("added_us")
+        if a is not None and b:
+            ratios[f"{ours} / {otel}"] = round(a / b, 3)
+    return {"configs": out, "ratios_ours_over_otel": ratios}
+
+
+def table(summary: dict[str, Any], rounds: list[list[dict[str, Any]]]) -> str:
+    """The side-by-side table (medians over rounds)."""
+    last = {r["config"]: r for rnd in rounds for r in rnd if "error" not in r}
+    lines = [
+        f"{'configuration':<28}{'CPU µs/req':>11}{'added µs':>10}{'req/s':>8}  delivered",
+    ]
+    for config, entry in summary["configs"].items():
+        r = last.get(config, {})
+        d = r.get("delivery", {})
+        if "events_per_request" in d:
+            what = f"{d['events_per_request']:.2f} events/req"
+        elif "spans_per_request" in d:
+            what = f"{d['spans_per_request']:.2f} spans/req"
+        else:
+            what = "-"
+        share = entry.get("delivered_share_min")
+        if share is not None:
+            what += f", share {share:.4f}"
+        added = entry.get("added_us")
+        lines.append(
+            f"{config:<28}{entry['us_per_request']:>11.1f}"
+            f"{'' if added is None else f'{added:+.1f}':>10}{r.get('requests_per_s', 0):>8}  {what}"
+        )
+    lines.append("")
+    for name, ratio in summary["ratios_ours_over_otel"].items():
+        lines.append(f"added cost ratio {name}: {ratio:.3f}")
+    return "\n".join(lines)
+
+
+def breakdown_text(rounds: list[dict[str, Any]]) -> str:
+    """Medians of :func:`breakdown` over its rounds, one line per scrub setting."""
+    if not rounds:
+        return ""
+    lines = ["", "ours, server side, in-process split (CPU µs/request, median of rounds):"]
+    for key in ("scrub_on", "scrub_off"):
+        rec = _median([r[key]["record_us"] for r in rounds])
+        snd = _median([r[key]["send_us"] for r in rounds])
+        lines.append(
+            f"  {key:<9}  middleware bookkeeping {rec:6.1f}   sender (2 events) {snd:6.1f}"
+            f"   total {rec + snd:6.1f}"
+        )
+    return "\n".join(lines)
+
+
+def measure(
+    configs: tuple[str, ...],
+    rounds: int,
+    seconds: float,
+    warmup: float,
+    concurrency: int,
+    split_requests: int = 10_000,
+) -> dict[str, Any]:
+    """Every configuration once per round, interleaved; sink and downstream shared.
+
+    Then, when an ``ours`` configuration ran, :func:`breakdown` once per round
+    (``split_requests`` requests each). Blocks for the whole run.
+    """
+    from .sink import Sink
+
+    skipped = [c for c in configs if not otel_available(c)]
+    runnable = tuple(c for c in configs if c not in skipped)
+    all_rounds: list[list[dict[str, Any]]] = []
+    with Sink("ok") as sink:
+        downstream: Server | None = None
+        if any(c in CLIENTS for c in runnable):
+            downstream = Server("aiohttp-bare", sink.url)
+        try:
+            for k in range(rounds):
+                results: list[dict[str, Any]] = []
+                for config in runnable:
+                    try:
+                        if config in SERVERS:
+                            res = run_server(config, sink.url, concurrency, warmup, seconds)
+                        else:
+                            assert downstream is not None
+                            res = run_client(
+                                config, downstream.url, sink.url, concurrency, warmup, seconds
+                            )
+                        res["delivery"] = check_delivery(res)
+                    except Exception as exc:  # one failed run must not lose the others
+                        res = {"config": config, "error": f"{type(exc).__name__}: {exc}"}
+                    results.append(res)
+                    log(f"round {k + 1}/{rounds} {json.dumps(res)}")
+                all_rounds.append(results)
+        finally:
+            if downstream is not None:
+                downstream.close()
+    summary = summarize(all_rounds, runnable)
+    ours = any("-ours" in c for c in runnable)
+    split = [breakdown(split_requests) for _ in range(rounds)] if ours else []
+    return {
+        "method": {
+            "rounds": rounds,
+            "seconds": seconds,
+            "warmup_s": warmup,
+            "concurrency": concurrency,
+            "figure": "process CPU time (time.process_time) of the measured process per request"
+            " in the window, exporter flushed before and after (sender cost included)",
+        },
+        "not_run": {c: "OpenTelemetry packages not installed (bench extra)" for c in skipped},
+        "versions": _versions(),
+        "summary": summary,
+        "breakdown_rounds": split,
+        "rounds": all_rounds,
+    }
+
+
+def breakdown(requests: int = 10_000, burst: int = 1_000) -> dict[str, Any]:
+    """Where our server-side time per request goes, in this process (no HTTP server).
+
+    ``record``: the middleware's bookkeeping (:class:`RequestTasks` ``begin`` + ``finish``:
+    the task and its two events queued); ``send``: the sender's work for them
+    (``await hb.aflush()`` after each burst: encoding, scrubbing, the HTTP posts to the sink),
+    with the default scrubber and with ``scrub=False``. Process CPU per request.
+    """
+    from hiveloop_async.contrib._service import RequestInfo, RequestTasks
+
+    from .sink import Sink
+
+    burst = max(1, min(burst, requests))
+
+    async def one(url: str, scrub: bool) -> dict[str, float]:
+        import hiveloop_async as hl
+
+        hb = hl.HiveBoard(api_key="hb_bench", endpoint=url, scrub=scrub)
+        await hb.start()
+        tasks = RequestTasks(hb.agent(AGENT))
+        info = RequestInfo(
+            request=None,
+            method="GET",
+            path="/items/3",
+            route="/items/{item_id}",
+            headers={},
+            peer="127.0.0.1",
+        )
+        await hb.aflush()
+        record = send = 0.0
+        for _ in range(max(1, requests // burst)):
+            t0 = time.process_time()
+            for _ in range(burst):
+                served = tasks.begin(info)
+                assert served is not None
+                served.status = 200
+                served.bytes_sent = 9
+                served.finish()
+            t1 = time.process_time()
+            await hb.aflush(timeout=60)
+            record += t1 - t0
+            send += time.process_time() - t1
+        await hb.aclose()
+        n = max(1, requests // burst) * burst
+        return {"record_us": round(record / n * 1e6, 2), "send_us": round(send / n * 1e6, 2)}
+
+    with Sink("ok") as sink:
+        out: dict[str, Any] = {
+            "scrub_on": asyncio.run(one(sink.url, True)),
+            "scrub_off": asyncio.run(one(sink.url, False)),
+        }
+        counts = sink_counts(sink.url)
+    out["requests"] = max(1, requests // burst) * burst
+    out["events_at_sink"] = int(counts.get("type:task_started", 0)) + int(
+        counts.get("type:task_completed", 0)
+    )
+    return out
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    from . import _harness
+
+    out: dict[str, str] = {"machine": json.dumps(_harness.machine())}
+    for dist in (
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "h11",
+        "aiohttp",
+        "httpx",
+        "opentelemetry-sdk",
+        "opentelemetry-exporter-otlp-proto-http",
+        "opentelemetry-instrumentation-fastapi",
+        "opentelemetry-instrumentation-aiohttp-server",
+        "opentelemetry-instrumentation-aiohttp-client",
+        "opentelemetry-instrumentation-httpx",
+    ):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="per-request overhead of the web integrations")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--load", help=argparse.SUPPRESS)
+    parser.add_argument("--call", help=argparse.SUPPRESS)
+    parser.add_argument("--sink", help=argparse.SUPPRESS)
+    parser.add_argument("--target", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured window per run")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--only", nargs="*", choices=CONFIGS, help="configurations to run")
+    parser.add_argument("--no-write", action="store_true", help="do not write results/")
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.sink)
+        return 0
+    if args.load:
+        load(args.load, args.concurrency, args.warmup, args.seconds)
+        return 0
+    if args.call:
+        call(args.call, args.target, args.sink, args.concurrency, args.warmup, args.seconds)
+        return 0
+    configs = tuple(args.only) if args.only else CONFIGS
+    result = measure(configs, args.rounds, args.seconds, args.warmup, args.concurrency)
+    text = table(result["summary"], result["rounds"])
+    text += breakdown_text(result["breakdown_rounds"])
+    for config, why in result["not_run"].items():
+        text += f"\nnot run: {config}: {why}"
+    print(text)
+    if not args.no_write:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "web.json").write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS / "web.txt").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
