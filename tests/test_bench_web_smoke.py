@@ -7,7 +7,6 @@ and the sink must have received every event (ours) or span (OpenTelemetry, when 
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 import pytest
@@ -71,7 +70,7 @@ def test_client_hooks_count_every_call_and_record_tracked_ones() -> None:
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("opentelemetry.instrumentation.fastapi") is None,
+    not web.otel_available("fastapi-otel"),
     reason="OpenTelemetry instrumentations not installed (pip install -e '.[bench]')",
 )
 def test_opentelemetry_configurations_deliver_every_span() -> None:
