@@ -426,18 +426,46 @@ class Scrubber:
 _MARKERS = {name: marker(name) for name, _ in _PATTERNS}
 
 
-def _prefilter(keys: Iterable[str]) -> re.Pattern[bytes]:
-    """One case-insensitive bytes pattern: any value trigger, or any sensitive key name with
-    ``_``, ``-``, ``.`` or spaces between its letters (as :func:`_normalise` removes them).
+class _Prefilter:
+    """Whether an encoded event may hold something to scrub: any value trigger in its
+    ASCII-lower-cased bytes, or any sensitive key name in those bytes with ``_``, ``-``,
+    ``.`` and spaces removed (as :func:`_normalise` removes them from keys).
 
     Every built-in value match contains a trigger, and JSON encodes none of their characters
-    as escapes, so an encoded event without a match of this pattern has nothing to scrub.
+    as escapes, so an encoded event without a hit has nothing to scrub. The same test as one
+    case-insensitive regex (``t[-_. ]*o[-_. ]*k...``), done with ``bytes.lower``,
+    ``bytes.translate`` and substring searches, all C loops: a regex alternation of ~40
+    branches tried at every position cost ~60 µs per event, this a few.
     """
-    sep = rb"[-_. ]*"
-    parts = [re.escape(t.encode()) for t in _VALUE_TRIGGERS]
-    for key in keys:
-        parts.append(sep.join(re.escape(c.encode()) for c in key))
-    return re.compile(b"(?i:" + b"|".join(parts) + b")")
+
+    __slots__ = ("_keys", "_triggers")
+
+    def __init__(self, triggers: Iterable[str], keys: Iterable[str]) -> None:
+        self._triggers = _minimal(t.lower().encode() for t in triggers)
+        self._keys = _minimal(_normalise(k).encode() for k in keys)
+
+    def search(self, data: bytes) -> bytes | None:
+        """The first trigger or key name found in ``data``, else None. Raises nothing."""
+        low = data.lower()
+        for trigger in self._triggers:
+            if trigger in low:
+                return trigger
+        stripped = low.translate(None, b"-_. ")
+        for key in self._keys:
+            if key in stripped:
+                return key
+        return None
+
+
+def _minimal(words: Iterable[bytes]) -> tuple[bytes, ...]:
+    """``words`` without those containing another one (found whenever that one is)."""
+    unique = list(dict.fromkeys(words))
+    return tuple(w for w in unique if not any(o != w and o in w for o in unique))
+
+
+def _prefilter(keys: Iterable[str]) -> _Prefilter:
+    """The :class:`_Prefilter` of the value triggers and the sensitive key names ``keys``."""
+    return _Prefilter(_VALUE_TRIGGERS, keys)
 
 
 def make_scrubber(
