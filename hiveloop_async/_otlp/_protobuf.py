@@ -119,6 +119,28 @@ def _key_value(key: str, value: AttrValue) -> bytes:
     return _key(key) + _field(b"\x12", _any_value(value))
 
 
+#: Whole ``Span.attributes`` fields (tag, length, ``KeyValue``) of short strings and of ints,
+#: by (key, value): the same few recur on every span (``gen_ai.operation.name: chat``, a
+#: model, token counts). Two dicts, so that 1, 1.0 and True never share an entry. Bounded.
+_span_attr_str: dict[tuple[str, str], bytes] = {}
+_span_attr_int: dict[tuple[str, int], bytes] = {}
+
+
+def _span_attr(key: str, value: AttrValue) -> bytes:
+    """One ``Span.attributes`` field, remembered when it is a short string or an int."""
+    enc = _field(b"\x4a", _key_value(key, value))
+    kind = type(value)
+    if kind is str and len(value) <= _MAX_CACHED_VALUE:  # type: ignore[arg-type]
+        if len(_span_attr_str) >= _MAX_CACHED:
+            _span_attr_str.clear()
+        _span_attr_str[(key, value)] = enc  # type: ignore[index]
+    elif kind is int:
+        if len(_span_attr_int) >= _MAX_CACHED:
+            _span_attr_int.clear()
+        _span_attr_int[(key, value)] = enc  # type: ignore[index]
+    return enc
+
+
 def _attributes(tag: bytes, attrs: Attributes) -> list[bytes]:
     """Each attribute as a ``KeyValue`` field with ``tag``."""
     return [_field(tag, _key_value(k, v)) for k, v in attrs.items()]
@@ -165,13 +187,17 @@ def span(s: Span) -> bytes:
     if s.end_ns:
         parts.append(b"\x41" + _pack_fixed64(s.end_ns))
     if s.attributes:
-        cache = _kv_cache
+        str_cache = _span_attr_str
+        int_cache = _span_attr_int
         for k, v in s.attributes.items():
-            enc = cache.get((k, v)) if type(v) is str else None
-            if enc is None:
-                enc = _key_value(k, v)
-            n = len(enc)
-            parts.append(b"\x4a" + (_VARINTS[n] if n < _NVARINTS else _varint_slow(n)) + enc)
+            kind = type(v)
+            if kind is str:
+                enc = str_cache.get((k, v))  # type: ignore[arg-type]
+            elif kind is int:
+                enc = int_cache.get((k, v))  # type: ignore[arg-type]
+            else:
+                enc = None
+            parts.append(enc if enc is not None else _span_attr(k, v))
     if s.dropped_attributes:
         parts.append(b"\x50" + varint(s.dropped_attributes))
     for ev in s.events:

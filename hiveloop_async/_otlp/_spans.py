@@ -116,6 +116,22 @@ class Span:
 
 # -- small pure helpers ------------------------------------------------------------------------
 
+#: wire id -> span id (:func:`~hiveloop_async._tracecontext.span_id_for`, a SHA-256), for the
+#: ids asked for more than once (a parent's, by each child); bounded.
+_span_ids: dict[str, str] = {}
+_MAX_SPAN_IDS: Final = 8192
+
+
+def _span_id(wire_id: str) -> str:
+    """``span_id_for(wire_id)``, remembered. Pure; raises nothing."""
+    sid = _span_ids.get(wire_id)
+    if sid is None:
+        if len(_span_ids) >= _MAX_SPAN_IDS:
+            _span_ids.clear()
+        sid = _span_ids[wire_id] = tc.span_id_for(wire_id)
+    return sid
+
+
 _sec_cache: dict[str, int] = {}
 
 
@@ -513,14 +529,14 @@ class SpanAssembler:
         run_id = ev.get("task_run_id")
         if parent_action is not None:
             parent = self._open.get("a:" + str(parent_action))
-            parent_id = tc.span_id_for(str(parent_action))
+            parent_id = _span_id(str(parent_action))
             if parent is not None:
                 return parent.trace_id, parent_id
             if run_id is not None:
                 return self._run_trace(run_id), parent_id
             return tc.trace_id_for_run(str(parent_action)), parent_id
         if run_id is not None:
-            return self._run_trace(run_id), tc.span_id_for(str(run_id))
+            return self._run_trace(run_id), _span_id(str(run_id))
         return tc.trace_id_for_run(own_id), None
 
     def _open_span(self, key: str, span: Span) -> None:
@@ -552,7 +568,7 @@ class SpanAssembler:
             trace_id, parent = known
         span = Span(
             trace_id=trace_id,
-            span_id=tc.span_id_for(run_id),
+            span_id=_span_id(run_id),
             parent_span_id=parent,
             name=f"invoke_agent {agent_id}",
             kind=KIND_INTERNAL,
@@ -620,7 +636,7 @@ class SpanAssembler:
         name = name if isinstance(name, str) and name else "action"
         span = Span(
             trace_id=trace_id,
-            span_id=tc.span_id_for(action_id),
+            span_id=_span_id(action_id),
             parent_span_id=parent,
             name=name,
             kind=KIND_INTERNAL,
@@ -716,7 +732,7 @@ class SpanAssembler:
         if action_id is not None:
             # An LLM call inside an action is a child of that action.
             parent_open = self._open.get("a:" + str(action_id))
-            parent: str | None = tc.span_id_for(str(action_id))
+            parent: str | None = _span_id(str(action_id))
             if parent_open is not None:
                 trace_id = parent_open.trace_id
             elif ev.get("task_run_id") is not None:
@@ -733,7 +749,7 @@ class SpanAssembler:
         agent_id = self._agent_id(envelope, ev)
         span = Span(
             trace_id=trace_id,
-            span_id=tc.span_id_for(event_id),
+            span_id=_span_id(event_id),
             parent_span_id=parent,
             name=f"chat {model}",
             kind=KIND_CLIENT,
@@ -827,13 +843,13 @@ class SpanAssembler:
             trace_id = (
                 self._run_trace(run_id) if run_id is not None else tc.trace_id_for_run(event_id)
             )
-            parent: str | None = tc.span_id_for(str(action_id))
+            parent: str | None = _span_id(str(action_id))
         else:
             trace_id, parent = self._context(ev, event_id)
         agent_id = self._agent_id(envelope, ev)
         span = Span(
             trace_id=trace_id,
-            span_id=tc.span_id_for(event_id),
+            span_id=_span_id(event_id),
             parent_span_id=parent,
             name=name,
             kind=KIND_INTERNAL,
