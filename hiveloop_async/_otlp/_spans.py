@@ -133,6 +133,8 @@ def _span_id(wire_id: str) -> str:
 
 
 _sec_cache: dict[str, int] = {}
+#: whole HiveBoard timestamps already parsed -> nanoseconds; bounded
+_ts_cache: dict[str, int] = {}
 
 
 def parse_timestamp(text: Any, default_ns: int) -> int:
@@ -142,6 +144,9 @@ def parse_timestamp(text: Any, default_ns: int) -> int:
     """
     if type(text) is not str:
         return default_ns
+    known = _ts_cache.get(text)
+    if known is not None:  # events of a burst share their millisecond
+        return known
     if len(text) == 24 and text[19] == "." and text[23] == "Z":
         head = text[:19]
         sec = _sec_cache.get(head)
@@ -167,7 +172,11 @@ def parse_timestamp(text: Any, default_ns: int) -> int:
             _sec_cache[head] = sec
         ms = text[20:23]
         if ms.isdigit():
-            return (sec * 1000 + int(ms)) * 1_000_000
+            ns = (sec * 1000 + int(ms)) * 1_000_000
+            if len(_ts_cache) >= 4096:
+                _ts_cache.clear()
+            _ts_cache[text] = ns
+            return ns
         return default_ns
     try:
         parsed = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -251,30 +260,47 @@ def flatten(
     Returns how many attributes were dropped for the ``limits.max_attributes`` cap. Nulls
     are left out; keys in ``skip`` are ignored at the top level. Raises nothing.
     """
+    if not isinstance(payload, Mapping):
+        if payload is None:
+            return 0
+        return _flatten_add(prefix.rstrip("."), payload, 1, out, limits)
     dropped = 0
-
-    def add(key: str, value: Any, depth: int) -> None:
-        nonlocal dropped
-        if isinstance(value, Mapping) and value and depth < limits.max_depth:
-            for k, v in value.items():
-                add(f"{key}.{k}", v, depth + 1)
-            return
-        attr = _value(value, limits)
-        if attr is None:
-            return
-        if key not in out and len(out) >= limits.max_attributes:
+    max_attributes = limits.max_attributes
+    max_length = limits.max_value_length
+    for k, v in payload.items():
+        if k in skip:
+            continue
+        key = f"{prefix}{k}"
+        kind = type(v)  # the common scalars inline, as _value() converts them
+        attr: AttrValue
+        if kind is str:
+            attr = v if len(v) <= max_length else _cut(v, max_length)
+        elif (kind is int and _INT64_MIN <= v <= _INT64_MAX) or kind is bool or kind is float:
+            attr = v
+        else:
+            dropped += _flatten_add(key, v, 1, out, limits)
+            continue
+        if len(out) >= max_attributes and key not in out:
             dropped += 1
-            return
+            continue
         out[key] = attr
-
-    if isinstance(payload, Mapping):
-        for k, v in payload.items():
-            if k in skip:
-                continue
-            add(f"{prefix}{k}", v, 1)
-    elif payload is not None:
-        add(prefix.rstrip("."), payload, 1)
     return dropped
+
+
+def _flatten_add(key: str, value: Any, depth: int, out: Attributes, limits: Limits) -> int:
+    """:func:`flatten` of one value at ``depth``; how many attributes were dropped."""
+    if isinstance(value, Mapping) and value and depth < limits.max_depth:
+        dropped = 0
+        for k, v in value.items():
+            dropped += _flatten_add(f"{key}.{k}", v, depth + 1, out, limits)
+        return dropped
+    attr = _value(value, limits)
+    if attr is None:
+        return 0
+    if key not in out and len(out) >= limits.max_attributes:
+        return 1
+    out[key] = attr
+    return 0
 
 
 def _put(span: Span | SpanEvent, key: str, value: Any, limits: Limits) -> None:
