@@ -357,6 +357,10 @@ _PROVIDERS: Final = (
 )
 
 
+#: model name -> the provider its prefix names (or None); bounded
+_provider_by_model: dict[str, str | None] = {}
+
+
 def provider_of(model: str, metadata: Any) -> str | None:
     """``gen_ai.provider.name``: the call's ``metadata["provider"]``, else guessed from the
     model name's prefix for a few well-known providers, else None."""
@@ -364,11 +368,18 @@ def provider_of(model: str, metadata: Any) -> str | None:
         given = metadata.get("provider")
         if isinstance(given, str) and given:
             return given
+    if model in _provider_by_model:
+        return _provider_by_model[model]
+    found = None
     lowered = model.lower()
     for prefix, provider in _PROVIDERS:
         if lowered.startswith(prefix):
-            return provider
-    return None
+            found = provider
+            break
+    if len(_provider_by_model) >= 1024:
+        _provider_by_model.clear()
+    _provider_by_model[model] = found
+    return found
 
 
 # -- the assembler -----------------------------------------------------------------------------
