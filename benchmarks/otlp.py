@@ -261,6 +261,12 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         _worker(sys.argv[2:])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--table":  # otlp.txt again from otlp.json
+        out = ROOT / "benchmarks" / "results"
+        text = table(json.loads((out / "otlp.json").read_text()))
+        (out / "otlp.txt").write_text(text)
+        print(text, end="")
+        return
     sys.path.insert(0, str(ROOT))
     from benchmarks.run import ensure_peers, peers_python
     from benchmarks.sink import Sink
@@ -315,7 +321,44 @@ def main() -> None:
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "otlp.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    (out_dir / "otlp.txt").write_text(table(summary))
+    print(table(summary))
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The summary as the side-by-side text of ``benchmarks/results/otlp.txt``."""
+    head = (
+        f"make bench-otlp: {summary['tasks']:,} tasks x {summary['spans_per_task']} spans "
+        f"({summary['events_per_task']} events), {summary.get('rounds', 1)} interleaved "
+        f"round(s), medians; {summary['otel_sdk']}"
+    )
+    if summary.get("baseline"):
+        head += f"; base-* = the package at {summary['baseline']}"
+    cols = ("record µs/task", "sender µs/span", "sender µs/event", "spans/s", "end to end s")
+    lines = [head, "", f"{'config':<12}" + "".join(f"{c:>17}" for c in cols)]
+    for r in summary["results"]:
+        cells = [
+            r.get("record_us_per_task"),
+            r.get("sender_us_per_span"),
+            r.get("sender_us_per_event"),
+            r.get("spans_per_s"),
+            r.get("end_to_end_s"),
+        ]
+        lines.append(
+            f"{r['config']:<12}" + "".join(f"{'-' if c is None else c:>17}" for c in cells)
+        )
+    lines.append("")
+    for key in (
+        "throughput_ratio_spans_per_s",
+        "sender_cpu_ratio_per_span",
+        "recording_ratio_per_task",
+        "vs_baseline_spans_per_s",
+        "vs_baseline_sender_cpu_per_span",
+        "baseline_throughput_ratio_to_otel",
+    ):
+        if key in summary:
+            lines.append(f"{key}: {summary[key]}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
