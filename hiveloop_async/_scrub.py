@@ -453,8 +453,29 @@ class _Prefilter:
         stripped = low.translate(None, b"-_. ")
         for key in self._keys:
             if key in stripped:
+                if key == b"token" and _only_benign_tokens(stripped):
+                    continue
                 return key
         return None
+
+
+#: Words that start with ``token`` in keys that are never sensitive (every LLM call's
+#: ``tokens_in``/``tokens_out``, ``token_count``). None is a prefix of another.
+_BENIGN_TOKEN_WORDS: tuple[bytes, ...] = (b"tokensin", b"tokensout", b"tokencount")
+
+
+def _only_benign_tokens(stripped: bytes) -> bool:
+    """Whether every ``token`` in ``stripped`` starts one of :data:`_BENIGN_TOKEN_WORDS`.
+
+    Then no key ends with ``token``: a key's last letter is followed by its closing quote,
+    and each of those words goes on after ``token``. ``bytes.count`` never counts more
+    occurrences than there are, and two of these words cannot start at the same place, so
+    equal counts mean every ``token`` is accounted for. Raises nothing.
+    """
+    benign = 0
+    for word in _BENIGN_TOKEN_WORDS:
+        benign += stripped.count(word)
+    return benign == stripped.count(b"token")
 
 
 def _minimal(words: Iterable[bytes]) -> tuple[bytes, ...]:

@@ -414,3 +414,28 @@ def test_the_bytes_prefilter_never_skips_an_event_with_something_to_scrub() -> N
     out, n = fast.scrub_encoded(clean)
     assert out is clean and n == 0
     assert fast._prefilter is not None and fast._prefilter.search(clean) is None
+
+
+def test_token_counts_do_not_trip_the_prefilter_and_token_keys_still_do() -> None:
+    """An LLM call's ``tokens_in``/``tokens_out`` skip the decode; any key ending in
+    ``token`` next to them (even overlapping ``tokens_ou`` + ``token``) is still scrubbed,
+    exactly as a full scrub does."""
+    fast = Scrubber()
+    full = Scrubber()
+    full._prefilter = None
+    llm = orjson.dumps(
+        {
+            "event_type": "custom",
+            "payload": {"kind": "llm_call", "data": {"tokens_in": 120, "tokens_out": 40}},
+            "token_count": 3,
+        }
+    )
+    assert fast._prefilter is not None and fast._prefilter.search(llm) is None
+    out, n = fast.scrub_encoded(llm)
+    assert out is llm and n == 0
+    for key in ("x_token", "tokens_ou_token", "tokens_in_token", "Access-Token", "token"):
+        data = orjson.dumps({"payload": {"tokens_in": 1, key: "hunter2-value", "tokens_out": 2}})
+        assert fast._prefilter.search(data) is not None, key
+        scrubbed, redactions = fast.scrub_encoded(data)
+        assert (scrubbed, redactions) == full.scrub_encoded(data)
+        assert redactions == 1 and b"hunter2" not in scrubbed, key
