@@ -82,7 +82,8 @@ clean:
 test-otlp: $(STAMP)
 	HIVELOOP_TEST_PHOENIX=1 $(BIN)/pytest -v -s -m phoenix tests/test_phoenix.py
 
-# Sender CPU per event and events/s with OTLP on, next to the OpenTelemetry SDK.
+# Sender CPU per event and events/s with OTLP on, next to the OpenTelemetry SDK, interleaved
+# rounds. BENCH_OTLP_BASELINE=<git ref> adds that commit's package as base-otlp/base-ingest.
 bench-otlp: $(STAMP)
 	$(BIN)/python -m benchmarks.otlp
 

@@ -9,7 +9,14 @@ One run, each configuration in a fresh subprocess against one local sink
 * ``otel``: the OpenTelemetry SDK, ``TracerProvider`` + ``BatchSpanProcessor`` (queue large
   enough to hold the burst, otherwise defaults; ``force_flush()`` after the burst, as ours
   ``flush()``) + ``OTLPSpanExporter`` (HTTP, protobuf), in the peers' venv
-  (``benchmarks/.peers-venv``, installed by :mod:`benchmarks.run`).
+  (``benchmarks/.peers-venv``, installed by :mod:`benchmarks.run`);
+* ``base-otlp`` / ``base-ingest`` (only with ``BENCH_OTLP_BASELINE=<git ref>``): the same
+  two workers on the package as it was at that commit (``git archive`` of
+  ``hiveloop_async`` into a temporary directory, put first on the worker's ``sys.path``):
+  the before/after of a change, in the same run.
+
+``BENCH_OTLP_ROUNDS`` rounds (default 3), every configuration once per round in turn
+(interleaved, as the machine is shared); each figure is the median over the rounds.
 
 The tree, per task: a task with two actions, one nested in the other and carrying a tool
 payload, and one LLM call: 4 spans, 7 HiveLoop events. ``TASKS`` tasks are recorded as fast
@@ -26,8 +33,11 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -58,6 +68,9 @@ def _wait_sink(url: str, key: str, n: int, timeout: float = 300.0) -> dict[str, 
 
 
 def _worker_ours(url: str, mode: str, tasks: int) -> dict[str, Any]:
+    code = os.environ.get("BENCH_OTLP_CODE")
+    if code:  # the baseline's package, before this checkout's
+        sys.path.insert(0, code)
     import hiveloop_async as hl
 
     kwargs: dict[str, Any] = {"flush_interval": 0.2, "max_queue_size": tasks * EVENTS_PER_TASK * 2}
@@ -99,6 +112,7 @@ def _worker_ours(url: str, mode: str, tasks: int) -> dict[str, Any]:
         "wall_s": wall,
         "wall0": wall0,
         "sink": counts,
+        "package": str(Path(hl.__file__).parent),
     }
 
 
@@ -160,18 +174,20 @@ def _worker(argv: list[str]) -> None:
     if kind == "otel":
         out = _worker_otel(url, tasks)
     else:
-        out = _worker_ours(url, kind.removeprefix("ours-"), tasks)
+        out = _worker_ours(url, kind.split("-", 1)[1], tasks)
     sys.stdout.write("RESULT " + json.dumps(out) + "\n")
 
 
 # -- the driver -------------------------------------------------------------------------------
 
 
-def _run(python: str, kind: str, url: str, tasks: int) -> dict[str, Any]:
+def _run(python: str, kind: str, url: str, tasks: int, code: str | None = None) -> dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT)
-    for key in [k for k in env if k.startswith(("HIVELOOP_", "OTEL_"))]:
+    for key in [k for k in env if k.startswith(("HIVELOOP_", "OTEL_", "BENCH_OTLP_CODE"))]:
         del env[key]
+    if code is not None:
+        env["BENCH_OTLP_CODE"] = code
     proc = subprocess.run(
         [python, "-m", "benchmarks.otlp", "--worker", kind, url, str(tasks)],
         capture_output=True,
@@ -202,6 +218,7 @@ def _figures(kind: str, r: dict[str, Any], tasks: int) -> dict[str, Any]:
         "end_to_end_s": round(e2e, 3),
     }
     if kind != "otel":
+        out["package"] = r["package"]
         out["events_delivered"] = int(r["sent_events"])
         out["sender_us_per_event"] = round(sender_cpu / events * 1e6, 2)
         out["events_per_s"] = round(events / e2e)
@@ -211,29 +228,75 @@ def _figures(kind: str, r: dict[str, Any], tasks: int) -> dict[str, Any]:
     return out
 
 
+def _baseline(ref: str, into: str) -> str:
+    """Extract ``hiveloop_async`` as it was at git ``ref`` into ``into``; return ``into``."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "hiveloop_async"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    tar_path = Path(into) / "base.tar"
+    tar_path.write_bytes(archive)
+    with tarfile.open(tar_path) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(into, filter="data")
+        else:  # an older 3.10/3.11 patch release: our own repository's archive
+            tar.extractall(into)
+    return into
+
+
+def _median(figs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every numeric figure's median over the rounds (the first round's for the rest)."""
+    out = dict(figs[0])
+    for key, value in figs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            med = statistics.median(f[key] for f in figs)
+            out[key] = round(med, 3) if isinstance(value, float) else round(med)
+    out["rounds"] = len(figs)
+    return out
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         _worker(sys.argv[2:])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--table":  # otlp.txt again from otlp.json
+        out = ROOT / "benchmarks" / "results"
+        text = table(json.loads((out / "otlp.json").read_text()))
+        (out / "otlp.txt").write_text(text)
+        print(text, end="")
         return
     sys.path.insert(0, str(ROOT))
     from benchmarks.run import ensure_peers, peers_python
     from benchmarks.sink import Sink
 
     tasks = int(os.environ.get("BENCH_OTLP_TASKS", TASKS))
+    rounds = max(1, int(os.environ.get("BENCH_OTLP_ROUNDS", "3")))
+    base_ref = os.environ.get("BENCH_OTLP_BASELINE") or None
     peers = ensure_peers()
-    results = []
-    with Sink("ok") as sink:
-        for kind in ("ours-ingest", "ours-otlp", "ours-both", "otel"):
-            sink.reset()
-            python = str(peers_python()) if kind == "otel" else sys.executable
-            raw = _run(python, kind, sink.url, tasks)
-            fig = _figures(kind, raw, tasks)
-            results.append(fig)
-            sys.stderr.write(json.dumps(fig) + "\n")
+    kinds = ["ours-ingest", "ours-otlp", "ours-both", "otel"]
+    if base_ref:
+        kinds[0:0] = ["base-ingest", "base-otlp"]
+    per_kind: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+    with tempfile.TemporaryDirectory() as tmp, Sink("ok") as sink:
+        base_code = _baseline(base_ref, tmp) if base_ref else None
+        for rnd in range(rounds):
+            for kind in kinds:
+                sink.reset()
+                python = str(peers_python()) if kind == "otel" else sys.executable
+                code = base_code if kind.startswith("base-") else None
+                raw = _run(python, kind, sink.url, tasks, code)
+                fig = _figures(kind, raw, tasks)
+                per_kind[kind].append(fig)
+                sys.stderr.write(f"round {rnd + 1}/{rounds} " + json.dumps(fig) + "\n")
+    results = [_median(per_kind[k]) for k in kinds]
     otel = next(f for f in results if f["config"] == "otel")
     ours = next(f for f in results if f["config"] == "ours-otlp")
-    summary = {
+    summary: dict[str, Any] = {
         "tasks": tasks,
+        "rounds": rounds,
+        "baseline": base_ref,
         "spans_per_task": SPANS_PER_TASK,
         "events_per_task": EVENTS_PER_TASK,
         "otel_sdk": next((p for p in peers["packages"] if p.startswith("opentelemetry-sdk")), "?"),
@@ -246,10 +309,56 @@ def main() -> None:
             otel["record_us_per_task"] / ours["record_us_per_task"], 2
         ),
     }
+    if base_ref:
+        base = next(f for f in results if f["config"] == "base-otlp")
+        summary["vs_baseline_spans_per_s"] = round(ours["spans_per_s"] / base["spans_per_s"], 2)
+        summary["vs_baseline_sender_cpu_per_span"] = round(
+            base["sender_us_per_span"] / ours["sender_us_per_span"], 2
+        )
+        summary["baseline_throughput_ratio_to_otel"] = round(
+            base["spans_per_s"] / otel["spans_per_s"], 2
+        )
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "otlp.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    (out_dir / "otlp.txt").write_text(table(summary))
+    print(table(summary))
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The summary as the side-by-side text of ``benchmarks/results/otlp.txt``."""
+    head = (
+        f"make bench-otlp: {summary['tasks']:,} tasks x {summary['spans_per_task']} spans "
+        f"({summary['events_per_task']} events), {summary.get('rounds', 1)} interleaved "
+        f"round(s), medians; {summary['otel_sdk']}"
+    )
+    if summary.get("baseline"):
+        head += f"; base-* = the package at {summary['baseline']}"
+    cols = ("record µs/task", "sender µs/span", "sender µs/event", "spans/s", "end to end s")
+    lines = [head, "", f"{'config':<12}" + "".join(f"{c:>17}" for c in cols)]
+    for r in summary["results"]:
+        cells = [
+            r.get("record_us_per_task"),
+            r.get("sender_us_per_span"),
+            r.get("sender_us_per_event"),
+            r.get("spans_per_s"),
+            r.get("end_to_end_s"),
+        ]
+        lines.append(
+            f"{r['config']:<12}" + "".join(f"{'-' if c is None else c:>17}" for c in cells)
+        )
+    lines.append("")
+    for key in (
+        "throughput_ratio_spans_per_s",
+        "sender_cpu_ratio_per_span",
+        "recording_ratio_per_task",
+        "vs_baseline_spans_per_s",
+        "vs_baseline_sender_cpu_per_span",
+        "baseline_throughput_ratio_to_otel",
+    ):
+        if key in summary:
+            lines.append(f"{key}: {summary[key]}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

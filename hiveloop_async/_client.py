@@ -104,7 +104,7 @@ class HiveBoard:
     ``otlp_endpoint`` (or ``HIVELOOP_OTLP_ENDPOINT``) also exports the same timelines as
     OpenTelemetry spans over OTLP/HTTP to ``{otlp_endpoint}/v1/traces``, with
     ``otlp_headers`` (a dict or ``"k=v,k2=v2"``), ``otlp_protocol`` (``"http/protobuf"``,
-    which needs ``hiveloop-async[otlp]``, or ``"http/json"``), ``otlp_service_name`` and
+    the default, or ``"http/json"``; neither needs an extra dependency), ``otlp_service_name`` and
     ``otlp_capture_content`` (LLM previews on the spans). Without an API key, only OTLP is
     sent to. Invalid OTLP settings raise :class:`HiveLoopConfigError`.
     """

@@ -369,8 +369,6 @@ def _resolve_otlp(
     """The OTLP destination's settings; None when no endpoint is configured."""
     if endpoint is None and not env.get("HIVELOOP_OTLP_ENDPOINT"):
         return None
-    wants = protocol if protocol is not None else env.get("HIVELOOP_OTLP_PROTOCOL")
-    json_only = wants is not None and wants.strip().lower() == "http/json"
     return resolve_otlp(
         endpoint=endpoint,
         headers=headers,
@@ -378,7 +376,7 @@ def _resolve_otlp(
         service_name=service_name,
         capture_content=capture_content,
         env=env,
-        protobuf_available=False if json_only else protobuf_available(),
+        protobuf_available=protobuf_available(),
     )
 
 

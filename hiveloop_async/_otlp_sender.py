@@ -3,7 +3,14 @@
 Runs as a task of the engine's task group, on the engine's loop. It takes batches from the
 :class:`~._otlp._pipeline.SpanPipeline`, encodes them (:mod:`._otlp._encode`), POSTs them one
 at a time (in order, so flushes can count), and applies
-:func:`~._otlp._response.classify_response`:
+:func:`~._otlp._response.classify_response`.
+
+When it sends: a full batch (``batch_size`` spans) as soon as there is one (the engine calls
+:meth:`OTLPSender.wake_full` while it drains a burst); everything waiting once the engine has
+drained its queue (:meth:`OTLPSender.wake`), when closing, or after ``flush_interval`` with
+neither a wake nor a new span. So a burst goes out in full batches, not in one small request
+per drain slice (each POST costs far more than its spans' encoding), and a quiet program's
+spans go out as soon as the drain that made them is done, as before. Verdicts:
 
 * success: the spans are sent; partial success: ``rejected_spans`` are dropped
   (``rejected``), the rest sent, never retried;
@@ -52,6 +59,8 @@ class OTLPSender:
         self._request_timeout = request_timeout
         self._retry_deadline = retry_deadline
         self._wake_ev: asyncio.Event | None = None
+        #: the engine drained its queue: send what waits, even less than a batch
+        self._drained = False
         self._closing = False
         self._deadline = math.inf
         self._close_ev: asyncio.Event | None = None
@@ -59,7 +68,13 @@ class OTLPSender:
         self._session: aiohttp.ClientSession | None = None
 
     def wake(self) -> None:
-        """On the engine's loop: send what is waiting now."""
+        """On the engine's loop: send what is waiting now (the engine drained its queue)."""
+        self._drained = True
+        if self._wake_ev is not None:
+            self._wake_ev.set()
+
+    def wake_full(self) -> None:
+        """On the engine's loop: a full batch is waiting (sent now, the rest stays)."""
         if self._wake_ev is not None:
             self._wake_ev.set()
 
@@ -97,17 +112,24 @@ class OTLPSender:
                 timeout=timeout, headers=headers, connector=connector
             ) as session:
                 self._session = session
+                pipeline = self.pipeline
+                full = pipeline.batch_size
                 while True:
-                    if not self.pipeline.has_pending:
-                        if self._closing:
-                            self._idle_ev.set()
-                        with anyio.move_on_after(self._flush_interval):
-                            await self._wake_ev.wait()
-                        self._wake_ev.clear()
-                    batch = self.pipeline.take()
-                    if batch:
+                    pending = pipeline.pending_count
+                    if pending >= full or (pending and (self._drained or self._closing)):
+                        batch = pipeline.take()
                         await self._deliver(url, batch)
                         batch = []
+                        continue
+                    if not pending:
+                        self._drained = False  # everything the last drain made is out
+                        if self._closing:
+                            self._idle_ev.set()
+                    with anyio.move_on_after(self._flush_interval) as waited:
+                        await self._wake_ev.wait()
+                    self._wake_ev.clear()
+                    if waited.cancelled_caught and pipeline.pending_count == pending:
+                        self._drained = True  # no wake and no new span for a while
         except BaseException:
             if batch:  # cancelled mid-request: the next sender (or the shutdown) has them
                 self.pipeline.give_back(batch)

@@ -443,6 +443,8 @@ class Engine:
         max_event = Batcher.MAX_EVENT_BYTES
         settle = queue.settle
         otlp = self.otlp
+        otlp_full = otlp.batch_size if otlp is not None else 0
+        otlp_wake_full = self._otlp_sender.wake_full if self._otlp_sender is not None else _no_wake
         ingest = self.settings.ingest
         sampler = self._sampler
         scrubber = self._scrubber
@@ -507,7 +509,8 @@ class Engine:
                     for agent, data in items:
                         if otlp is not None:
                             try:
-                                otlp.feed(agent.envelope, data)
+                                if otlp.feed(agent.envelope, data) >= otlp_full:
+                                    otlp_wake_full()  # a burst: send full batches meanwhile
                             except Exception:
                                 internal_error("otlp feed")
                             if not ingest:  # OTLP alone: handed over is done
@@ -936,6 +939,10 @@ class Engine:
                 agent.agent_id,
             )
             return None
+
+
+def _no_wake() -> None:
+    """No OTLP sender to wake."""
 
 
 class _ThenOTLP:

@@ -40,6 +40,7 @@ from hiveloop_async._otlp import (
     classify_response,
     encode_json,
     encode_protobuf,
+    encode_protobuf_official,
     parse_headers,
     parse_protocol,
     parse_retry_after,
@@ -120,7 +121,10 @@ def _attrs(kvs: Any) -> dict[str, Any]:
 def decoded(spans: list[Span]) -> list[dict[str, Any]]:
     """Both encodings decoded; asserts they decode to the same request; returns its spans
     as plain dicts (ids hex), in request order."""
-    from_pb = ExportTraceServiceRequest.FromString(encode_protobuf(spans))
+    body = encode_protobuf(spans)
+    # The hand-rolled encoder writes exactly what the official classes write.
+    assert body == encode_protobuf_official(spans)
+    from_pb = ExportTraceServiceRequest.FromString(body)
     from_json = decode_json(encode_json(spans))
     assert from_pb == from_json
     out = []
@@ -668,6 +672,77 @@ def test_service_name_configured(agent: hl.Agent) -> None:
     assert span["resource"]["hiveloop.agent.id"] == "otlp-agent"
 
 
+def test_hand_rolled_protobuf_is_the_official_encoding_for_every_value_shape() -> None:
+    """Byte for byte the ``opentelemetry-proto`` serialization, for values the mapping does
+    not give from ordinary events: every AnyValue type and edge, long fields (multi-byte
+    varint lengths), dropped counts, a status with only a message, links, two resources."""
+    from hiveloop_async._otlp import Link, Resource, SpanEvent
+
+    attrs: dict[str, Any] = {
+        "s": "text",
+        "empty": "",
+        "": "empty key",
+        "unicode": "héllo → 世界",
+        "long": "x" * 20_000,
+        "t": True,
+        "f": False,
+        "zero": 0,
+        "neg": -1,
+        "min": -(2**63),
+        "max": 2**63 - 1,
+        "big": 300_000,
+        "pi": 3.25,
+        "negzero": -0.0,
+        "fzero": 0.0,
+        "strs": ["a", "", "b"],
+        "ints": [1, -2, 2**40],
+        "bools": [True, False],
+        "floats": [1.5, -2.0],
+    }
+    res_a = Resource({"service.name": "a", "k": 1})
+    res_b = Resource({"service.name": "b"})
+    full = Span(
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        span_id="b7ad6b7169203331",
+        parent_span_id="00f067aa0ba902b7",
+        name="n" * 200,
+        kind=3,
+        start_ns=1,
+        resource=res_a,
+        attributes=attrs,
+        end_ns=2**63 + 5,
+        events=[
+            SpanEvent("e", 7, {"a": 1}, dropped_attributes=2),
+            SpanEvent("", 0, {}),
+        ],
+        links=[Link("0af7651916cd43dd8448eb211c80319d", "b7ad6b7169203332", {"l": "x"})],
+        status_message="only a message",
+        dropped_attributes=20_000,
+        dropped_events=1,
+    )
+    bare = Span(
+        trace_id="1" * 32, span_id="2" * 16, parent_span_id=None, name="", kind=0,
+        start_ns=0, resource=res_b,
+    )  # fmt: skip
+    coded = Span(
+        trace_id="3" * 32, span_id="4" * 16, parent_span_id=None, name="c", kind=1,
+        start_ns=5, resource=res_a, end_ns=6, status_code=2,
+    )  # fmt: skip
+    for spans in ([full], [bare], [coded], [full, bare, coded, bare], []):
+        body = encode_protobuf(spans)
+        assert body == encode_protobuf_official(spans)
+        assert ExportTraceServiceRequest.FromString(body).SerializeToString() == body
+    for bad in (2**63, -(2**63) - 1):
+        out_of_range = Span(
+            trace_id="1" * 32, span_id="2" * 16, parent_span_id=None, name="x", kind=1,
+            start_ns=1, resource=res_b, attributes={"n": bad},
+        )  # fmt: skip
+        with pytest.raises(ValueError, match="out of range"):
+            encode_protobuf([out_of_range])
+        with pytest.raises(ValueError, match="out of range"):
+            encode_protobuf_official([out_of_range])
+
+
 def test_importing_the_package_does_not_import_opentelemetry() -> None:
     import subprocess
     import sys
@@ -678,6 +753,25 @@ def test_importing_the_package_does_not_import_opentelemetry() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_protobuf_needs_no_opentelemetry_package() -> None:
+    """With ``opentelemetry`` unimportable, protobuf is still the default and encodes."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['opentelemetry'] = None; sys.modules['google'] = None\n"
+        "import hiveloop_async as hl\n"
+        "from hiveloop_async._otlp import Resource, Span, encode_protobuf\n"
+        "hb = hl.HiveBoard(otlp_endpoint='http://127.0.0.1:9', enabled=False)\n"
+        "print(hb.stats()['otlp']['protocol'])\n"
+        "s = Span('1' * 32, '2' * 16, None, 'x', 1, 5, Resource({'service.name': 'a'}))\n"
+        "print(len(encode_protobuf([s])))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    protocol, size = out.stdout.split()
+    assert protocol == "http/protobuf" and int(size) > 40
 
 
 def test_what_makes_an_action_a_tool() -> None:

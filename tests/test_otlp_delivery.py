@@ -280,3 +280,37 @@ async def test_sampling_decides_for_both_destinations() -> None:
         assert kept == {tc.trace_id_for_run(runs[-1])}
         assert otlp["sent"] == SPANS_PER_TASK + 1
         assert {e.get("task_run_id") for e in board.events} == {None, runs[-1]}
+
+
+async def test_a_burst_goes_out_in_full_batches_and_a_quiet_span_at_once() -> None:
+    """Spans recorded faster than they are sent go in requests of ``batch_size`` spans (not
+    one small request per drain slice); a lone span after the burst is not held back for a
+    batch to fill: it goes out once the engine has drained it."""
+    sizes: list[int] = []
+
+    def behavior(n: int, spans: list[dict[str, Any]]) -> Any:
+        sizes.append(len(spans))
+        return "ok"
+
+    with OTLPCollector(behavior) as collector:
+        async with hl.HiveBoard(otlp_endpoint=collector.url, flush_interval=0.05) as hb:
+            agent = hb.agent("burst", heartbeat_interval=0)
+            assert await hb.aflush(timeout=10)  # agent_registered: its own span and request
+            first = len(sizes)
+            n = 1300
+            for i in range(n):  # no await: the whole burst is queued before the drain
+                with agent.task(f"t{i}"):
+                    pass
+            assert await hb.aflush(timeout=30)
+            burst = sizes[first:]
+            assert sum(burst) == n
+            assert burst[:-1] == [512] * (len(burst) - 1) and 0 < burst[-1] <= 512
+            before = len(sizes)
+            t0 = time.monotonic()
+            with agent.task("quiet"):
+                pass
+            assert await _until(lambda: len(sizes) > before, timeout=5)
+            assert sizes[before:] == [1]
+            # Sent after the next drain (flush_interval 0.05 s), not after a batch timeout.
+            assert time.monotonic() - t0 < 2.0
+            assert _otlp(hb)["sent"] == sum(sizes) == first + n + 1

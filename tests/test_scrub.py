@@ -417,3 +417,23 @@ def test_scrub_encoded_gives_what_scrub_event_gives_and_keeps_clean_bytes() -> N
     clean = orjson.dumps({"event_type": "custom", "payload": {"rows": 3, "tool": "crm"}})
     out, n = scrubber.scrub_encoded(clean)
     assert out is clean and n == 0
+
+
+def test_token_counts_are_kept_and_token_keys_are_scrubbed() -> None:
+    """An LLM call's ``tokens_in``/``tokens_out`` are counts, not secrets; any key ending in
+    ``token`` next to them (even overlapping ``tokens_ou`` + ``token``) is scrubbed."""
+    scrubber = Scrubber()
+    llm = orjson.dumps(
+        {
+            "event_type": "custom",
+            "payload": {"kind": "llm_call", "data": {"tokens_in": 120, "tokens_out": 40}},
+            "token_count": 3,
+        }
+    )
+    out, n = scrubber.scrub_encoded(llm)
+    assert out is llm and n == 0
+    for key in ("x_token", "tokens_ou_token", "tokens_in_token", "Access-Token", "token"):
+        data = orjson.dumps({"payload": {"tokens_in": 1, key: "hunter2-value", "tokens_out": 2}})
+        scrubbed, redactions = scrubber.scrub_encoded(data)
+        assert redactions == 1 and b"hunter2" not in scrubbed, key
+        assert orjson.loads(scrubbed)["payload"]["tokens_in"] == 1

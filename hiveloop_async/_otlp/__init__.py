@@ -4,10 +4,12 @@ Pure layers with no I/O, used by the sender's OTLP destination:
 
 * :mod:`._spans`: :class:`SpanAssembler`, wire events to finished spans (the mapping);
 * :mod:`._encode`: spans to OTLP/JSON or OTLP/protobuf request bodies;
+* :mod:`._protobuf`: the protobuf wire format of those requests, written by hand;
 * :mod:`._response`: what an OTLP/HTTP response means (success, partial, retry, drop);
 * :mod:`._config`: ``otlp_*`` arguments and ``HIVELOOP_OTLP_*`` variables.
 
-Nothing here imports ``opentelemetry`` until protobuf encoding is first asked for.
+Nothing here imports ``opentelemetry``, except :func:`encode_protobuf_official` (the
+reference encoding the tests compare ours with).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ._encode import (
     encode,
     encode_json,
     encode_protobuf,
+    encode_protobuf_official,
     protobuf_available,
 )
 from ._response import OTLPOutcome, classify_response, parse_retry_after
@@ -53,6 +56,7 @@ __all__ = [
     "encode",
     "encode_json",
     "encode_protobuf",
+    "encode_protobuf_official",
     "is_tool_action",
     "parse_headers",
     "parse_protocol",

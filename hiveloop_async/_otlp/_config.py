@@ -7,9 +7,8 @@ Environment variables (each overridden by the matching keyword argument):
   whose path already ends with ``/v1/traces`` is used as it is;
 * ``HIVELOOP_OTLP_HEADERS``: extra request headers as ``k1=v1,k2=v2``, keys and values
   percent-decoded, as ``OTEL_EXPORTER_OTLP_HEADERS`` (W3C Baggage's list syntax);
-* ``HIVELOOP_OTLP_PROTOCOL``: ``http/protobuf`` (needs ``hiveloop-async[otlp]``) or
-  ``http/json``; default ``http/protobuf`` when ``opentelemetry-proto`` is installed, else
-  ``http/json``;
+* ``HIVELOOP_OTLP_PROTOCOL``: ``http/protobuf`` (the default; our own encoder, no extra
+  dependency) or ``http/json``;
 * ``HIVELOOP_OTLP_SERVICE_NAME``: ``service.name`` of every span (default: the agent id);
 * ``HIVELOOP_OTLP_CAPTURE_CONTENT``: ``1``/``true`` puts LLM prompt and response previews
   on the spans (default off).
@@ -89,7 +88,8 @@ def parse_protocol(value: str | None, *, protobuf_available: bool) -> str:
     """``http/protobuf`` or ``http/json``; None picks protobuf when it can be encoded.
 
     Raises :class:`HiveLoopConfigError` for any other value (``grpc`` included) and for
-    ``http/protobuf`` without ``opentelemetry-proto``.
+    ``http/protobuf`` when ``protobuf_available`` is False (it is always True since the
+    encoder is our own; the argument stays for callers and tests).
     """
     if value is None or not value.strip():
         return "http/protobuf" if protobuf_available else "http/json"
@@ -100,8 +100,7 @@ def parse_protocol(value: str | None, *, protobuf_available: bool) -> str:
         )
     if protocol == "http/protobuf" and not protobuf_available:
         raise HiveLoopConfigError(
-            "otlp_protocol='http/protobuf' needs opentelemetry-proto: "
-            "pip install 'hiveloop-async[otlp]', or use otlp_protocol='http/json'"
+            "otlp_protocol='http/protobuf' is not available here: use otlp_protocol='http/json'"
         )
     return protocol
 

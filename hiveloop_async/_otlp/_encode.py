@@ -4,11 +4,15 @@ Both give one ``ExportTraceServiceRequest`` for a list of spans, grouped by reso
 order of first appearance) with one instrumentation scope. OTLP/JSON follows the OTLP
 specification's JSON mapping: lowerCamelCase field names, trace and span ids as hex
 strings (not base64), 64-bit integers as decimal strings, enums as their integer values,
-fields with default values left out. Protobuf uses the ``opentelemetry-proto`` package
-(extra ``hiveloop-async[otlp]``), imported the first time it is needed.
+fields with default values left out. Protobuf is written by :mod:`._protobuf` (a
+hand-rolled wire encoder, no dependency); :func:`encode_protobuf_official` builds the same
+request with the ``opentelemetry-proto`` classes, when installed, as the reference the tests
+compare it with.
 
-Pure functions; they raise :class:`HiveLoopConfigError` only when protobuf is asked for and
-``opentelemetry-proto`` is not installed.
+Pure functions; :func:`encode_protobuf` raises ``ValueError`` for values protobuf cannot
+carry (the sender drops such a batch as ``serialization``), and
+:func:`encode_protobuf_official` :class:`HiveLoopConfigError` when ``opentelemetry-proto``
+is not installed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import orjson
 
 from .._exceptions import HiveLoopConfigError
+from ._protobuf import export_request
 from ._spans import (
     SCOPE_NAME,
     SCOPE_VERSION,
@@ -132,6 +137,12 @@ _pb: Any = None
 
 
 def protobuf_available() -> bool:
+    """Whether OTLP/protobuf can be written: always, since the encoder is our own (kept for
+    the settings' default protocol, which is protobuf when available). Raises nothing."""
+    return True
+
+
+def official_protobuf_available() -> bool:
     """Whether ``opentelemetry-proto`` can be imported (imports it). Raises nothing."""
     try:
         _proto()
@@ -149,8 +160,8 @@ def _proto() -> Any:
             from opentelemetry.proto.trace.v1 import trace_pb2
         except ImportError as exc:
             raise HiveLoopConfigError(
-                "otlp_protocol='http/protobuf' needs opentelemetry-proto: "
-                "pip install 'hiveloop-async[otlp]', or use otlp_protocol='http/json'"
+                "the reference protobuf encoding needs opentelemetry-proto: "
+                "pip install opentelemetry-proto"
             ) from exc
         _pb = (trace_service_pb2, trace_pb2)
     return _pb
@@ -189,7 +200,19 @@ def _pb_attrs(target: Any, attrs: dict[str, AttrValue]) -> None:
 
 
 def encode_protobuf(spans: Sequence[Span]) -> bytes:
-    """An OTLP/protobuf ``ExportTraceServiceRequest`` carrying ``spans``.
+    """An OTLP/protobuf ``ExportTraceServiceRequest`` carrying ``spans`` (hand-rolled, see
+    :mod:`._protobuf`). Raises ``ValueError`` for an int outside int64 or a negative time."""
+    return export_request(
+        [(resource.attributes, group) for resource, group in _by_resource(spans)],
+        scope_name=SCOPE_NAME,
+        scope_version=SCOPE_VERSION,
+        schema_url=SEMCONV_SCHEMA_URL,
+    )
+
+
+def encode_protobuf_official(spans: Sequence[Span]) -> bytes:
+    """:func:`encode_protobuf` with the ``opentelemetry-proto`` message classes: the reference
+    the hand-rolled encoder is tested against (and the encoder before it).
 
     Raises :class:`HiveLoopConfigError` if ``opentelemetry-proto`` is not installed.
     """
@@ -239,7 +262,7 @@ def encode_protobuf(spans: Sequence[Span]) -> bytes:
 
 def encode(spans: Sequence[Span], protocol: str) -> tuple[bytes, str]:
     """``(body, content type)`` of ``spans`` for ``protocol`` ("http/json" or
-    "http/protobuf"). Raises :class:`HiveLoopConfigError` as :func:`encode_protobuf`."""
+    "http/protobuf"). Raises ``ValueError`` as :func:`encode_protobuf`."""
     if protocol == "http/json":
         return encode_json(spans), CONTENT_TYPE_JSON
     return encode_protobuf(spans), CONTENT_TYPE_PROTOBUF

@@ -165,6 +165,11 @@ class SpanPipeline:
         return bool(self._pending)
 
     @property
+    def pending_count(self) -> int:
+        """Spans waiting to be taken (a snapshot, without the lock)."""
+        return len(self._pending)
+
+    @property
     def idle(self) -> bool:
         """Nothing waiting and nothing in flight."""
         return not self._pending and not self.in_flight

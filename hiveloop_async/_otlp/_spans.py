@@ -116,7 +116,25 @@ class Span:
 
 # -- small pure helpers ------------------------------------------------------------------------
 
+#: wire id -> span id (:func:`~hiveloop_async._tracecontext.span_id_for`, a SHA-256), for the
+#: ids asked for more than once (a parent's, by each child); bounded.
+_span_ids: dict[str, str] = {}
+_MAX_SPAN_IDS: Final = 8192
+
+
+def _span_id(wire_id: str) -> str:
+    """``span_id_for(wire_id)``, remembered. Pure; raises nothing."""
+    sid = _span_ids.get(wire_id)
+    if sid is None:
+        if len(_span_ids) >= _MAX_SPAN_IDS:
+            _span_ids.clear()
+        sid = _span_ids[wire_id] = tc.span_id_for(wire_id)
+    return sid
+
+
 _sec_cache: dict[str, int] = {}
+#: whole HiveBoard timestamps already parsed -> nanoseconds; bounded
+_ts_cache: dict[str, int] = {}
 
 
 def parse_timestamp(text: Any, default_ns: int) -> int:
@@ -126,6 +144,9 @@ def parse_timestamp(text: Any, default_ns: int) -> int:
     """
     if type(text) is not str:
         return default_ns
+    known = _ts_cache.get(text)
+    if known is not None:  # events of a burst share their millisecond
+        return known
     if len(text) == 24 and text[19] == "." and text[23] == "Z":
         head = text[:19]
         sec = _sec_cache.get(head)
@@ -151,7 +172,11 @@ def parse_timestamp(text: Any, default_ns: int) -> int:
             _sec_cache[head] = sec
         ms = text[20:23]
         if ms.isdigit():
-            return (sec * 1000 + int(ms)) * 1_000_000
+            ns = (sec * 1000 + int(ms)) * 1_000_000
+            if len(_ts_cache) >= 4096:
+                _ts_cache.clear()
+            _ts_cache[text] = ns
+            return ns
         return default_ns
     try:
         parsed = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -235,30 +260,47 @@ def flatten(
     Returns how many attributes were dropped for the ``limits.max_attributes`` cap. Nulls
     are left out; keys in ``skip`` are ignored at the top level. Raises nothing.
     """
+    if not isinstance(payload, Mapping):
+        if payload is None:
+            return 0
+        return _flatten_add(prefix.rstrip("."), payload, 1, out, limits)
     dropped = 0
-
-    def add(key: str, value: Any, depth: int) -> None:
-        nonlocal dropped
-        if isinstance(value, Mapping) and value and depth < limits.max_depth:
-            for k, v in value.items():
-                add(f"{key}.{k}", v, depth + 1)
-            return
-        attr = _value(value, limits)
-        if attr is None:
-            return
-        if key not in out and len(out) >= limits.max_attributes:
+    max_attributes = limits.max_attributes
+    max_length = limits.max_value_length
+    for k, v in payload.items():
+        if k in skip:
+            continue
+        key = f"{prefix}{k}"
+        kind = type(v)  # the common scalars inline, as _value() converts them
+        attr: AttrValue
+        if kind is str:
+            attr = v if len(v) <= max_length else _cut(v, max_length)
+        elif (kind is int and _INT64_MIN <= v <= _INT64_MAX) or kind is bool or kind is float:
+            attr = v
+        else:
+            dropped += _flatten_add(key, v, 1, out, limits)
+            continue
+        if len(out) >= max_attributes and key not in out:
             dropped += 1
-            return
+            continue
         out[key] = attr
-
-    if isinstance(payload, Mapping):
-        for k, v in payload.items():
-            if k in skip:
-                continue
-            add(f"{prefix}{k}", v, 1)
-    elif payload is not None:
-        add(prefix.rstrip("."), payload, 1)
     return dropped
+
+
+def _flatten_add(key: str, value: Any, depth: int, out: Attributes, limits: Limits) -> int:
+    """:func:`flatten` of one value at ``depth``; how many attributes were dropped."""
+    if isinstance(value, Mapping) and value and depth < limits.max_depth:
+        dropped = 0
+        for k, v in value.items():
+            dropped += _flatten_add(f"{key}.{k}", v, depth + 1, out, limits)
+        return dropped
+    attr = _value(value, limits)
+    if attr is None:
+        return 0
+    if key not in out and len(out) >= limits.max_attributes:
+        return 1
+    out[key] = attr
+    return 0
 
 
 def _put(span: Span | SpanEvent, key: str, value: Any, limits: Limits) -> None:
@@ -315,6 +357,10 @@ _PROVIDERS: Final = (
 )
 
 
+#: model name -> the provider its prefix names (or None); bounded
+_provider_by_model: dict[str, str | None] = {}
+
+
 def provider_of(model: str, metadata: Any) -> str | None:
     """``gen_ai.provider.name``: the call's ``metadata["provider"]``, else guessed from the
     model name's prefix for a few well-known providers, else None."""
@@ -322,11 +368,18 @@ def provider_of(model: str, metadata: Any) -> str | None:
         given = metadata.get("provider")
         if isinstance(given, str) and given:
             return given
+    if model in _provider_by_model:
+        return _provider_by_model[model]
+    found = None
     lowered = model.lower()
     for prefix, provider in _PROVIDERS:
         if lowered.startswith(prefix):
-            return provider
-    return None
+            found = provider
+            break
+    if len(_provider_by_model) >= 1024:
+        _provider_by_model.clear()
+    _provider_by_model[model] = found
+    return found
 
 
 # -- the assembler -----------------------------------------------------------------------------
@@ -513,14 +566,14 @@ class SpanAssembler:
         run_id = ev.get("task_run_id")
         if parent_action is not None:
             parent = self._open.get("a:" + str(parent_action))
-            parent_id = tc.span_id_for(str(parent_action))
+            parent_id = _span_id(str(parent_action))
             if parent is not None:
                 return parent.trace_id, parent_id
             if run_id is not None:
                 return self._run_trace(run_id), parent_id
             return tc.trace_id_for_run(str(parent_action)), parent_id
         if run_id is not None:
-            return self._run_trace(run_id), tc.span_id_for(str(run_id))
+            return self._run_trace(run_id), _span_id(str(run_id))
         return tc.trace_id_for_run(own_id), None
 
     def _open_span(self, key: str, span: Span) -> None:
@@ -552,7 +605,7 @@ class SpanAssembler:
             trace_id, parent = known
         span = Span(
             trace_id=trace_id,
-            span_id=tc.span_id_for(run_id),
+            span_id=_span_id(run_id),
             parent_span_id=parent,
             name=f"invoke_agent {agent_id}",
             kind=KIND_INTERNAL,
@@ -620,7 +673,7 @@ class SpanAssembler:
         name = name if isinstance(name, str) and name else "action"
         span = Span(
             trace_id=trace_id,
-            span_id=tc.span_id_for(action_id),
+            span_id=_span_id(action_id),
             parent_span_id=parent,
             name=name,
             kind=KIND_INTERNAL,
@@ -716,7 +769,7 @@ class SpanAssembler:
         if action_id is not None:
             # An LLM call inside an action is a child of that action.
             parent_open = self._open.get("a:" + str(action_id))
-            parent: str | None = tc.span_id_for(str(action_id))
+            parent: str | None = _span_id(str(action_id))
             if parent_open is not None:
                 trace_id = parent_open.trace_id
             elif ev.get("task_run_id") is not None:
@@ -733,7 +786,7 @@ class SpanAssembler:
         agent_id = self._agent_id(envelope, ev)
         span = Span(
             trace_id=trace_id,
-            span_id=tc.span_id_for(event_id),
+            span_id=_span_id(event_id),
             parent_span_id=parent,
             name=f"chat {model}",
             kind=KIND_CLIENT,
@@ -827,13 +880,13 @@ class SpanAssembler:
             trace_id = (
                 self._run_trace(run_id) if run_id is not None else tc.trace_id_for_run(event_id)
             )
-            parent: str | None = tc.span_id_for(str(action_id))
+            parent: str | None = _span_id(str(action_id))
         else:
             trace_id, parent = self._context(ev, event_id)
         agent_id = self._agent_id(envelope, ev)
         span = Span(
             trace_id=trace_id,
-            span_id=tc.span_id_for(event_id),
+            span_id=_span_id(event_id),
             parent_span_id=parent,
             name=name,
             kind=KIND_INTERNAL,
