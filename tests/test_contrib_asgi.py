@@ -507,6 +507,31 @@ def test_route_template_without_a_router_is_none() -> None:
     assert route_template({"type": "http", "path": "/x"}, _ok_app) is None
 
 
+def test_route_templates_of_static_paths_are_remembered_per_app_and_stay_right() -> None:
+    """Static paths are looked up once per app; each app keeps its own routing, a route
+    added later counts, and parameterised paths are matched every time."""
+
+    async def endpoint(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    def scope(path: str, method: str = "GET") -> dict[str, Any]:
+        return {"type": "http", "method": method, "path": path, "root_path": ""}
+
+    one = Starlette(routes=[Route("/x", endpoint), Route("/items/{item_id}", endpoint)])
+    two = Starlette(routes=[Route("/{name}", endpoint)])
+    for _ in range(3):
+        assert route_template(scope("/x"), one) == "/x"
+        assert route_template(scope("/x"), two) == "/{name}"
+        assert route_template(scope("/items/1"), one) == "/items/{item_id}"
+        assert route_template(scope("/items/2"), one) == "/items/{item_id}"
+        assert route_template(scope("/nothing/here"), one) is None
+    one.router.routes.insert(0, Route("/{anything}", endpoint))
+    assert route_template(scope("/x"), one) == "/{anything}"
+    three = Starlette(routes=[Route("/x", endpoint, methods=["POST"])])
+    assert route_template(scope("/x", "POST"), three) == "/x"
+    assert route_template(scope("/x", "GET"), three) == "/x"  # 405: the path's template
+
+
 async def _ok_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})

@@ -28,6 +28,7 @@ the request: an internal error is logged once and the request goes on untracked.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -260,18 +261,56 @@ def route_template(scope: Scope, app: Any = None) -> str | None:
             routes = getattr(owner, "routes", None)
         if not routes:
             return None
-        return _match(routes, dict(scope), "")
+        try:
+            static = _STATIC.get(owner)
+            if static is None:
+                static = _STATIC[owner] = {}
+        except TypeError:  # an owner that cannot be weakly referenced: no cache
+            static = {}
+        key = (
+            len(routes),
+            scope.get("type"),
+            scope.get("method"),
+            scope.get("root_path", ""),
+            scope.get("path"),
+        )
+        template = static.get(key)
+        if template is not None:
+            return template
+        template = _match(routes, dict(scope), "")
+        if template is not None and "{" not in template and template == scope.get("path"):
+            # A route without parameters: the same path always gives the same template.
+            if len(static) >= _STATIC_MAX:
+                static.clear()
+            static[key] = template
+        return template
     except Exception:
         return None
 
 
+#: Per app (weakly), templates of parameterless routes by (number of routes, type, method,
+#: root path, path): the router's matching costs tens of µs a request, and most service
+#: endpoints are static. Paths with parameters and paths that match nothing are never kept
+#: (a scanner's paths would fill it), so each holds at most the app's static routes.
+_STATIC: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], str]] = weakref.WeakKeyDictionary()
+_STATIC_MAX = 4096
+
+
 def _match(routes: Any, scope: dict[str, Any], prefix: str) -> str | None:
     partial: str | None = None
+    # Without a root path, a Starlette route's path is the scope's path: a route whose own
+    # regex rejects it cannot match, and skipping its matches() (parameter conversion, a
+    # child scope) is most of the cost on an app with many routes.
+    plain = scope.get("path") if not scope.get("root_path") else None
     for route in routes:
         matches = getattr(route, "matches", None)
         path = getattr(route, "path", None)
         if matches is None or not isinstance(path, str):
             continue
+        if plain is not None:
+            regex = getattr(route, "path_regex", None)
+            if regex is not None and regex.match(plain) is None:
+                continue
         match, child = matches(scope)
         name = getattr(match, "name", "")
         if name == "FULL":
