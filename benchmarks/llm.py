@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from .run import ensure_peers
@@ -234,7 +235,8 @@ def summarize(raw: dict[str, list[dict[str, Any]]], configs: tuple[str, ...]) ->
             if p is None or "error" in p or "error" in ours:
                 continue
             for fig in ("added_cpu_us", "added_wall_us"):
-                if p[fig] > 0:
+                # a ratio of a cost within the noise (zero or below) would mean nothing
+                if p[fig] > 0 and ours[fig] > 0:
                     row.setdefault("ratio", {})[f"{peer}_{fig[6:-3]}"] = round(
                         ours[fig] / p[fig], 3
                     )
@@ -287,7 +289,7 @@ def table(res: dict[str, Any]) -> str:
         ratio = row.get("ratio")
         if ratio:
             lines.append(
-                f"{'':<13}ours / peer (added): "
+                f"{'':<13}ours / peer (added, where both are above zero): "
                 + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in ratio.items())
             )
         lines.append("")
@@ -315,9 +317,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sync-only", action="store_true")
     parser.add_argument("--serve-provider", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="do not write results/")
+    parser.add_argument("--table", metavar="JSON", help="print the table of a saved run")
     args = parser.parse_args(argv)
     if args.serve_provider:
         serve_provider()
+        return 0
+    if args.table:
+        saved = json.loads(Path(args.table).read_text())
+        saved["summary"] = summarize(saved["raw"], tuple(saved["configs"]))
+        print(table(saved))
         return 0
     res = run(
         calls=args.calls,
