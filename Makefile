@@ -74,7 +74,7 @@ bench-soak: $(STAMP)
 	$(BIN)/python -m benchmarks.run --soak
 
 clean:
-	rm -rf $(VENV) benchmarks/.peers-venv
+	rm -rf $(VENV) benchmarks/.peers-venv benchmarks/.llm-peers-venv
 
 # OTLP export end to end against Arize Phoenix, installed into .phoenix-venv on first use
 # (about a minute) and started on 127.0.0.1; the OTLP decoding tests are part of `make test`.
@@ -120,7 +120,11 @@ bench-safety: $(STAMP)
 	$(BIN)/python -m benchmarks.safety
 
 .PHONY: bench-llm bench-web
-# Added cost per OpenAI call of contrib.openai.instrument vs the bare client (fake server).
+# Added cost per OpenAI call (process CPU incl. exporter threads and a final flush, and wall
+# time) of contrib.openai.instrument, Langfuse's langfuse.openai and LangSmith's wrap_openai vs
+# the bare client, sync and async, plain and 50-chunk streams, on the fake server, each peer
+# exporting to the local sink (counted). Peers go into benchmarks/.llm-peers-venv on first
+# use (about a minute); `python -m benchmarks.llm --skip-peers` runs bare and ours only.
 bench-llm: $(STAMP)
 	$(BIN)/python -m benchmarks.llm
 

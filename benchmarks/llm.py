@@ -1,86 +1,345 @@
-"""Added cost per LLM call of ``contrib.openai.instrument`` against the bare client.
+"""Added cost per OpenAI call: ``contrib.openai.instrument`` next to Langfuse's and
+LangSmith's OpenAI wrappers, against the bare client, in the same run (``make bench-llm``).
 
-Both clients talk to the same fake OpenAI server on 127.0.0.1 (``tests/providers/server.py``),
-calls interleaved, plain and streamed (50 chunks); the added cost is the difference of the
-medians. Peers (Langfuse's OpenAI wrapper, LangSmith's ``wrap_openai``) are NOT measured yet.
+    python -m benchmarks.llm [--calls 200] [--rounds 5] [--chunks 50] [--skip-peers]
 
-    make bench-llm            # or: python -m benchmarks.llm --calls 300
+* installs the peers into ``benchmarks/.llm-peers-venv`` (as ``make bench`` does for its
+  own peers: ``langfuse``, ``langsmith``, the same ``openai`` and ``httpx`` as ours, and
+  our runtime dependencies; ``hiveloop_async`` itself is imported from this checkout), so
+  that every configuration, the bare client included, runs on one interpreter with the
+  same packages; ``--skip-peers`` runs bare and ours only, with this interpreter;
+* starts the fake OpenAI server of ``tests/providers`` in its own process and the
+  benchmark sink (:mod:`benchmarks.sink`) in another, both on 127.0.0.1: Langfuse exports
+  OTLP to it (``LANGFUSE_BASE_URL``), LangSmith its runs (``LANGSMITH_ENDPOINT``), ours
+  HiveBoard events; the keys are dummies and nothing leaves the machine;
+* each round runs every configuration once, in a fresh process
+  (:mod:`benchmarks.llm_worker`), in an order that rotates from round to round: the sync
+  and the async client, a plain call and a call streamed in ``--chunks`` chunks, each
+  ``--calls`` times, then the SDK's own flush inside the measured window;
+* the cost is the process CPU time of that window per call (every thread, so the peers'
+  background exporters are counted) and the median wall time of one call; the added cost
+  of a wrapper is its figure minus the bare client's of the same round, and the table
+  shows the median over the rounds and our ratio to each peer;
+* what reached the sink is counted (one ``llm_call`` event, one Langfuse span, one
+  LangSmith run per call): a configuration that did not export every call is marked.
+
+Writes ``benchmarks/results/llm.json`` and ``llm.txt``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import openai
+from .run import ensure_peers
+from .sink import ROOT, Sink
 
-from hiveloop_async import HiveBoard
-from hiveloop_async.contrib.openai import instrument
-from tests.providers.server import FakeProvider
-
-MSGS: Any = [{"role": "user", "content": "hi"}]
-
-
-def _plain(c: Any) -> None:
-    c.chat.completions.create(model="gpt-4o", messages=MSGS)
-
-
-def _stream(c: Any) -> None:
-    for _ in c.chat.completions.create(
-        model="gpt-4o", messages=MSGS, stream=True, extra_body={"chunks": 50}
-    ):
-        pass
+LLM_PEERS_VENV = ROOT / "benchmarks" / ".llm-peers-venv"
+PEERS = ("langfuse", "langsmith")
+NAMES = {
+    "bare": "bare client",
+    "ours": "hiveloop_async",
+    "langfuse": "Langfuse",
+    "langsmith": "LangSmith",
+}
+RESULTS = ROOT / "benchmarks" / "results"
+KEYS = ("sync/plain", "sync/stream", "async/plain", "async/stream")
 
 
-def _time(fn: Callable[[Any], None], client: Any) -> float:
-    t0 = time.perf_counter()
-    fn(client)
-    return time.perf_counter() - t0
+def peer_requirements() -> tuple[str, ...]:
+    """The peers, with the ``openai`` and ``httpx`` this interpreter has (same client code
+    for every configuration) and our runtime dependencies."""
+    from importlib import metadata
+
+    pinned = tuple(f"{n}=={metadata.version(n)}" for n in ("openai", "httpx"))
+    return ("langfuse", "langsmith", *pinned, "aiohttp", "anyio", "orjson")
 
 
-def run(calls: int) -> dict[str, dict[str, float]]:
-    """Median seconds per call, bare and instrumented, for plain and streamed calls."""
+def peer_env(sink_url: str) -> dict[str, str]:
+    """The environment of a worker: the peers pointed at the sink, dummy keys."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LANGCHAIN_"))}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        LANGFUSE_PUBLIC_KEY="pk-lf-bench",
+        LANGFUSE_SECRET_KEY="sk-lf-bench",
+        LANGFUSE_BASE_URL=sink_url,
+        LANGFUSE_HOST=sink_url,
+        LANGSMITH_TRACING="true",
+        LANGSMITH_API_KEY="lsv2_bench",
+        LANGSMITH_ENDPOINT=sink_url,
+        LANGSMITH_PROJECT="bench-llm",
+        OPENAI_API_KEY="sk-bench",
+    )
+    return env
+
+
+class Provider:
+    """The fake OpenAI server (``tests/providers/server.py``) in its own process, so that
+    its CPU time is not the worker's."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.llm", "--serve-provider"],
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.kill()
+            raise RuntimeError("the fake provider did not start")
+        self.url = f"http://127.0.0.1:{json.loads(line)['port']}/v1"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def serve_provider() -> None:
+    """Run the fake provider until killed; print its port first."""
+    from tests.providers.server import FakeProvider
+
     server = FakeProvider().start()
-    hb = HiveBoard(api_key="hb_bench", enabled=False)
-    agent = hb.agent("bench-llm")
-    bare: Any = openai.OpenAI(api_key="sk-x", base_url=server.openai_url)
-    ours: Any = instrument(openai.OpenAI(api_key="sk-x", base_url=server.openai_url))
-    out: dict[str, dict[str, float]] = {}
+    print(json.dumps({"port": server.port}), flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def worker(python: str, config: str, env: dict[str, str], **kwargs: Any) -> dict[str, Any]:
+    """One configuration in a fresh process: its figures, or ``{"error": ...}``."""
+    proc = subprocess.run(
+        [python, "-m", "benchmarks.llm_worker", config, json.dumps(kwargs)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+            return result
+    tail = (proc.stderr or proc.stdout).strip()
+    log(f"  {config} FAILED\n{tail[-2000:]}")
+    return {"error": tail.splitlines()[-1] if tail else f"exit {proc.returncode}"}
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def run(
+    calls: int = 200,
+    rounds: int = 5,
+    chunks: int = 50,
+    peers: bool = True,
+    modes: tuple[str, ...] = ("sync", "async"),
+) -> dict[str, Any]:
+    """Every round of every configuration; the raw figures and their medians."""
+    configs = ("bare", "ours", *PEERS) if peers else ("bare", "ours")
+    res: dict[str, Any] = {
+        "calls": calls,
+        "rounds": rounds,
+        "chunks": chunks,
+        "configs": list(configs),
+    }
+    if peers:
+        res["install"] = ensure_peers(LLM_PEERS_VENV, peer_requirements())
+        python = str(LLM_PEERS_VENV / "bin" / "python")
+    else:
+        python = sys.executable
+    res["interpreter"] = python
+    provider = Provider()
     try:
-        with agent.task("bench"):
-            for label, fn in (("plain", _plain), ("stream-50", _stream)):
-                for c in (bare, ours):
-                    for _ in range(20):
-                        fn(c)
-                b: list[float] = []
-                o: list[float] = []
-                for _ in range(calls):
-                    b.append(_time(fn, bare))
-                    o.append(_time(fn, ours))
-                out[label] = {"bare": statistics.median(b), "ours": statistics.median(o)}
+        with Sink("ok") as sink:
+            env = peer_env(sink.url)
+            raw: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
+            for r in range(rounds):
+                order = configs[r % len(configs) :] + configs[: r % len(configs)]
+                t0 = time.monotonic()
+                for config in order:
+                    raw[config].append(
+                        worker(
+                            python,
+                            config,
+                            env,
+                            provider_url=provider.url,
+                            sink_url=sink.url,
+                            calls=calls,
+                            chunks=chunks,
+                            modes=list(modes),
+                        )
+                    )
+                log(f"  round {r + 1}/{rounds}: {' '.join(order)}  {time.monotonic() - t0:.1f} s")
+            counts = sink.counts()
     finally:
-        bare.close()
-        ours.close()
-        hb.shutdown(timeout=0)
-        server.stop()
+        provider.close()
+    res["raw"] = raw
+    res["unrouted"] = {k: v for k, v in counts.items() if k.startswith("unrouted:")}
+    res["bad_requests"] = counts.get("bad_requests", 0)
+    res["summary"] = summarize(raw, configs)
+    return res
+
+
+def summarize(raw: dict[str, list[dict[str, Any]]], configs: tuple[str, ...]) -> dict[str, Any]:
+    """Per mode/case: medians over the rounds of each figure, of the added cost against the
+    same round's bare client, the exported items, and our ratio to each peer."""
+    out: dict[str, Any] = {}
+    rounds = len(raw["bare"])
+    for key in KEYS:
+        if not all(key in r for r in raw["bare"]):
+            continue
+        row: dict[str, Any] = {}
+        for config in configs:
+            runs = raw[config]
+            if any("error" in r or key not in r for r in runs):
+                row[config] = {"error": next((r.get("error") for r in runs if "error" in r), "?")}
+                continue
+            figs = [r[key] for r in runs]
+            bare = [raw["bare"][i][key] for i in range(rounds)]
+            added = [
+                f["cpu_us_per_call"] - b["cpu_us_per_call"] for f, b in zip(figs, bare, strict=True)
+            ]
+            row[config] = {
+                "cpu_us": statistics.median(f["cpu_us_per_call"] for f in figs),
+                "wall_us": statistics.median(f["wall_median_us"] for f in figs),
+                "added_cpu_us": statistics.median(added),
+                "added_cpu_quartiles_us": _quartiles(added),
+                "added_wall_us": statistics.median(
+                    f["wall_median_us"] - b["wall_median_us"]
+                    for f, b in zip(figs, bare, strict=True)
+                ),
+                "flush_ms": statistics.median(f["flush_ms"] for f in figs),
+                "per_call_items": [f["per_call_items"] for f in figs],
+                "calls": [f["calls"] for f in figs],
+                "verified": all(f["verified"] for f in figs),
+                "exported_last_round": figs[-1]["exported"],
+            }
+        ours = row.get("ours", {})
+        for peer in PEERS:
+            p = row.get(peer)
+            if p is None or "error" in p or "error" in ours:
+                continue
+            for fig in ("added_cpu_us", "added_wall_us"):
+                # a ratio of a cost within the noise (zero or below) would mean nothing
+                if p[fig] > 0 and ours[fig] > 0:
+                    row.setdefault("ratio", {})[f"{peer}_{fig[6:-3]}"] = round(
+                        ours[fig] / p[fig], 3
+                    )
+        out[key] = row
     return out
 
 
+def _quartiles(values: list[float]) -> list[float]:
+    """The first and third quartiles (the values themselves when there are fewer than 2)."""
+    if len(values) < 2:
+        return [round(v, 1) for v in values * 2][:2]
+    q = statistics.quantiles(values, n=4)
+    return [round(q[0], 1), round(q[2], 1)]
+
+
+def table(res: dict[str, Any]) -> str:
+    """The side-by-side table of :func:`run`'s result."""
+    lines = [
+        f"added cost per OpenAI call vs the bare client, {res['calls']} calls x "
+        f"{res['rounds']} interleaved rounds per configuration, fake server on 127.0.0.1, "
+        f"stream = {res['chunks']} chunks; medians over the rounds",
+        "cpu = process CPU time per call incl. background exporter threads and the final "
+        "flush; wall = median wall time of one call; +cpu IQR = quartiles of the per-round "
+        "added cost (the noise)",
+        "",
+        f"{'case':<13}{'configuration':<16}{'cpu µs':>9}{'+cpu µs':>10}{'+cpu IQR':>18}"
+        f"{'wall µs':>10}{'+wall µs':>10}{'flush ms':>10}  exported",
+    ]
+    for key, row in res["summary"].items():
+        for config in res["configs"]:
+            f = row.get(config, {})
+            if "error" in f:
+                lines.append(f"{key:<13}{NAMES[config]:<16}  FAILED: {f['error']}")
+                continue
+            items = f["per_call_items"]
+            exp = (
+                "-"
+                if config == "bare"
+                else f"{min(items)}..{max(items)} of {f['calls'][0]} per round"
+                + ("" if f["verified"] else "  NOT ALL EXPORTED")
+            )
+            added = "" if config == "bare" else f"{f['added_cpu_us']:+10.1f}"
+            q1, q3 = f["added_cpu_quartiles_us"]
+            iqr = "" if config == "bare" else f"{q1:+.0f}..{q3:+.0f}"
+            added_w = "" if config == "bare" else f"{f['added_wall_us']:+10.1f}"
+            lines.append(
+                f"{key:<13}{NAMES[config]:<16}{f['cpu_us']:9.1f}{added:>10}{iqr:>18}"
+                f"{f['wall_us']:10.1f}{added_w:>10}{f['flush_ms']:10.2f}  {exp}"
+            )
+        ratio = row.get("ratio")
+        if ratio:
+            lines.append(
+                f"{'':<13}ours / peer (added, where both are above zero): "
+                + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in ratio.items())
+            )
+        lines.append("")
+    if res.get("unrouted"):
+        lines.append(f"requests the sink did not know: {res['unrouted']}")
+    if res.get("bad_requests"):
+        lines.append(f"requests the sink could not parse: {res['bad_requests']}")
+    versions = {
+        c: runs[0].get("versions")
+        for c, runs in res["raw"].items()
+        if runs and runs[0].get("versions")
+    }
+    lines.append(f"versions: {json.dumps(versions, sort_keys=True)}")
+    lines.append(f"interpreter: {res['interpreter']}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print the medians and the added cost per call."""
-    parser = argparse.ArgumentParser(description="added cost per LLM call")
-    parser.add_argument("--calls", type=int, default=300)
+    """Run, print the table, write ``benchmarks/results/llm.{json,txt}``."""
+    parser = argparse.ArgumentParser(description="added cost per LLM call, peers side by side")
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--chunks", type=int, default=50)
+    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--sync-only", action="store_true")
+    parser.add_argument("--serve-provider", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-write", action="store_true", help="do not write results/")
+    parser.add_argument("--table", metavar="JSON", help="print the table of a saved run")
     args = parser.parse_args(argv)
-    for label, m in run(args.calls).items():
-        added = (m["ours"] - m["bare"]) * 1e6
-        print(
-            f"{label:10s} bare {m['bare'] * 1e6:8.0f} us  instrumented {m['ours'] * 1e6:8.0f} us"
-            f"  added {added:+7.0f} us/call"
-        )
-    print("peers (Langfuse, LangSmith): not measured")
+    if args.serve_provider:
+        serve_provider()
+        return 0
+    if args.table:
+        saved = json.loads(Path(args.table).read_text())
+        saved["summary"] = summarize(saved["raw"], tuple(saved["configs"]))
+        print(table(saved))
+        return 0
+    res = run(
+        calls=args.calls,
+        rounds=args.rounds,
+        chunks=args.chunks,
+        peers=not args.skip_peers,
+        modes=("sync",) if args.sync_only else ("sync", "async"),
+    )
+    text = table(res)
+    print(text)
+    if not args.no_write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "llm.json").write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+        (RESULTS / "llm.txt").write_text(text + "\n")
     return 0
 
 

@@ -70,30 +70,33 @@ def peers_python() -> Path:
     return PEERS_VENV / "bin" / "python"
 
 
-def ensure_peers() -> dict[str, Any]:
+def ensure_peers(
+    venv: Path = PEERS_VENV, requirements: tuple[str, ...] = PEER_REQUIREMENTS
+) -> dict[str, Any]:
     """Create the peers' venv and install them, unless done with the same requirements."""
-    stamp = PEERS_VENV / ".bench-requirements"
-    wanted = "\n".join(PEER_REQUIREMENTS)
+    stamp = venv / ".bench-requirements"
+    wanted = "\n".join(requirements)
+    python = venv / "bin" / "python"
     t0 = time.monotonic()
-    if not (peers_python().exists() and stamp.exists() and stamp.read_text() == wanted):
-        log("installing the peers into benchmarks/.peers-venv ...")
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEERS_VENV)], check=True)
+    if not (python.exists() and stamp.exists() and stamp.read_text() == wanted):
+        log(f"installing the peers into {venv.relative_to(ROOT)} ...")
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         subprocess.run(
             [
-                str(peers_python()),
+                str(python),
                 "-m",
                 "pip",
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
-                *PEER_REQUIREMENTS,
+                *requirements,
             ],
             check=True,
             stderr=subprocess.DEVNULL,
         )
         stamp.write_text(wanted)
     freeze = subprocess.run(
-        [str(peers_python()), "-m", "pip", "freeze", "--disable-pip-version-check"],
+        [str(python), "-m", "pip", "freeze", "--disable-pip-version-check"],
         capture_output=True,
         text=True,
         check=True,

@@ -7,13 +7,21 @@ of stdout once it is ready, then serves until killed. Modes:
     aiohttp server answering
 
     * ``POST /v1/ingest`` (HiveBoard): counts the events of the batch (the body is parsed
-      with orjson; ``bytes`` counts bodies inflated, ``wire_bytes`` as sent) and answers 200
+      with orjson; ``bytes`` counts bodies inflated, ``wire_bytes`` as sent; ``llm_call``
+      payloads also as ``hiveboard_llm_calls``) and answers 200
       ``{"accepted": n, "rejected": 0, "errors": [], "warnings": []}``;
     * ``POST /v1/traces`` (OTLP/HTTP): counts the spans of an ``ExportTraceServiceRequest``,
       in total and by span name; protobuf (walked with a few lines of wire-format decoding:
       every span is counted and only its name read) or JSON; answers 200 with an empty
       ``ExportTraceServiceResponse``;
     * ``POST /api/{project}/envelope/`` (Sentry): counts transactions and the spans they carry;
+    * ``POST /api/public/otel/v1/traces`` (Langfuse's OTLP exporter): its spans, as
+      ``langfuse_spans`` and by name; ``POST /api/public/ingestion`` (Langfuse's older batch
+      API): its events, answered 207 as the real API does;
+    * ``GET /info``, ``POST /runs/batch``, ``POST /runs/multipart`` (LangSmith): the server
+      info the client asks for first (multipart ingestion, no zstd), then the runs created
+      (``langsmith_posts``) and completed (``langsmith_patches``);
+    * anything else: counted as ``unrouted:METHOD PATH`` and answered 404;
     * ``GET /count``: the counters as JSON (``first_t``/``last_t`` are ``time.monotonic()``
       of the first and last counted request, comparable across processes on Linux);
       ``POST /reset`` zeroes them.
@@ -134,6 +142,44 @@ def count_sentry_envelope(body: bytes) -> tuple[int, int]:
     return transactions, spans
 
 
+#: What the LangSmith API answers on ``GET /info`` (multipart ingestion, compression off).
+LANGSMITH_INFO: dict[str, Any] = {
+    "version": "0.0.0-bench-sink",
+    "license_expiration_time": None,
+    "batch_ingest_config": {
+        "use_multipart_endpoint": True,
+        "scale_up_qsize_trigger": 1000,
+        "scale_up_nthreads_limit": 16,
+        "scale_down_nempty_trigger": 4,
+        "size_limit": 100,
+        "size_limit_bytes": 20_971_520,
+    },
+    "instance_flags": {},
+}
+
+
+def count_langsmith_multipart(body: bytes, content_type: str, header: str) -> tuple[int, int]:
+    """(runs created, runs completed) in a LangSmith ``/runs/multipart`` body: the parts
+    named ``post.<run id>`` and ``patch.<run id>`` (their ``.inputs``/``.outputs`` parts and
+    attachments are not runs)."""
+    if not content_type.startswith("multipart/"):
+        raise ValueError(f"not multipart: {content_type}")
+    boundary = header.split("boundary=", 1)[1].split(";", 1)[0].strip().strip('"').encode()
+    posts = patches = 0
+    for part in body.split(b"--" + boundary)[1:]:
+        head = part.split(b"\r\n\r\n", 1)[0]
+        marker = b'name="'
+        at = head.find(marker)
+        if at < 0:
+            continue
+        name = head[at + len(marker) : head.find(b'"', at + len(marker))].decode()
+        kind, _, rest = name.partition(".")
+        if rest and "." not in rest:
+            posts += kind == "post"
+            patches += kind == "patch"
+    return posts, patches
+
+
 def _decode(body: bytes, encoding: str | None) -> bytes:
     """Undo ``Content-Encoding`` if aiohttp has not already done it."""
     if encoding == "gzip" and body[:2] == b"\x1f\x8b":
@@ -171,6 +217,9 @@ def _serve_ok(port: int) -> None:
             n = len(events)
             for ev in events:
                 counts["type:" + ev["event_type"]] += 1
+                payload = ev.get("payload")
+                if isinstance(payload, dict) and payload.get("kind") == "llm_call":
+                    counts["hiveboard_llm_calls"] += 1
         except Exception:
             counts["bad_requests"] += 1
             return web.json_response({"error": "validation_error"}, status=400)
@@ -211,6 +260,68 @@ def _serve_ok(port: int) -> None:
         seen("sentry_spans", n, len(raw))
         return web.json_response({})
 
+    async def langfuse_otel(request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body = _decode(raw, request.headers.get("Content-Encoding"))
+            if request.content_type == "application/json":
+                names = count_otlp_json(orjson.loads(body))
+            else:
+                names = count_otlp_protobuf(body)
+        except Exception:
+            counts["bad_requests"] += 1
+            return web.Response(status=400)
+        for name, k in names.items():
+            counts["langfuse_name:" + name] += k
+        seen("langfuse_spans", sum(names.values()), len(raw))
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    async def langfuse_ingestion(request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            batch = orjson.loads(_decode(raw, request.headers.get("Content-Encoding")))["batch"]
+        except Exception:
+            counts["bad_requests"] += 1
+            return web.Response(status=400)
+        seen("langfuse_events", len(batch), len(raw))
+        ok = [{"id": ev.get("id"), "status": 201} for ev in batch]
+        return web.json_response({"successes": ok, "errors": []}, status=207)
+
+    async def langsmith_info(request: web.Request) -> web.Response:
+        return web.json_response(LANGSMITH_INFO)
+
+    async def langsmith_batch(request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            data = orjson.loads(_decode(raw, request.headers.get("Content-Encoding")))
+            posts, patches = len(data.get("post") or []), len(data.get("patch") or [])
+        except Exception:
+            counts["bad_requests"] += 1
+            return web.Response(status=400)
+        counts["langsmith_patches"] += patches
+        seen("langsmith_posts", posts, len(raw))
+        return web.json_response({})
+
+    async def langsmith_multipart(request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            posts, patches = count_langsmith_multipart(
+                _decode(raw, request.headers.get("Content-Encoding")),
+                request.content_type,
+                request.headers.get("Content-Type", ""),
+            )
+        except Exception:
+            counts["bad_requests"] += 1
+            return web.Response(status=400)
+        counts["langsmith_patches"] += patches
+        seen("langsmith_posts", posts, len(raw))
+        return web.json_response({}, status=202)
+
+    async def unrouted(request: web.Request) -> web.Response:
+        await request.read()
+        counts[f"unrouted:{request.method} {request.path}"] += 1
+        return web.json_response({"error": "not found"}, status=404)
+
     async def count(request: web.Request) -> web.Response:
         return web.json_response({**counts, **times})
 
@@ -226,6 +337,12 @@ def _serve_ok(port: int) -> None:
         app.router.add_post("/api/{project}/envelope/", envelope)
         app.router.add_get("/count", count)
         app.router.add_post("/reset", reset)
+        app.router.add_post("/api/public/otel/v1/traces", langfuse_otel)
+        app.router.add_post("/api/public/ingestion", langfuse_ingestion)
+        app.router.add_get("/info", langsmith_info)
+        app.router.add_post("/runs/batch", langsmith_batch)
+        app.router.add_post("/runs/multipart", langsmith_multipart)
+        app.router.add_route("*", "/{tail:.*}", unrouted)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)

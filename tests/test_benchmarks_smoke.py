@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 # ``benchmarks`` is a top-level folder of the repository (on pytest's pythonpath).
-from benchmarks import _harness, hot_path, http_ceiling, sdk_ours
+from benchmarks import _harness, hot_path, http_ceiling, llm, sdk_ours
 from benchmarks.sink import Sink, count_otlp_protobuf, count_sentry_envelope
 
 
@@ -146,3 +150,130 @@ def test_http_compression_rows_count_the_gzip_bodies_on_the_wire() -> None:
     assert 0 < gz["wire_bytes_per_event"] < none["wire_bytes_per_event"] / 3
     # The same events; only the batches' envelopes depend on timing.
     assert abs(gz["json_bytes_per_event"] / none["json_bytes_per_event"] - 1) < 0.1
+
+
+# -- make bench-llm ---------------------------------------------------------------------------
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _otlp_body(names: list[str]) -> bytes:
+    spans = b"".join(_field(2, _field(1, b"t" * 16) + _field(5, n.encode())) for n in names)
+    return _field(1, _field(2, spans))
+
+
+def test_sink_counts_what_langfuse_and_langsmith_send() -> None:
+    """The routes the peers of ``make bench-llm`` export to, each counted from the body."""
+    with Sink("ok") as sink:
+        # Langfuse: OTLP protobuf, gzip as its exporter sends it by default
+        status, _ = _post(
+            sink.url + "/api/public/otel/v1/traces",
+            gzip.compress(_otlp_body(["OpenAI-generation", "OpenAI-generation"])),
+            {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"},
+        )
+        assert status == 200
+        status, body = _post(
+            sink.url + "/api/public/ingestion",
+            json.dumps({"batch": [{"id": "a"}, {"id": "b"}, {"id": "c"}]}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        assert status == 207
+        assert [s["id"] for s in json.loads(body)["successes"]] == ["a", "b", "c"]
+        # LangSmith: server info first, then multipart and batch ingestion
+        with urllib.request.urlopen(sink.url + "/info", timeout=10) as resp:
+            info = json.loads(resp.read())
+        assert info["batch_ingest_config"]["use_multipart_endpoint"] is True
+        assert "zstd_compression_enabled" not in info["instance_flags"]
+        parts = [
+            ("post.r1", b'{"name":"ChatOpenAI"}'),
+            ("post.r1.inputs", b'{"messages":[]}'),
+            ("patch.r1", b'{"end_time":"x"}'),
+            ("patch.r1.outputs", b"{}"),
+            ("post.r2", b"{}"),
+            ("attachment.r2.file", b"xx"),
+            ("feedback.r2", b"{}"),
+        ]
+        multipart = (
+            b"".join(
+                b'--BND\r\nContent-Disposition: form-data; name="%s"\r\n'
+                b"Content-Type: application/json\r\n\r\n%s\r\n" % (name.encode(), data)
+                for name, data in parts
+            )
+            + b"--BND--\r\n"
+        )
+        status, _ = _post(
+            sink.url + "/runs/multipart",
+            multipart,
+            {"Content-Type": "multipart/form-data; boundary=BND"},
+        )
+        assert status == 202
+        batch = {"post": [{"id": "r3"}], "patch": [{"id": "r3"}, {"id": "r4"}]}
+        status, _ = _post(
+            sink.url + "/runs/batch",
+            json.dumps(batch).encode(),
+            {"Content-Type": "application/json"},
+        )
+        assert status == 200
+        status, _ = _post(sink.url + "/api/public/projects", b"", {})
+        assert status == 404
+        counts = sink.counts()
+    assert counts["langfuse_spans"] == 2
+    assert counts["langfuse_name:OpenAI-generation"] == 2
+    assert counts["langfuse_events"] == 3
+    assert counts["langsmith_posts"] == 3
+    assert counts["langsmith_patches"] == 3
+    assert counts["unrouted:POST /api/public/projects"] == 1
+    assert counts.get("bad_requests", 0) == 0
+
+
+def test_llm_bench_measures_bare_and_ours_and_counts_every_export() -> None:
+    """``python -m benchmarks.llm --skip-peers`` on tiny sizes: every configuration ran in
+    every round, and every instrumented call reached the sink as one ``llm_call``."""
+    res = llm.run(calls=3, rounds=2, chunks=5, peers=False)
+    assert set(res["summary"]) == set(llm.KEYS)
+    for key in llm.KEYS:
+        row = res["summary"][key]
+        assert "error" not in row["bare"], row
+        ours = row["ours"]
+        assert ours["per_call_items"] == [3, 3]
+        assert ours["verified"] is True
+        assert ours["cpu_us"] > 0 and ours["wall_us"] > 0
+        for r in res["raw"]["ours"]:
+            assert r[key]["exported"]["hiveboard_llm_calls"] == 3
+    assert res["unrouted"] == {} and res["bad_requests"] == 0
+    text = llm.table(res)
+    assert "hiveloop_async" in text and "NOT ALL EXPORTED" not in text
+
+
+def test_llm_summary_subtracts_the_same_rounds_bare_client() -> None:
+    def figs(cpu: float, wall: float, items: int = 10) -> dict[str, Any]:
+        return {
+            "cpu_us_per_call": cpu,
+            "wall_median_us": wall,
+            "flush_ms": 1.0,
+            "per_call_items": items,
+            "calls": 10,
+            "verified": items == 10,
+            "exported": {},
+        }
+
+    raw: dict[str, list[dict[str, Any]]] = {
+        "bare": [{"sync/plain": figs(100, 200)}, {"sync/plain": figs(300, 400)}],
+        "ours": [{"sync/plain": figs(110, 205)}, {"sync/plain": figs(330, 425)}],
+        "langfuse": [{"sync/plain": figs(300, 300)}, {"sync/plain": figs(500, 800, 9)}],
+        "langsmith": [{"error": "boom"}, {"sync/plain": figs(1, 1)}],
+    }
+    row = llm.summarize(raw, ("bare", "ours", "langfuse", "langsmith"))["sync/plain"]
+    assert row["ours"]["added_cpu_us"] == 20  # median of +10 and +30
+    assert row["ours"]["added_wall_us"] == 15
+    assert row["langfuse"]["added_cpu_us"] == 200
+    assert row["langfuse"]["verified"] is False
+    assert row["langsmith"] == {"error": "boom"}
+    assert row["ratio"] == {"langfuse_cpu": 0.1, "langfuse_wall": 0.06}

@@ -25,6 +25,7 @@ class Call:
 
     __slots__ = (
         "_t0",
+        "_text_len",
         "capture",
         "ended",
         "hide",
@@ -59,6 +60,7 @@ class Call:
         self.prices = prices
         self.prompt_preview = preview(prompt, limit) if capture else None
         self.text: list[str] = []
+        self._text_len = 0
         self.tokens_in: int | None = None
         self.tokens_out: int | None = None
         self.meta: dict[str, Any] = {}
@@ -70,13 +72,9 @@ class Call:
 
     def add_text(self, text: object) -> None:
         """Keep response text for the preview (only while capturing, up to ``limit`` chars)."""
-        if (
-            self.capture
-            and isinstance(text, str)
-            and text
-            and sum(len(t) for t in self.text) < self.limit
-        ):
+        if self.capture and isinstance(text, str) and text and self._text_len < self.limit:
             self.text.append(text)
+            self._text_len += len(text)
 
     def restart(self) -> None:
         """Start the clock now (a request made later than the call was prepared)."""

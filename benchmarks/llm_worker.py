@@ -1,0 +1,333 @@
+"""One configuration of ``make bench-llm`` in this process; the driver is :mod:`benchmarks.llm`.
+
+``python -m benchmarks.llm_worker CONFIG JSON_KWARGS`` prints ``RESULT {json}`` on its last
+line. CONFIG is one of :data:`CONFIGS`:
+
+``bare``
+    the OpenAI client as it is;
+``ours``
+    ``hiveloop_async.contrib.openai.instrument(client)``, the HiveBoard client exporting to
+    the sink's ``/v1/ingest`` (thread mode for the sync client, ``async with`` on the loop
+    for the async one);
+``langfuse``
+    Langfuse's drop-in ``from langfuse.openai import OpenAI, AsyncOpenAI``, exporting OTLP
+    to the sink (``LANGFUSE_BASE_URL``, set by the driver);
+``langsmith``
+    ``langsmith.wrappers.wrap_openai(client)`` with ``LANGSMITH_TRACING=true``, exporting
+    runs to the sink (``LANGSMITH_ENDPOINT``, set by the driver).
+
+For every mode (``sync``, ``async``) and case (``plain``, ``stream`` with ``chunks``
+chunks): warm-up calls and a flush, then ``calls`` calls and the SDK's own flush inside
+the measured window: the process CPU time of that window (every thread: the peers'
+exporters run on background threads) and the wall time of each call. What reached the
+sink is counted afterwards: for the wrappers, the items that stand for one call each
+(HiveBoard ``llm_call`` events, Langfuse spans, LangSmith runs) must equal ``calls``.
+
+Only the standard library, ``openai`` and the configuration's own SDK are imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+CONFIGS = ("bare", "ours", "langfuse", "langsmith")
+#: The sink counter with one item per exported call, per configuration.
+PER_CALL_KEY = {
+    "ours": "hiveboard_llm_calls",
+    "langfuse": "langfuse_spans",
+    "langsmith": "langsmith_posts",
+}
+MSGS: Any = [{"role": "user", "content": "hi"}]
+
+
+def sink_counts(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/count", timeout=10) as resp:
+        data: dict[str, Any] = json.loads(resp.read())
+        return data
+
+
+def _delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int:
+    return int(after.get(key, 0)) - int(before.get(key, 0))
+
+
+def _exported(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    keys = {k for k in after if not k.endswith("_t") and k != "bytes"}
+    out = {k: _delta(after, before, k) for k in sorted(keys)}
+    return {k: v for k, v in out.items() if v}
+
+
+class Setup:
+    """The client of one configuration and mode, and how to flush and close its SDK."""
+
+    def __init__(self, config: str, mode: str, provider_url: str, sink_url: str) -> None:
+        self.config = config
+        self.mode = mode
+        self.hb: Any = None
+        self.flush: Callable[[], None] = lambda: None
+        self.aflush: Callable[[], Any] | None = None
+        self.close: Callable[[], None] = lambda: None
+        kw: dict[str, Any] = {"api_key": "sk-bench", "base_url": provider_url, "max_retries": 0}
+        is_async = mode == "async"
+        if config == "bare":
+            import openai
+
+            self.client: Any = (openai.AsyncOpenAI if is_async else openai.OpenAI)(**kw)
+        elif config == "ours":
+            import openai
+
+            from hiveloop_async import HiveBoard
+            from hiveloop_async.contrib.openai import instrument
+
+            self.hb = HiveBoard(api_key="hb_bench", endpoint=sink_url)
+            self.client = instrument((openai.AsyncOpenAI if is_async else openai.OpenAI)(**kw))
+            hb = self.hb
+            self.flush = lambda: _check_flush(hb.flush(timeout=30))
+            self.close = lambda: None if hb.closed else hb.shutdown(timeout=10)
+        elif config == "langfuse":
+            from langfuse import get_client
+            from langfuse.openai import AsyncOpenAI, OpenAI
+
+            self.client = (AsyncOpenAI if is_async else OpenAI)(**kw)
+            lf = get_client()
+            self.flush = lf.flush
+        elif config == "langsmith":
+            import openai
+            from langsmith import run_trees
+            from langsmith.wrappers import wrap_openai
+
+            self.client = wrap_openai((openai.AsyncOpenAI if is_async else openai.OpenAI)(**kw))
+            ls = run_trees.get_cached_client()
+            self.flush = ls.flush
+        else:
+            raise SystemExit(f"unknown configuration {config!r}")
+
+
+def _check_flush(result: Any) -> None:
+    if getattr(result, "timed_out", False):
+        raise RuntimeError(f"flush timed out: {result!r}")
+
+
+def _plain(c: Any) -> None:
+    c.chat.completions.create(model="gpt-4o", messages=MSGS)
+
+
+def _stream(c: Any, chunks: int) -> None:
+    for _ in c.chat.completions.create(
+        model="gpt-4o", messages=MSGS, stream=True, extra_body={"chunks": chunks}
+    ):
+        pass
+
+
+async def _aplain(c: Any) -> None:
+    await c.chat.completions.create(model="gpt-4o", messages=MSGS)
+
+
+async def _astream(c: Any, chunks: int) -> None:
+    async for _ in await c.chat.completions.create(
+        model="gpt-4o", messages=MSGS, stream=True, extra_body={"chunks": chunks}
+    ):
+        pass
+
+
+def _figures(
+    config: str,
+    calls: int,
+    walls: list[float],
+    cpu: float,
+    wall_total: float,
+    flush_s: float,
+    exported: dict[str, int],
+) -> dict[str, Any]:
+    key = PER_CALL_KEY.get(config)
+    per_call = exported.get(key, 0) if key else 0
+    return {
+        "calls": calls,
+        "cpu_us_per_call": round(cpu * 1e6 / calls, 2),
+        "wall_median_us": round(statistics.median(walls) * 1e6, 2),
+        "wall_us_per_call": round(wall_total * 1e6 / calls, 2),
+        "flush_ms": round(flush_s * 1e3, 2),
+        "exported": exported,
+        "per_call_key": key,
+        "per_call_items": per_call,
+        "verified": key is None or per_call == calls,
+    }
+
+
+def _wait_for(sink_url: str, before: dict[str, Any], config: str, want: int) -> dict[str, Any]:
+    """The sink's counters once it holds ``want`` per-call items since ``before`` (10 s)."""
+    key = PER_CALL_KEY.get(config)
+    deadline = time.monotonic() + 10
+    while True:
+        now = sink_counts(sink_url)
+        if key is None or _delta(now, before, key) >= want or time.monotonic() > deadline:
+            return now
+        time.sleep(0.01)
+
+
+def run_sync(
+    s: Setup, sink_url: str, case: str, calls: int, warm: int, chunks: int
+) -> dict[str, Any]:
+    c = s.client
+    call: Callable[[], None] = (
+        (lambda: _plain(c)) if case == "plain" else (lambda: _stream(c, chunks))
+    )
+    task = s.hb.agent("bench-llm").task(f"bench-{case}") if s.hb is not None else None
+    if task is not None:
+        task.__enter__()
+    try:
+        before_warm = sink_counts(sink_url)
+        for _ in range(warm):
+            call()
+        s.flush()
+        _wait_for(sink_url, before_warm, s.config, warm)
+        before = sink_counts(sink_url)
+        walls: list[float] = []
+        pc = time.perf_counter
+        gc.collect()
+        cpu0 = time.process_time()
+        t0 = pc()
+        for _ in range(calls):
+            a = pc()
+            call()
+            walls.append(pc() - a)
+        f0 = pc()
+        s.flush()
+        t1 = pc()
+        cpu1 = time.process_time()
+    finally:
+        if task is not None:
+            task.__exit__(None, None, None)
+    after = _wait_for(sink_url, before, s.config, calls)
+    return _figures(s.config, calls, walls, cpu1 - cpu0, t1 - t0, t1 - f0, _exported(before, after))
+
+
+async def run_async(
+    s: Setup, sink_url: str, case: str, calls: int, warm: int, chunks: int
+) -> dict[str, Any]:
+    c = s.client
+
+    async def call() -> None:
+        if case == "plain":
+            await _aplain(c)
+        else:
+            await _astream(c, chunks)
+
+    async def flush() -> None:
+        if s.hb is not None:
+            _check_flush(await s.hb.aflush(timeout=30))
+        else:
+            s.flush()  # Langfuse's and LangSmith's flush block: there is no async one
+
+    task = s.hb.agent("bench-llm").task(f"bench-{case}") if s.hb is not None else None
+    if task is not None:
+        await task.__aenter__()
+    try:
+        before_warm = sink_counts(sink_url)
+        for _ in range(warm):
+            await call()
+        await flush()
+        _wait_for(sink_url, before_warm, s.config, warm)
+        before = sink_counts(sink_url)
+        walls: list[float] = []
+        pc = time.perf_counter
+        gc.collect()
+        cpu0 = time.process_time()
+        t0 = pc()
+        for _ in range(calls):
+            a = pc()
+            await call()
+            walls.append(pc() - a)
+        f0 = pc()
+        await flush()
+        t1 = pc()
+        cpu1 = time.process_time()
+    finally:
+        if task is not None:
+            await task.__aexit__(None, None, None)
+    after = _wait_for(sink_url, before, s.config, calls)
+    return _figures(s.config, calls, walls, cpu1 - cpu0, t1 - t0, t1 - f0, _exported(before, after))
+
+
+def run(
+    config: str,
+    provider_url: str,
+    sink_url: str,
+    calls: int,
+    warm: int = 20,
+    chunks: int = 50,
+    modes: tuple[str, ...] = ("sync", "async"),
+    cases: tuple[str, ...] = ("plain", "stream"),
+) -> dict[str, Any]:
+    """Every mode and case of ``config``: ``{"sync/plain": figures, ...}``."""
+    out: dict[str, Any] = {"config": config, "python": sys.version.split()[0]}
+    for mode in modes:
+        if mode == "sync":
+            s = Setup(config, mode, provider_url, sink_url)
+            for case in cases:
+                out[f"{mode}/{case}"] = run_sync(s, sink_url, case, calls, warm, chunks)
+            s.close()
+            s.client.close()
+        else:
+
+            async def main(mode: str = mode) -> None:
+                s = Setup(config, mode, provider_url, sink_url)
+                if s.hb is not None:
+                    await s.hb.start()
+                try:
+                    for case in cases:
+                        out[f"{mode}/{case}"] = await run_async(
+                            s, sink_url, case, calls, warm, chunks
+                        )
+                finally:
+                    if s.hb is not None:
+                        await s.hb.aclose()
+                    await s.client.close()
+
+            asyncio.run(main())
+    out["versions"] = versions(config)
+    return out
+
+
+def versions(config: str) -> dict[str, str]:
+    from importlib import metadata
+
+    names = {"bare": ["openai"], "ours": ["openai"], "langfuse": ["openai", "langfuse"]}
+    names["langsmith"] = ["openai", "langsmith"]
+    out = {}
+    for n in names.get(config, []):
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = "?"
+    return out
+
+
+def main(argv: list[str]) -> None:
+    config = argv[0]
+    kwargs = json.loads(argv[1]) if len(argv) > 1 else {}
+    for k in ("modes", "cases"):
+        if k in kwargs:
+            kwargs[k] = tuple(kwargs[k])
+    code = 0
+    try:
+        print("RESULT " + json.dumps(run(config, **kwargs)))
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # no exporter's exit hook runs outside the measurement
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
