@@ -369,6 +369,9 @@ class PreparedBatch:
 
     #: ``(event_id, timestamp, event_type, agent_id, task_id, payload_kind, body)``
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    #: each row's body before encoding (the same dicts, aligned with ``rows``), so the store
+    #: reads task fields without decoding the JSON again; may be left empty
+    stored: list[dict[str, Any]] = field(default_factory=list)
     agents: list[AgentUpdate] = field(default_factory=list)
     accepted: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
@@ -674,6 +677,7 @@ def prepare_batch(
     # HiveBoard sorts the accepted events by timestamp string before inserting them.
     accepted.sort(key=_first)
     out.rows = [item[2] for item in accepted]
+    out.stored = [item[1][3] for item in accepted]
     out.accepted = len(accepted)
     if accepted:
         out.agents = _agent_updates(envelope, accepted, received_at)
