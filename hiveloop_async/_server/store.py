@@ -325,12 +325,17 @@ class Store:
         # Deduplication uses the in-memory set of stored event ids: a unique index on random
         # ids would cost more than everything else in the insert. Worker thread only.
         seen = self._seen
-        added: list[str] = []
         rows = batch.rows
         stored = batch.stored
+        ids = [row[0] for row in rows]
+        added: list[str] = []
         fresh: list[tuple[Any, ...]] = []
         fresh_stored: list[dict[str, Any]] | None = None
-        if len(stored) == len(rows):  # the decoded bodies came along: keep them aligned
+        if seen.isdisjoint(ids) and len(set(ids)) == len(ids):  # all new: the usual case
+            seen.update(ids)
+            added, fresh = ids, rows
+            fresh_stored = stored if len(stored) == len(rows) else None
+        elif len(stored) == len(rows):  # the decoded bodies came along: keep them aligned
             fresh_stored = []
             for row, body in zip(rows, stored, strict=True):
                 event_id = row[0]

@@ -155,20 +155,21 @@ def fold_rows(
     tasks: dict[str, TaskRow] = {}
     firsts: dict[str, Any] = {}  # task id -> its first event's body, decoded or not
     counters = _COUNTERS
-    seq = first_seq - 1
+    blank = (None, None, None, None, None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0)
     for index, row in enumerate(rows):
-        seq += 1
         task_id = row[4]
         if not task_id:
             continue
         timestamp, event_type = row[1], row[2]
         task = tasks.get(task_id)
         if task is None:
-            task = tasks[task_id] = [None, task_id, timestamp, seq, None, row[3], None, None]
-            task.extend((None, None, None, None, None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0))
+            task = [None, task_id, timestamp, first_seq + index, None, row[3], None, None]
+            task += blank
+            tasks[task_id] = task
             firsts[task_id] = row[6] if stored is None else stored[index]
         elif timestamp < task[_I_FIRST_TS]:
-            task[_I_FIRST_TS], task[_I_FIRST_SEQ], task[_I_AGENT] = timestamp, seq, row[3]
+            task[_I_FIRST_TS], task[_I_FIRST_SEQ] = timestamp, first_seq + index
+            task[_I_AGENT] = row[3]
             firsts[task_id] = row[6] if stored is None else stored[index]
         task[_I_EVENTS] += 1
         counter = counters.get(event_type)
@@ -180,7 +181,7 @@ def fold_rows(
                 if task[_I_TERMINAL_TS] is None or timestamp >= task[_I_TERMINAL_TS]:
                     body = _decode(row[6]) if stored is None else stored[index]
                     duration = body.get("duration_ms")
-                    task[_I_TERMINAL_TS], task[_I_TERMINAL_SEQ] = timestamp, seq
+                    task[_I_TERMINAL_TS], task[_I_TERMINAL_SEQ] = timestamp, first_seq + index
                     task[_I_DURATION] = duration if type(duration) is int else None
         elif event_type == "action_failed":
             task[_I_ERRORS] += 1
