@@ -7,9 +7,9 @@
    the page itself spent building the tree, and one scroll to the bottom until the next
    frame is painted. Goal: usable within 1.5 s.
 2. **``GET /v1/tasks?limit=50`` at 100,000 tasks and 1,000,000 events**: the rows are written
-   straight into a SQLite file (events and task summaries, as ingest would), then a server
-   opens it and the request is timed over HTTP (median of 200), with a filter and on a
-   later page too. Goal: under 50 ms median.
+   into a SQLite file through the store (events and task summaries, as ingest does), then a
+   server opens it and the request is timed over HTTP (median of 200), with a filter and on
+   a later page too. Goal: under 50 ms median.
 
 Ingest throughput is ``python -m benchmarks.server_ingest``.
 """
