@@ -187,7 +187,19 @@ def _stop_server(process: subprocess.Popen[bytes]) -> int:
             process.stdout.close()
 
 
-async def _post_all(url: str, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (all its threads) so far; None off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _post_all(
+    url: str, bodies: list[bytes], concurrency: int, pid: int | None = None
+) -> dict[str, Any]:
     pending = list(reversed(bodies))
     accepted = rejected = requests = 0
     statuses: dict[int, int] = {}
@@ -206,10 +218,16 @@ async def _post_all(url: str, bodies: list[bytes], concurrency: int) -> dict[str
                 accepted += int(answer.get("accepted", 0))
                 rejected += int(answer.get("rejected", 0))
 
+        cpu_start = _cpu_seconds(pid) if pid is not None else None
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - start
+        cpu_end = _cpu_seconds(pid) if pid is not None else None
+    server_cpu = None
+    if cpu_start is not None and cpu_end is not None:
+        server_cpu = cpu_end - cpu_start
     return {
+        "server_cpu_seconds": server_cpu,
         "accepted": accepted,
         "rejected": rejected,
         "requests": requests,
@@ -246,7 +264,7 @@ def run(
             db_path = os.path.join(tmp, "events.db")
             process, url = _start_server(db_path, root)
             try:
-                outcome = asyncio.run(_post_all(url, bodies, concurrency))
+                outcome = asyncio.run(_post_all(url, bodies, concurrency, process.pid))
             finally:
                 _stop_server(process)
             conn = sqlite3.connect(db_path)
@@ -256,6 +274,9 @@ def run(
                 conn.close()
         seconds = outcome["seconds"]
         outcome["events_per_sec"] = outcome["accepted"] / seconds if seconds > 0 else 0.0
+        cpu = outcome["server_cpu_seconds"]
+        accepted = outcome["accepted"]
+        outcome["server_cpu_us_per_event"] = cpu * 1e6 / accepted if cpu and accepted else None
         results.append(outcome)
     return {
         "events": events,
@@ -263,9 +284,15 @@ def run(
         "concurrency": concurrency,
         "runs": results,
         "events_per_sec_median": statistics.median(r["events_per_sec"] for r in results),
+        "server_cpu_us_per_event_median": _cpu_median(results),
         "requests": sum(r["requests"] for r in results),
         "rejected": sum(r["rejected"] for r in results),
     }
+
+
+def _cpu_median(runs: list[dict[str, Any]]) -> float | None:
+    values = [r["server_cpu_us_per_event"] for r in runs if r["server_cpu_us_per_event"]]
+    return statistics.median(values) if values else None
 
 
 def table(result: dict[str, Any]) -> str:
@@ -283,6 +310,9 @@ def table(result: dict[str, Any]) -> str:
             f"{outcome['events_per_sec']:>9,.0f}"
         )
     lines.append(f"median: {result['events_per_sec_median']:,.0f} events/s")
+    cpu = result["server_cpu_us_per_event_median"]
+    if cpu is not None:
+        lines.append(f"server CPU (all its threads, while posting): {cpu:.1f} µs/event median")
     return "\n".join(lines)
 
 
@@ -326,6 +356,7 @@ def compare(
             "concurrency": concurrency,
             "runs": runs,
             "events_per_sec_median": statistics.median(r["events_per_sec"] for r in runs),
+            "server_cpu_us_per_event_median": _cpu_median(runs),
             "requests": sum(r["requests"] for r in runs),
             "rejected": sum(r["rejected"] for r in runs),
         }
@@ -338,6 +369,14 @@ def compare(
             label: (results[label]["events_per_sec_median"] / reference if reference else 0.0)
             for label in labels
         },
+        "round_ratios": {
+            label: statistics.median(
+                run["events_per_sec"] / first["events_per_sec"]
+                for run, first in zip(per_label[label], per_label[labels[0]], strict=True)
+                if first["events_per_sec"]
+            )
+            for label in labels
+        },
     }
 
 
@@ -347,15 +386,22 @@ def compare_table(result: dict[str, Any], roots: dict[str, Path]) -> str:
     lines = [
         f"local server ingest, {result['events']:,} events per run, {result['rounds']} "
         "interleaved rounds (fresh server + SQLite file each)",
-        f"{'checkout':<10}  {'runs (events/s)':<32}  {'median':>9}  {'ratio':>6}  root",
+        "ratio: of the medians; per round: median of each round's ratio to the first checkout; "
+        "CPU: the server process's (all threads) while posting, per event",
+        f"{'checkout':<10}  {'median':>9}  {'ratio':>6}  {'per round':>9}  {'CPU µs/ev':>9}  "
+        "runs (events/s)",
     ]
     for label in labels:
         entry = result["results"][label]
         runs = ", ".join(f"{r['events_per_sec']:,.0f}" for r in entry["runs"])
+        cpu = entry["server_cpu_us_per_event_median"]
+        cpu_text = f"{cpu:.1f}" if cpu is not None else "-"
         lines.append(
-            f"{label:<10}  {runs:<32}  {entry['events_per_sec_median']:>9,.0f}  "
-            f"{result['ratios'][label]:>5.2f}x  {roots[label]}"
+            f"{label:<10}  {entry['events_per_sec_median']:>9,.0f}  "
+            f"{result['ratios'][label]:>5.2f}x  {result['round_ratios'][label]:>8.2f}x  "
+            f"{cpu_text:>9}  {runs}"
         )
+    lines.extend(f"  {label}: {root}" for label, root in roots.items())
     return "\n".join(lines)
 
 
