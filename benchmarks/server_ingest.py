@@ -8,7 +8,9 @@ clock starts, so the figure is the server's: decode, validate, deduplicate, stor
 
 Events are shaped like the SDK's (uuid ids, millisecond ``Z`` timestamps, task fields,
 action ids, ``llm_call`` payloads, heartbeats); a run's events are all new to its server.
-The result is the median events/s over the runs.
+The result is the median events/s over the runs. ``--baseline [LABEL=]DIR`` also serves
+another checkout (say a ``git worktree`` at an older commit) in the same session, round by
+round with this one in a rotating order, and prints both medians and their ratio.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-__all__ = ["main", "make_batches", "run", "table"]
+__all__ = ["compare", "compare_table", "main", "make_batches", "run", "table"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 _KEY = "hb_bench_local"
@@ -143,11 +145,11 @@ def make_batches(events: int, batch_size: int = 500, agents: int = 4) -> list[by
     return bodies
 
 
-def _start_server(db_path: str) -> tuple[subprocess.Popen[bytes], str]:
+def _start_server(db_path: str, root: Path = _ROOT) -> tuple[subprocess.Popen[bytes], str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "hiveloop_async", "serve", "--port", "0", "--db", db_path]
-    process = subprocess.Popen(command, cwd=_ROOT, env=env, stdout=subprocess.PIPE)
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE)
     assert process.stdout is not None
     selector = selectors.DefaultSelector()
     selector.register(process.stdout, selectors.EVENT_READ)
@@ -185,7 +187,19 @@ def _stop_server(process: subprocess.Popen[bytes]) -> int:
             process.stdout.close()
 
 
-async def _post_all(url: str, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (all its threads) so far; None off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _post_all(
+    url: str, bodies: list[bytes], concurrency: int, pid: int | None = None
+) -> dict[str, Any]:
     pending = list(reversed(bodies))
     accepted = rejected = requests = 0
     statuses: dict[int, int] = {}
@@ -204,10 +218,16 @@ async def _post_all(url: str, bodies: list[bytes], concurrency: int) -> dict[str
                 accepted += int(answer.get("accepted", 0))
                 rejected += int(answer.get("rejected", 0))
 
+        cpu_start = _cpu_seconds(pid) if pid is not None else None
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - start
+        cpu_end = _cpu_seconds(pid) if pid is not None else None
+    server_cpu = None
+    if cpu_start is not None and cpu_end is not None:
+        server_cpu = cpu_end - cpu_start
     return {
+        "server_cpu_seconds": server_cpu,
         "accepted": accepted,
         "rejected": rejected,
         "requests": requests,
@@ -217,7 +237,12 @@ async def _post_all(url: str, bodies: list[bytes], concurrency: int) -> dict[str
 
 
 def run(
-    events: int, *, runs: int = 3, concurrency: int = 4, batch_size: int = 500
+    events: int,
+    *,
+    runs: int = 3,
+    concurrency: int = 4,
+    batch_size: int = 500,
+    root: Path = _ROOT,
 ) -> dict[str, Any]:
     """Measure the server's ingest rate; blocks until every run is done.
 
@@ -225,6 +250,7 @@ def run(
     :param runs: how many runs the median is taken over.
     :param concurrency: concurrent client connections.
     :param batch_size: events per request (the server accepts at most 500).
+    :param root: the checkout whose ``hiveloop_async`` the server runs (this one by default).
     :return: ``{"events", "batch_size", "concurrency", "runs": [...],
         "events_per_sec_median", "requests", "rejected"}``; each run reports accepted,
         rejected, requests, HTTP statuses, seconds, events_per_sec and stored (the count the
@@ -236,9 +262,9 @@ def run(
         bodies = make_batches(events, batch_size)
         with tempfile.TemporaryDirectory(prefix="hiveloop-bench-") as tmp:
             db_path = os.path.join(tmp, "events.db")
-            process, url = _start_server(db_path)
+            process, url = _start_server(db_path, root)
             try:
-                outcome = asyncio.run(_post_all(url, bodies, concurrency))
+                outcome = asyncio.run(_post_all(url, bodies, concurrency, process.pid))
             finally:
                 _stop_server(process)
             conn = sqlite3.connect(db_path)
@@ -248,6 +274,9 @@ def run(
                 conn.close()
         seconds = outcome["seconds"]
         outcome["events_per_sec"] = outcome["accepted"] / seconds if seconds > 0 else 0.0
+        cpu = outcome["server_cpu_seconds"]
+        accepted = outcome["accepted"]
+        outcome["server_cpu_us_per_event"] = cpu * 1e6 / accepted if cpu and accepted else None
         results.append(outcome)
     return {
         "events": events,
@@ -255,9 +284,15 @@ def run(
         "concurrency": concurrency,
         "runs": results,
         "events_per_sec_median": statistics.median(r["events_per_sec"] for r in results),
+        "server_cpu_us_per_event_median": _cpu_median(results),
         "requests": sum(r["requests"] for r in results),
         "rejected": sum(r["rejected"] for r in results),
     }
+
+
+def _cpu_median(runs: list[dict[str, Any]]) -> float | None:
+    values = [r["server_cpu_us_per_event"] for r in runs if r["server_cpu_us_per_event"]]
+    return statistics.median(values) if values else None
 
 
 def table(result: dict[str, Any]) -> str:
@@ -275,6 +310,98 @@ def table(result: dict[str, Any]) -> str:
             f"{outcome['events_per_sec']:>9,.0f}"
         )
     lines.append(f"median: {result['events_per_sec_median']:,.0f} events/s")
+    cpu = result["server_cpu_us_per_event_median"]
+    if cpu is not None:
+        lines.append(f"server CPU (all its threads, while posting): {cpu:.1f} µs/event median")
+    return "\n".join(lines)
+
+
+def compare(
+    events: int,
+    roots: dict[str, Path],
+    *,
+    rounds: int = 3,
+    concurrency: int = 4,
+    batch_size: int = 500,
+) -> dict[str, Any]:
+    """Measure several checkouts' servers round by round; blocks until every round is done.
+
+    Each round runs every checkout once (a fresh server and database each), in a rotating
+    order, so machine noise spreads over all of them; the first checkout is the reference.
+
+    :param roots: label -> checkout directory (its ``hiveloop_async`` is the one served).
+    :return: ``{"events", "rounds", "results": {label: run() result over its rounds},
+        "ratios": {label: median / the first label's median}}``.
+    :raises RuntimeError: if a server cannot be started.
+    """
+    labels = list(roots)
+    per_label: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+    for number in range(rounds):
+        shift = number % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            outcome = run(
+                events,
+                runs=1,
+                concurrency=concurrency,
+                batch_size=batch_size,
+                root=roots[label],
+            )
+            per_label[label].extend(outcome["runs"])
+    results: dict[str, Any] = {}
+    for label in labels:
+        runs = per_label[label]
+        results[label] = {
+            "events": events,
+            "batch_size": batch_size,
+            "concurrency": concurrency,
+            "runs": runs,
+            "events_per_sec_median": statistics.median(r["events_per_sec"] for r in runs),
+            "server_cpu_us_per_event_median": _cpu_median(runs),
+            "requests": sum(r["requests"] for r in runs),
+            "rejected": sum(r["rejected"] for r in runs),
+        }
+    reference = results[labels[0]]["events_per_sec_median"]
+    return {
+        "events": events,
+        "rounds": rounds,
+        "results": results,
+        "ratios": {
+            label: (results[label]["events_per_sec_median"] / reference if reference else 0.0)
+            for label in labels
+        },
+        "round_ratios": {
+            label: statistics.median(
+                run["events_per_sec"] / first["events_per_sec"]
+                for run, first in zip(per_label[label], per_label[labels[0]], strict=True)
+                if first["events_per_sec"]
+            )
+            for label in labels
+        },
+    }
+
+
+def compare_table(result: dict[str, Any], roots: dict[str, Path]) -> str:
+    """A side-by-side text table of :func:`compare`'s result."""
+    labels = list(result["results"])
+    lines = [
+        f"local server ingest, {result['events']:,} events per run, {result['rounds']} "
+        "interleaved rounds (fresh server + SQLite file each)",
+        "ratio: of the medians; per round: median of each round's ratio to the first checkout; "
+        "CPU: the server process's (all threads) while posting, per event",
+        f"{'checkout':<10}  {'median':>9}  {'ratio':>6}  {'per round':>9}  {'CPU µs/ev':>9}  "
+        "runs (events/s)",
+    ]
+    for label in labels:
+        entry = result["results"][label]
+        runs = ", ".join(f"{r['events_per_sec']:,.0f}" for r in entry["runs"])
+        cpu = entry["server_cpu_us_per_event_median"]
+        cpu_text = f"{cpu:.1f}" if cpu is not None else "-"
+        lines.append(
+            f"{label:<10}  {entry['events_per_sec_median']:>9,.0f}  "
+            f"{result['ratios'][label]:>5.2f}x  {result['round_ratios'][label]:>8.2f}x  "
+            f"{cpu_text:>9}  {runs}"
+        )
+    lines.extend(f"  {label}: {root}" for label, root in roots.items())
     return "\n".join(lines)
 
 
@@ -284,8 +411,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000, help="events per run")
     parser.add_argument("--runs", type=int, default=5, help="runs (the median is reported)")
     parser.add_argument("--concurrency", type=int, default=4, help="client connections")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="[LABEL=]DIR",
+        help="another checkout (e.g. a git worktree at an older commit) measured in the same "
+        "session, round by round with this one; may be repeated",
+    )
     args = parser.parse_args(argv)
-    print(table(run(args.events, runs=args.runs, concurrency=args.concurrency)))
+    if not args.baseline:
+        print(table(run(args.events, runs=args.runs, concurrency=args.concurrency)))
+        return 0
+    roots: dict[str, Path] = {}
+    for number, spec in enumerate(args.baseline, 1):
+        label, _, directory = spec.rpartition("=")
+        roots[label or f"baseline{number}"] = Path(directory).resolve()
+    roots["this"] = _ROOT
+    result = compare(args.events, roots, rounds=args.runs, concurrency=args.concurrency)
+    print(compare_table(result, roots))
     return 0
 
 

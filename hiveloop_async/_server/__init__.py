@@ -33,8 +33,9 @@ Storage (see ``store.py``): SQLite in WAL mode (``synchronous=NORMAL``) owned by
 thread, so the event loop never waits on the database; decoding and validating ingest bodies
 happens on that thread too. Deduplication keeps the stored event ids in memory (about
 110 bytes per event, reloaded at start) instead of a unique index, which would cost more
-than the rest of the insert; file databases also get a checkpoint thread with its own
-connection that never touches rows.
+than the rest of the insert; for the same reason the task summaries are keyed by a number
+given in order of arrival, with the task id to number map in memory (reloaded at start).
+File databases also get a checkpoint thread with its own connection that never touches rows.
 
 Entry points: :func:`start_server` on a running event loop, :class:`ServerThread` for
 synchronous code, :func:`create_app` to embed or wrap the application.

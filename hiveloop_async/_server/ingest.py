@@ -24,6 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -229,11 +230,22 @@ def _coerce_int(value: Any) -> tuple[int | None, tuple[str, str] | None]:
     return None, (_MSG_INT, "int_type")
 
 
+#: (keys in order, value types) of events that passed the fast path; bounded, never evicted
+#: (a set is safe to grow from several threads under the GIL).
+_VALID_SIGNATURES: set[tuple[tuple[str, ...], tuple[type, ...]]] = set()
+_MAX_SIGNATURES = 4096
+
+
 def _validate_event(raw: Any, index: int, errors: list[dict[str, str]]) -> dict[str, Any] | None:
     """Validate one event; append violations to ``errors``; return the normalised event."""
     if type(raw) is not dict:
         errors.append(_field(f"body.events.{index}", _MSG_MODEL, "model_attributes_type"))
         return None
+    # Fastest path: the same keys in the same order with the same value types as an event
+    # already found valid (an SDK sends a handful of shapes). Validity depends on nothing else.
+    signature = (tuple(raw), tuple(map(type, raw.values())))
+    if signature in _VALID_SIGNATURES:
+        return raw
     # Fast path: every present known field has the expected type and the required ones exist.
     ok = True
     expected = _EXPECTED_TYPE
@@ -245,6 +257,8 @@ def _validate_event(raw: Any, index: int, errors: list[dict[str, str]]) -> dict[
             ok = False
             break
     if ok and "event_id" in raw and "timestamp" in raw and "event_type" in raw:
+        if len(_VALID_SIGNATURES) < _MAX_SIGNATURES:
+            _VALID_SIGNATURES.add(signature)
         return raw
     # Slow path: collect every violation in declaration order, as pydantic does.
     before = len(errors)
@@ -369,6 +383,9 @@ class PreparedBatch:
 
     #: ``(event_id, timestamp, event_type, agent_id, task_id, payload_kind, body)``
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    #: each row's body before encoding (the same dicts, aligned with ``rows``), so the store
+    #: reads task fields without decoding the JSON again; may be left empty
+    stored: list[dict[str, Any]] = field(default_factory=list)
     agents: list[AgentUpdate] = field(default_factory=list)
     accepted: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
@@ -515,7 +532,7 @@ def prepare_batch(
     severities = VALID_SEVERITIES
     passthrough = _PASSTHROUGH
     known = _EVENT_KIND.keys()
-    column_fields = COLUMN_FIELDS
+    heartbeats = registered = mixed_agents = False
 
     for raw in events:
         event_id = raw["event_id"]
@@ -545,6 +562,12 @@ def prepare_batch(
             )
             continue
         agent_id = raw.get("agent_id") or env_agent_id
+        if agent_id != env_agent_id:
+            mixed_agents = True
+        if event_type == "heartbeat":
+            heartbeats = True
+        elif event_type == "agent_registered":
+            registered = True
         if len(agent_id) > MAX_AGENT_ID_CHARS:
             errors.append(
                 {
@@ -583,14 +606,17 @@ def prepare_batch(
         if raw.keys() <= known and None not in raw.values():
             # Fast path: only known keys, no nulls (what the SDKs send): copy them all and
             # overwrite the derived ones.
+            # The column fields are left out of the body: a smaller body is a faster insert.
             stored: dict[str, Any] = {
                 **raw,
-                "agent_id": agent_id,
                 "received_at": received_at,
                 "environment": stored_env,
                 "group": stored_group,
                 "severity": severity,
             }
+            del stored["event_id"], stored["timestamp"], stored["event_type"]
+            stored.pop("agent_id", None)
+            stored.pop("task_id", None)
         else:
             stored = {
                 "received_at": received_at,
@@ -602,14 +628,13 @@ def prepare_batch(
                 value = raw.get(key)
                 if value is not None:
                     stored[key] = value
+            stored.pop("task_id", None)  # the only column field among them
             if payload is not None:
                 stored["payload"] = payload
         if agent_type is not None:
             stored["agent_type"] = agent_type
         else:
             stored.pop("agent_type", None)
-        for key in column_fields:  # they have columns; a smaller body is a faster insert
-            stored.pop(key, None)
         try:
             body = dumps(stored)
         except TypeError:  # integers wider than 64 bits (decoded by the stdlib fallback)
@@ -672,34 +697,53 @@ def prepare_batch(
         )
 
     # HiveBoard sorts the accepted events by timestamp string before inserting them.
-    accepted.sort(key=_first)
+    accepted.sort(key=_BY_TIMESTAMP)
     out.rows = [item[2] for item in accepted]
+    out.stored = [item[1][3] for item in accepted]
     out.accepted = len(accepted)
     if accepted:
-        out.agents = _agent_updates(envelope, accepted, received_at)
+        out.agents = _agent_updates(
+            envelope,
+            accepted,
+            received_at,
+            mixed_agents=mixed_agents,
+            heartbeats=heartbeats,
+            registered=registered,
+        )
     return out
 
 
-def _first(item: tuple[str, Any, Any]) -> str:
-    return item[0]
+_BY_TIMESTAMP = itemgetter(0)
 
 
 def _agent_updates(
-    envelope: dict[str, Any], accepted: list[tuple[str, _Meta, tuple[Any, ...]]], received_at: str
+    envelope: dict[str, Any],
+    accepted: list[tuple[str, _Meta, tuple[Any, ...]]],
+    received_at: str,
+    *,
+    mixed_agents: bool = True,
+    heartbeats: bool = True,
+    registered: bool = True,
 ) -> list[AgentUpdate]:
     """One update per agent seen in the accepted events (given in timestamp order).
 
     Like HiveBoard, "earliest"/"latest" follow the timestamp strings' order; only the chosen
-    timestamps are parsed.
+    timestamps are parsed. The flags say whether any accepted event names an agent other
+    than the envelope's, is a heartbeat, is an ``agent_registered``: without one, the scan
+    for the latest of each stops as soon as the others are found.
     """
     env_agent_id = envelope["agent_id"]
-    by_agent: dict[str, list[tuple[str, _Meta]]] = {}
-    for timestamp, meta, _ in accepted:
-        agent_events = by_agent.get(meta[0])
-        if agent_events is None:
-            by_agent[meta[0]] = [(timestamp, meta)]
-        else:
-            agent_events.append((timestamp, meta))
+    by_agent: dict[str, list[tuple[str, _Meta, tuple[Any, ...]]]]
+    if mixed_agents:
+        by_agent = {}
+        for item in accepted:
+            agent_events = by_agent.get(item[1][0])
+            if agent_events is None:
+                by_agent[item[1][0]] = [item]
+            else:
+                agent_events.append(item)
+    else:
+        by_agent = {env_agent_id: accepted}
     updates: list[AgentUpdate] = []
     for agent_id, events in by_agent.items():
         first_ts = events[0][0]
@@ -707,7 +751,7 @@ def _agent_updates(
         first_seen = (first_ts, _epoch(first_ts))
         last_seen = (last_ts, _epoch(last_ts))
         if first_seen[1] is None or last_seen[1] is None:
-            parsed = [(ts, _epoch(ts)) for ts, _ in events]
+            parsed = [(item[0], _epoch(item[0])) for item in events]
             known = [item for item in parsed if item[1] is not None]
             if known:
                 first_seen = min(known, key=_epoch_key)
@@ -719,7 +763,7 @@ def _agent_updates(
         task_id: str | None = None
         project_id: str | None = None
         threshold: int | None = None
-        for timestamp, (_, event_type, event_task, stored) in reversed(events):
+        for timestamp, (_, event_type, event_task, stored), _row in reversed(events):
             if event_type == "heartbeat":
                 if last_heartbeat is None:
                     last_heartbeat = (timestamp, _epoch(timestamp))
@@ -732,6 +776,13 @@ def _agent_updates(
                 project_id = stored.get("project_id") or None
             if threshold is None and event_type == "agent_registered":
                 threshold = _stuck_threshold(stored.get("payload"))
+            if (
+                task_id is not None
+                and project_id is not None
+                and not registered
+                and (last_heartbeat is not None or not heartbeats)
+            ):
+                break  # latest is set too: nothing older can change the update
         last_event = None
         if latest is not None:
             last_event = (latest[0], _epoch(latest[0]), latest[1], task_id, project_id)

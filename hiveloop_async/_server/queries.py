@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -230,12 +231,14 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def list_tasks(conn: sqlite3.Connection, query: TaskQuery) -> dict[str, Any]:
+def list_tasks(
+    conn: sqlite3.Connection, query: TaskQuery, task_number: Callable[[str], int | None]
+) -> dict[str, Any]:
     """``GET /v1/tasks``: task summaries with HiveBoard's keys, filtering and cursor.
 
     Reads the ``tasks`` summary table (see ``summary.py``) with keyset paging, so a page
     costs the same at 100 or 100,000 tasks. ``q`` (ours, not HiveBoard's) keeps the tasks
-    whose id contains it.
+    whose id contains it. ``task_number`` maps a cursor (a task id) to its row number.
     """
     where: list[str] = []
     params: list[Any] = []
@@ -263,9 +266,12 @@ def list_tasks(conn: sqlite3.Connection, query: TaskQuery) -> dict[str, Any]:
         keys = ("first_seq",)  # HiveBoard leaves unknown sorts in grouping order
     ascending = query.sort == "oldest" or query.sort not in _TASK_SORTS
     if query.cursor:
-        position = conn.execute(
-            f"SELECT {', '.join(keys)} FROM tasks WHERE task_id = ?", (query.cursor,)
-        ).fetchone()
+        number = task_number(query.cursor)
+        position = None
+        if number is not None:
+            position = conn.execute(
+                f"SELECT {', '.join(keys)} FROM tasks WHERE task_no = ?", (number,)
+            ).fetchone()
         if position is None:
             return {"data": [], "pagination": {"cursor": None, "has_more": False}}
         marks = ", ".join("?" * len(keys))

@@ -127,6 +127,8 @@ class Store:
         self._pending_count = 0  # worker thread only
         self._seen: set[str] = set()  # worker thread only: the stored event ids
         self._group_added: list[str] = []  # worker thread only
+        self._summaries = summary.TaskSummaries()  # worker thread only
+        self._group_tasks: list[str] = []  # worker thread only: tasks numbered this group
         self._cursors = queries.CursorCache()  # worker thread only
         self._checkpointer: _Checkpointer | None = None  # worker thread only
         self._count_changed = threading.Condition()
@@ -156,14 +158,9 @@ class Store:
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA cache_size=-65536")
         conn.executescript(_SCHEMA)
-        has_summaries = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tasks'"
-        ).fetchone()
-        conn.executescript(summary.SCHEMA)
-        if not has_summaries:  # a database written before the task summaries existed
-            conn.execute("BEGIN IMMEDIATE")
-            summary.rebuild(conn)
-            conn.execute("COMMIT")
+        # Creates the summary table, or rebuilds it for a database written before it existed
+        # (or before it was keyed by task number).
+        self._summaries.open(conn)
         self._seen = {row[0] for row in conn.execute("SELECT event_id FROM events")}
         self._pending_count = _count_events(conn)
         self._publish_count(conn, failed=False)
@@ -233,6 +230,7 @@ class Store:
         outcomes: list[tuple[_Job, bool, Any]] = []
         running: set[int] = set()
         self._group_added = []
+        self._group_tasks = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in group:
@@ -254,6 +252,7 @@ class Store:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._seen.difference_update(self._group_added)
+            self._summaries.forget(self._group_tasks)
             for job in group:
                 if id(job) in running or job.future.set_running_or_notify_cancel():
                     job.future.set_exception(exc)
@@ -326,25 +325,46 @@ class Store:
         # Deduplication uses the in-memory set of stored event ids: a unique index on random
         # ids would cost more than everything else in the insert. Worker thread only.
         seen = self._seen
+        rows = batch.rows
+        stored = batch.stored
+        ids = [row[0] for row in rows]
         added: list[str] = []
         fresh: list[tuple[Any, ...]] = []
-        for row in batch.rows:
-            event_id = row[0]
-            if event_id not in seen:
-                seen.add(event_id)
-                added.append(event_id)
-                fresh.append(row)
+        fresh_stored: list[dict[str, Any]] | None = None
+        if seen.isdisjoint(ids) and len(set(ids)) == len(ids):  # all new: the usual case
+            seen.update(ids)
+            added, fresh = ids, rows
+            fresh_stored = stored if len(stored) == len(rows) else None
+        elif len(stored) == len(rows):  # the decoded bodies came along: keep them aligned
+            fresh_stored = []
+            for row, body in zip(rows, stored, strict=True):
+                event_id = row[0]
+                if event_id not in seen:
+                    seen.add(event_id)
+                    added.append(event_id)
+                    fresh.append(row)
+                    fresh_stored.append(body)
+        else:
+            for row in rows:
+                event_id = row[0]
+                if event_id not in seen:
+                    seen.add(event_id)
+                    added.append(event_id)
+                    fresh.append(row)
+        tasks: list[str] = []
         try:
             if fresh:
                 top = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
                 conn.executemany(_INSERT_EVENT, fresh)
-                summary.upsert(conn, summary.fold_rows(fresh, top + 1))
+                tasks = self._summaries.add(conn, fresh, top + 1, fresh_stored)
             for update in batch.agents:
                 _upsert_agent(conn, update)
         except BaseException:
             seen.difference_update(added)
+            self._summaries.forget(tasks)
             raise
         self._group_added.extend(added)
+        self._group_tasks.extend(tasks)
         self._pending_count += len(fresh)
         return len(fresh)
 
@@ -390,7 +410,7 @@ class Store:
     def _clear(self, conn: sqlite3.Connection) -> None:
         conn.execute("DELETE FROM events")
         conn.execute("DELETE FROM agents")
-        conn.execute("DELETE FROM tasks")
+        self._summaries.clear(conn)
         self._seen.clear()
         self._cursors.clear()
         self._pending_count = 0
@@ -499,7 +519,7 @@ class Store:
 
     async def list_tasks(self, query: queries.TaskQuery) -> dict[str, Any]:
         """``GET /v1/tasks`` (see :func:`queries.list_tasks`); does not block the loop."""
-        return await self.call(lambda conn: queries.list_tasks(conn, query))
+        return await self.call(lambda conn: queries.list_tasks(conn, query, self._summaries.number))
 
     async def task_timeline(
         self, task_id: str, *, action_tree: bool = True

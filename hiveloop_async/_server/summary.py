@@ -5,9 +5,15 @@ seconds at 100,000 tasks. Instead each committed batch folds its new events into
 ``tasks`` row per task (an upsert that adds counters and keeps the earliest first event and
 the latest terminal event), and the list query is a keyset-paged ``SELECT`` on that table.
 
-Only the bodies that matter are decoded: the first event of each task in the batch (for
-its task fields), terminal events (``duration_ms``) and ``llm_call`` payloads (cost and
-tokens). Everything here runs on the store's worker thread.
+Rows are keyed by ``task_no``, a number given in order of first appearance, not by the task
+id: task ids are random strings, and a B-tree on them makes every batch dirty about one page
+per task, each written to the WAL at commit (it doubled the commit's cost). New tasks append
+at the end of the table instead, and :class:`TaskSummaries` maps task ids to numbers in
+memory (reloaded at start, like the store's set of event ids).
+
+The task fields, ``duration_ms`` and the ``llm_call`` cost and tokens are read from the
+events as prepared at ingest; only rows read back from the database (a rebuild) have their
+bodies decoded. Everything here runs on the store's worker thread.
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ import orjson
 
 from .ingest import parse_timestamp
 
-__all__ = ["SCHEMA", "TaskRow", "fold_rows", "rebuild", "upsert"]
+__all__ = ["SCHEMA", "TaskRow", "TaskSummaries", "fold_rows"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
-    task_id TEXT PRIMARY KEY,
+    task_no INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL,
     first_ts TEXT NOT NULL,
     first_seq INTEGER NOT NULL,
     started_epoch REAL,
@@ -61,7 +68,7 @@ CREATE INDEX IF NOT EXISTS tasks_agent ON tasks(agent_id, first_ts, first_seq);
 """
 
 _COLUMNS = (
-    "task_id, first_ts, first_seq, started_epoch, agent_id, project_id, task_type, "
+    "task_no, task_id, first_ts, first_seq, started_epoch, agent_id, project_id, task_type, "
     "task_run_id, environment, terminal_ts, terminal_seq, duration_ms, n_completed, n_failed, "
     "n_escalated, n_requested, n_received, action_count, error_count, llm_count, event_count, "
     "cost, tokens_in, tokens_out"
@@ -89,8 +96,8 @@ _LATER_END = (
     "(excluded.terminal_ts, excluded.terminal_seq) > (terminal_ts, terminal_seq))"
 )
 _UPSERT = (
-    f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' * 24)}) "
-    "ON CONFLICT(task_id) DO UPDATE SET "
+    f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' * 25)}) "
+    "ON CONFLICT(task_no) DO UPDATE SET "
     + ", ".join(
         [f"{c} = CASE WHEN {_EARLIER} THEN excluded.{c} ELSE {c} END" for c in _FIRST]
         + [f"{c} = CASE WHEN {_LATER_END} THEN excluded.{c} ELSE {c} END" for c in _TERMINAL]
@@ -102,20 +109,21 @@ _UPSERT = (
     )
 )
 
-#: One task's contribution of a batch, in ``_COLUMNS`` order (a list while it is built).
+#: One task's contribution of a batch, in ``_COLUMNS`` order (a list while it is built);
+#: ``task_no`` (index 0) is None until :meth:`TaskSummaries.add` numbers it.
 TaskRow = list[Any]
 
-_I_FIRST_TS, _I_FIRST_SEQ = 1, 2
-_I_TERMINAL_TS, _I_TERMINAL_SEQ, _I_DURATION = 9, 10, 11
+_I_TASK_ID, _I_FIRST_TS, _I_FIRST_SEQ, _I_EPOCH, _I_AGENT = 1, 2, 3, 4, 5
+_I_TERMINAL_TS, _I_TERMINAL_SEQ, _I_DURATION = 10, 11, 12
 _COUNTERS = {
-    "task_completed": 12,
-    "task_failed": 13,
-    "escalated": 14,
-    "approval_requested": 15,
-    "approval_received": 16,
-    "action_started": 17,
+    "task_completed": 13,
+    "task_failed": 14,
+    "escalated": 15,
+    "approval_requested": 16,
+    "approval_received": 17,
+    "action_started": 18,
 }
-_I_ERRORS, _I_LLM, _I_EVENTS, _I_COST, _I_IN, _I_OUT = 18, 19, 20, 21, 22, 23
+_I_ERRORS, _I_LLM, _I_EVENTS, _I_COST, _I_IN, _I_OUT = 19, 20, 21, 22, 23, 24
 
 
 def _decode(body: bytes) -> dict[str, Any]:
@@ -130,44 +138,56 @@ def _number(value: Any) -> float | int:
     return value if type(value) is int or type(value) is float else 0
 
 
-def fold_rows(rows: Iterable[Sequence[Any]], first_seq: int) -> list[TaskRow]:
-    """Fold stored event rows into one summary contribution per task.
+def fold_rows(
+    rows: Iterable[Sequence[Any]],
+    first_seq: int,
+    stored: Sequence[dict[str, Any]] | None = None,
+) -> list[TaskRow]:
+    """Fold stored event rows into one summary contribution per task (pure CPU).
 
     :param rows: ``(event_id, timestamp, event_type, agent_id, task_id, payload_kind, body)``
         in insertion order, the first one stored with ``seq == first_seq``.
-    :return: rows for :func:`upsert`.
+    :param stored: the events' decoded bodies, aligned with ``rows`` (as
+        :func:`~.ingest.prepare_batch` built them); without them, the bodies that matter
+        are decoded from the rows.
+    :return: rows for :meth:`TaskSummaries.add`, in order of each task's first row.
     """
     tasks: dict[str, TaskRow] = {}
-    firsts: dict[str, bytes] = {}
-    seq = first_seq - 1
-    for row in rows:
-        seq += 1
+    firsts: dict[str, Any] = {}  # task id -> its first event's body, decoded or not
+    counters = _COUNTERS
+    blank = (None, None, None, None, None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0)
+    for index, row in enumerate(rows):
         task_id = row[4]
         if not task_id:
             continue
         timestamp, event_type = row[1], row[2]
         task = tasks.get(task_id)
         if task is None:
-            task = tasks[task_id] = [task_id, timestamp, seq, None, row[3], None, None, None]
-            task.extend((None, None, None, None, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0))
-            firsts[task_id] = row[6]
+            task = [None, task_id, timestamp, first_seq + index, None, row[3], None, None]
+            task += blank
+            tasks[task_id] = task
+            firsts[task_id] = row[6] if stored is None else stored[index]
         elif timestamp < task[_I_FIRST_TS]:
-            task[_I_FIRST_TS], task[_I_FIRST_SEQ], task[4] = timestamp, seq, row[3]
-            firsts[task_id] = row[6]
+            task[_I_FIRST_TS], task[_I_FIRST_SEQ] = timestamp, first_seq + index
+            task[_I_AGENT] = row[3]
+            firsts[task_id] = row[6] if stored is None else stored[index]
         task[_I_EVENTS] += 1
-        counter = _COUNTERS.get(event_type)
+        counter = counters.get(event_type)
         if counter is not None:
             task[counter] += 1
-        if event_type == "action_failed" or event_type == "task_failed":
+            if event_type == "task_completed" or event_type == "task_failed":
+                if event_type == "task_failed":
+                    task[_I_ERRORS] += 1
+                if task[_I_TERMINAL_TS] is None or timestamp >= task[_I_TERMINAL_TS]:
+                    body = _decode(row[6]) if stored is None else stored[index]
+                    duration = body.get("duration_ms")
+                    task[_I_TERMINAL_TS], task[_I_TERMINAL_SEQ] = timestamp, first_seq + index
+                    task[_I_DURATION] = duration if type(duration) is int else None
+        elif event_type == "action_failed":
             task[_I_ERRORS] += 1
-        if (event_type == "task_completed" or event_type == "task_failed") and (
-            task[_I_TERMINAL_TS] is None or timestamp >= task[_I_TERMINAL_TS]
-        ):
-            duration = _decode(row[6]).get("duration_ms")
-            task[_I_TERMINAL_TS], task[_I_TERMINAL_SEQ] = timestamp, seq
-            task[_I_DURATION] = duration if type(duration) is int else None
         if row[5] == "llm_call":
-            payload = _decode(row[6]).get("payload")
+            body = _decode(row[6]) if stored is None else stored[index]
+            payload = body.get("payload")
             data = payload.get("data") if isinstance(payload, dict) else None
             if isinstance(data, dict):
                 task[_I_LLM] += 1
@@ -175,37 +195,129 @@ def fold_rows(rows: Iterable[Sequence[Any]], first_seq: int) -> list[TaskRow]:
                 task[_I_IN] += _number(data.get("tokens_in"))
                 task[_I_OUT] += _number(data.get("tokens_out"))
     for task_id, task in tasks.items():
-        first = _decode(firsts[task_id])
+        first = firsts[task_id]
+        if type(first) is not dict:
+            first = _decode(first)
         parsed = parse_timestamp(task[_I_FIRST_TS])
-        task[3] = parsed.timestamp() if parsed is not None else None
-        task[5], task[6] = first.get("project_id"), first.get("task_type")
-        task[7], task[8] = first.get("task_run_id"), first.get("environment")
+        task[_I_EPOCH] = parsed.timestamp() if parsed is not None else None
+        task[6], task[7] = first.get("project_id"), first.get("task_type")
+        task[8], task[9] = first.get("task_run_id"), first.get("environment")
     return list(tasks.values())
 
 
-def upsert(conn: sqlite3.Connection, rows: list[TaskRow]) -> None:
-    """Add ``rows`` (from :func:`fold_rows`) to the ``tasks`` table."""
-    if rows:
-        conn.executemany(_UPSERT, rows)
+class TaskSummaries:
+    """The writer of the ``tasks`` table, with the map of task ids to row numbers.
+
+    Owned by the store's worker thread (not thread-safe); every method runs SQL on the
+    connection given and blocks on it.
+    """
+
+    def __init__(self) -> None:
+        self._numbers: dict[str, int] = {}
+        self._next = 1
+
+    def open(self, conn: sqlite3.Connection) -> None:
+        """Create the table, or rebuild it from the events if it is missing or predates
+        ``task_no``, then load the task numbers.
+
+        :raises sqlite3.Error: if the database refuses the statements.
+        """
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        if "task_no" not in columns:  # no summaries yet, or keyed by task id (before)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DROP TABLE IF EXISTS tasks")
+                _create(conn)
+                self.rebuild(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        else:
+            _create(conn)
+        self.load(conn)
+
+    def load(self, conn: sqlite3.Connection) -> None:
+        """Read the task numbers from the table (replacing those in memory)."""
+        self._numbers = dict(conn.execute("SELECT task_id, task_no FROM tasks"))
+        self._next = max(self._numbers.values(), default=0) + 1
+
+    def number(self, task_id: str) -> int | None:
+        """The row number of ``task_id``, or None if the task has no row."""
+        return self._numbers.get(task_id)
+
+    def add(
+        self,
+        conn: sqlite3.Connection,
+        rows: Sequence[Sequence[Any]],
+        first_seq: int,
+        stored: Sequence[dict[str, Any]] | None = None,
+    ) -> list[str]:
+        """Fold just-inserted event rows (see :func:`fold_rows`) into the table.
+
+        :return: the ids of the tasks this call numbered; if the transaction is rolled back,
+            pass them to :meth:`forget`.
+        :raises sqlite3.Error: if the database refuses the write (nothing is numbered then).
+        """
+        folded = fold_rows(rows, first_seq, stored)
+        if not folded:
+            return []
+        numbers = self._numbers
+        added: list[str] = []
+        number = self._next
+        for task in folded:
+            task_id = task[_I_TASK_ID]
+            known = numbers.get(task_id)
+            if known is None:
+                numbers[task_id] = task[0] = number
+                number += 1
+                added.append(task_id)
+            else:
+                task[0] = known
+        self._next = number
+        try:
+            conn.executemany(_UPSERT, folded)
+        except BaseException:
+            self.forget(added)
+            raise
+        return added
+
+    def forget(self, task_ids: Iterable[str]) -> None:
+        """Drop the numbers of tasks whose rows were rolled back."""
+        numbers = self._numbers
+        for task_id in task_ids:
+            numbers.pop(task_id, None)
+
+    def clear(self, conn: sqlite3.Connection) -> None:
+        """Delete every summary row."""
+        conn.execute("DELETE FROM tasks")
+        self._numbers.clear()
+        self._next = 1
+
+    def rebuild(self, conn: sqlite3.Connection, chunk: int = 20_000) -> None:
+        """Recompute every summary row from the stored events (inside the caller's
+        transaction)."""
+        self.clear(conn)
+        last = 0
+        while True:
+            rows = conn.execute(
+                "SELECT seq, event_id, timestamp, event_type, agent_id, task_id, payload_kind, "
+                "body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (last, chunk),
+            ).fetchall()
+            if not rows:
+                return
+            # fold_rows numbers rows consecutively; stored seqs may have gaps, so fold runs.
+            start = 0
+            for index in range(1, len(rows) + 1):
+                if index == len(rows) or rows[index][0] != rows[index - 1][0] + 1:
+                    run = rows[start:index]
+                    self.add(conn, [r[1:] for r in run], run[0][0])
+                    start = index
+            last = rows[-1][0]
 
 
-def rebuild(conn: sqlite3.Connection, chunk: int = 20_000) -> None:
-    """Recompute every summary row from the stored events (for databases made before)."""
-    conn.execute("DELETE FROM tasks")
-    last = 0
-    while True:
-        rows = conn.execute(
-            "SELECT seq, event_id, timestamp, event_type, agent_id, task_id, payload_kind, body "
-            "FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-            (last, chunk),
-        ).fetchall()
-        if not rows:
-            return
-        # fold_rows numbers rows consecutively; stored seqs may have gaps, so fold runs.
-        start = 0
-        for index in range(1, len(rows) + 1):
-            if index == len(rows) or rows[index][0] != rows[index - 1][0] + 1:
-                run = rows[start:index]
-                upsert(conn, fold_rows((r[1:] for r in run), run[0][0]))
-                start = index
-        last = rows[-1][0]
+def _create(conn: sqlite3.Connection) -> None:
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)

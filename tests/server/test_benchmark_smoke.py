@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import orjson
 
 from benchmarks import server_ingest
@@ -25,3 +28,17 @@ def test_run_posts_everything_to_a_real_server_process() -> None:
     assert result["events_per_sec_median"] == only["events_per_sec"] > 0
     text = server_ingest.table(result)
     assert "median:" in text and "700" in text
+
+
+def test_compare_serves_each_checkout_every_round() -> None:
+    here = Path(server_ingest.__file__).resolve().parent.parent
+    roots = {"a": here, "b": here}
+    result = server_ingest.compare(600, roots, rounds=2, concurrency=2, batch_size=300)
+    for label in roots:
+        runs = result["results"][label]["runs"]
+        assert [(r["accepted"], r["stored"]) for r in runs] == [(600, 600), (600, 600)]
+        if sys.platform.startswith("linux"):  # read from /proc
+            assert all(r["server_cpu_us_per_event"] > 0 for r in runs)
+    assert result["ratios"]["a"] == result["round_ratios"]["a"] == 1.0
+    text = server_ingest.compare_table(result, roots)
+    assert text.count(str(here)) == 2 and "CPU µs/ev" in text

@@ -13,7 +13,8 @@ import aiohttp
 import orjson
 import pytest
 
-from hiveloop_async._server import LocalServer, start_server, summary
+from hiveloop_async._server import LocalServer, start_server
+from hiveloop_async._server.ingest import PreparedBatch
 from hiveloop_async._server.store import Store
 
 from .helpers import batch, event, get, ingest, load_fixture, request, stamp
@@ -305,15 +306,7 @@ async def test_task_list_stays_paged_at_100000_tasks(http: aiohttp.ClientSession
         store: Store = srv.store
         rows = generate_task_rows(100_000)
 
-        def fill(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO events (event_id, timestamp, event_type, agent_id, task_id, "
-                "payload_kind, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            summary.upsert(conn, summary.fold_rows(rows, 1))
-
-        await store.call(fill, write=True)
+        assert await store.insert(PreparedBatch(rows=rows)) == 100_000
         first = (await get(http, srv, "/v1/tasks?limit=50")).body
         assert len(first["data"]) == 50 and first["pagination"]["has_more"] is True
         assert first["data"][0]["task_id"] == "task-099999"  # newest first
