@@ -695,3 +695,16 @@ def test_importing_hiveloop_async_does_not_import_langchain() -> None:
         "assert 'langchain_core' not in sys.modules, 'imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_async_handler_has_a_coroutine_for_every_callback_of_the_sync_one() -> None:
+    import inspect
+
+    from langchain_core.callbacks import AsyncCallbackHandler
+
+    sync = {n for n in vars(HiveLoopCallbackHandler) if n.startswith("on_")}
+    assert len(sync) == 14
+    for name in sync:
+        ours = vars(AsyncHiveLoopCallbackHandler).get(name)  # not the base class's no-op
+        assert ours is not None and ours is not getattr(AsyncCallbackHandler, name), name
+        assert inspect.iscoroutinefunction(ours), name

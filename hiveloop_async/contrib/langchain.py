@@ -50,7 +50,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -456,41 +456,9 @@ def _last_message_text(messages: list[list[BaseMessage]]) -> str | None:
 
 
 class _Options:
-    """The constructor both handlers share."""
+    """The constructor and state both handlers share."""
 
     _hl: _Recorder
-
-    def _setup(
-        self,
-        agent: Agent | None,
-        name: str | None,
-        capture_content: bool,
-        preview_chars: int,
-        prices: Mapping[str, tuple[float, float]] | None,
-        track_chains: bool,
-        max_runs: int,
-    ) -> None:
-        self._hl = _Recorder(
-            agent, name, capture_content, preview_chars, prices, track_chains, max_runs
-        )
-
-    @property
-    def open_runs(self) -> int:
-        """How many LangChain runs this handler holds open (started, not yet ended)."""
-        return self._hl.open_runs()
-
-
-class HiveLoopCallbackHandler(_Options, BaseCallbackHandler):
-    """A LangChain callback handler recording runs as HiveLoop actions and ``llm_call`` events.
-
-    Pass it in ``config={"callbacks": [handler]}`` (or to a model's or tool's ``callbacks=``).
-    One instance can serve many concurrent runs, threads and asyncio tasks. It runs inline
-    (``run_inline = True``) for ``invoke`` and ``ainvoke``; no callback blocks, does I/O or
-    raises. Constructing it records nothing.
-    """
-
-    raise_error = False
-    run_inline = True
 
     def __init__(
         self,
@@ -514,7 +482,27 @@ class HiveLoopCallbackHandler(_Options, BaseCallbackHandler):
         runnables and LangGraph nodes as actions. ``max_runs``: bound of runs kept open at once
         (the oldest beyond it is dropped; an action then closes as failed with ``RunNotEnded``).
         """
-        self._setup(agent, name, capture_content, preview_chars, prices, track_chains, max_runs)
+        self._hl = _Recorder(
+            agent, name, capture_content, preview_chars, prices, track_chains, max_runs
+        )
+
+    @property
+    def open_runs(self) -> int:
+        """How many LangChain runs this handler holds open (started, not yet ended)."""
+        return self._hl.open_runs()
+
+
+class HiveLoopCallbackHandler(_Options, BaseCallbackHandler):
+    """A LangChain callback handler recording runs as HiveLoop actions and ``llm_call`` events.
+
+    Pass it in ``config={"callbacks": [handler]}`` (or to a model's or tool's ``callbacks=``).
+    One instance can serve many concurrent runs, threads and asyncio tasks. It runs inline
+    (``run_inline = True``) for ``invoke`` and ``ainvoke``; no callback blocks, does I/O or
+    raises. Constructing it records nothing.
+    """
+
+    raise_error = False
+    run_inline = True
 
     def on_chat_model_start(
         self,
@@ -727,236 +715,37 @@ class AsyncHiveLoopCallbackHandler(_Options, AsyncCallbackHandler):
     raise_error = False
     run_inline = True
 
-    def __init__(
-        self,
-        agent: Agent | None = None,
-        *,
-        name: str | None = None,
-        capture_content: bool = True,
-        preview_chars: int = DEFAULT_PREVIEW_CHARS,
-        prices: Mapping[str, tuple[float, float]] | None = None,
-        track_chains: bool = False,
-        max_runs: int = DEFAULT_MAX_RUNS,
-    ) -> None:
-        """Set the options; records nothing, never blocks or raises.
 
-        ``agent``: where to record runs invoked outside any HiveLoop task or action (agent-level
-        actions and ``llm_call`` events); without it such runs record nothing. ``name``: the
-        ``llm_call`` name (default the run's ``run_name``, else ``"chat"`` or ``"llm"``).
-        ``capture_content=False`` records no prompt, response, tool input or tool output text.
-        ``preview_chars``: length of the previews. ``prices``: ``{model prefix: (usd_in_per_1k,
-        usd_out_per_1k)}`` merged over the default table. ``track_chains=True`` records chains,
-        runnables and LangGraph nodes as actions. ``max_runs``: bound of runs kept open at once
-        (the oldest beyond it is dropped; an action then closes as failed with ``RunNotEnded``).
-        """
-        self._setup(agent, name, capture_content, preview_chars, prices, track_chains, max_runs)
+def _coroutine_callback(name: str) -> Callable[..., Coroutine[Any, Any, None]]:
+    """The async handler's ``name``: the sync handler's callback, run as a coroutine."""
+    sync = getattr(HiveLoopCallbackHandler, name)
 
-    async def on_chat_model_start(
-        self,
-        serialized: dict[str, Any],
-        messages: list[list[BaseMessage]],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        try:
-            prompt = _last_message_text(messages) if self._hl.capture else None
-            self._hl.llm_start(serialized, prompt, True, run_id, parent_run_id, metadata, kwargs)
-        except Exception as exc:
-            log_once("langchain on_chat_model_start", exc)
+    async def callback(self: AsyncHiveLoopCallbackHandler, *args: Any, **kwargs: Any) -> None:
+        sync(self, *args, **kwargs)
 
-    async def on_llm_start(
-        self,
-        serialized: dict[str, Any],
-        prompts: list[str],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            prompt = prompts[0] if prompts and self._hl.capture else None
-            self._hl.llm_start(serialized, prompt, False, run_id, parent_run_id, metadata, kwargs)
-        except Exception as exc:
-            log_once("langchain on_llm_start", exc)
+    callback.__name__ = name
+    callback.__qualname__ = f"AsyncHiveLoopCallbackHandler.{name}"
+    callback.__doc__ = sync.__doc__
+    return callback
 
-    async def on_llm_new_token(
-        self,
-        token: str | list[str | dict[str, Any]],
-        *,
-        chunk: GenerationChunk | ChatGenerationChunk | None = None,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._hl.llm_token(run_id)
-        except Exception as exc:
-            log_once("langchain on_llm_new_token", exc)
 
-    async def on_llm_end(
-        self,
-        response: LLMResult,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._hl.llm_end(run_id, response, None)
-        except Exception as exc:
-            log_once("langchain on_llm_end", exc)
-
-    async def on_llm_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._hl.llm_end(run_id, None, error)
-        except Exception as exc:
-            log_once("langchain on_llm_error", exc)
-
-    async def on_tool_start(
-        self,
-        serialized: dict[str, Any],
-        input_str: str,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        inputs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._hl.tool_start(serialized, input_str, run_id, parent_run_id, kwargs)
-        except Exception as exc:
-            log_once("langchain on_tool_start", exc)
-
-    async def on_tool_end(
-        self,
-        output: Any,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._hl.tool_end(output, run_id)
-        except Exception as exc:
-            log_once("langchain on_tool_end", exc)
-
-    async def on_tool_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._hl.end_run(run_id, error)
-        except Exception as exc:
-            log_once("langchain on_tool_error", exc)
-
-    async def on_chain_start(
-        self,
-        serialized: dict[str, Any],
-        inputs: dict[str, Any],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._hl.chain_start(serialized, run_id, parent_run_id, tags, kwargs)
-        except Exception as exc:
-            log_once("langchain on_chain_start", exc)
-
-    async def on_chain_end(
-        self,
-        outputs: dict[str, Any],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._hl.end_run(run_id)
-        except Exception as exc:
-            log_once("langchain on_chain_end", exc)
-
-    async def on_chain_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._hl.end_run(run_id, error)
-        except Exception as exc:
-            log_once("langchain on_chain_error", exc)
-
-    async def on_retriever_start(
-        self,
-        serialized: dict[str, Any],
-        query: str,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._hl.start_pass(run_id, parent_run_id)
-        except Exception as exc:
-            log_once("langchain on_retriever_start", exc)
-
-    async def on_retriever_end(
-        self,
-        documents: Sequence[Document],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._hl.end_run(run_id)
-        except Exception as exc:
-            log_once("langchain on_retriever_end", exc)
-
-    async def on_retriever_error(
-        self,
-        error: BaseException,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._hl.end_run(run_id, error)
-        except Exception as exc:
-            log_once("langchain on_retriever_error", exc)
+#: Every callback the handlers implement (the same recording, sync or as a coroutine).
+_CALLBACKS = (
+    "on_chat_model_start",
+    "on_llm_start",
+    "on_llm_new_token",
+    "on_llm_end",
+    "on_llm_error",
+    "on_tool_start",
+    "on_tool_end",
+    "on_tool_error",
+    "on_chain_start",
+    "on_chain_end",
+    "on_chain_error",
+    "on_retriever_start",
+    "on_retriever_end",
+    "on_retriever_error",
+)
+for _name in _CALLBACKS:
+    setattr(AsyncHiveLoopCallbackHandler, _name, _coroutine_callback(_name))
+del _name
