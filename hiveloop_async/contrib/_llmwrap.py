@@ -294,3 +294,27 @@ def wrap_async(
     method.__wrapped__ = original  # type: ignore[attr-defined]
     method.__doc__ = original.__doc__
     return method
+
+
+def instrument_copies(
+    client: Any, reinstrument: Callable[[Any], object], where: str
+) -> list[tuple[object, str]]:
+    """Make ``client.copy()`` and ``client.with_options()`` return copies instrumented by
+    ``reinstrument(copy)`` (a failure there is logged once; the copy is returned anyway).
+
+    Returns the ``(object, attribute)`` pairs set, for ``uninstrument``. Never raises.
+    """
+    original_copy = client.copy
+
+    def copy(*args: Any, **kwargs: Any) -> Any:
+        new = original_copy(*args, **kwargs)
+        try:
+            reinstrument(new)
+        except Exception as exc:
+            log_once(where, exc)
+        return new
+
+    copy.__doc__ = original_copy.__doc__
+    object.__setattr__(client, "copy", copy)
+    object.__setattr__(client, "with_options", copy)
+    return [(client, "copy"), (client, "with_options")]

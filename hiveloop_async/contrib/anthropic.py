@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._llm import DEFAULT_PREVIEW_CHARS, DEFAULT_PRICES, last_message_text, log_once
-from ._llmwrap import AsyncStream, Call, SyncStream, wrap_async, wrap_sync
+from ._llmwrap import AsyncStream, Call, SyncStream, instrument_copies, wrap_async, wrap_sync
 
 __all__ = ["instrument", "uninstrument"]
 
@@ -104,30 +104,18 @@ def instrument(
 
     stream.__doc__ = original_stream.__doc__
     messages.stream = stream
-    original_copy = client.copy
-
-    def copy(*args: Any, **kw: Any) -> Any:
-        new = original_copy(*args, **kw)
-        try:
-            instrument(
-                new,
-                name=name,
-                capture_content=capture_content,
-                preview_chars=preview_chars,
-                prices=prices,
-            )
-        except Exception as exc:
-            log_once("anthropic copy", exc)
-        return new
-
-    object.__setattr__(client, "copy", copy)
-    object.__setattr__(client, "with_options", copy)
-    patched = [
-        (messages, "create"),
-        (messages, "stream"),
-        (client, "copy"),
-        (client, "with_options"),
-    ]
+    copies = instrument_copies(
+        client,
+        lambda new: instrument(
+            new,
+            name=name,
+            capture_content=capture_content,
+            preview_chars=preview_chars,
+            prices=prices,
+        ),
+        "anthropic copy",
+    )
+    patched = [(messages, "create"), (messages, "stream"), *copies]
     object.__setattr__(client, _STATE, patched)
     return client
 

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from ._llm import DEFAULT_PREVIEW_CHARS, DEFAULT_PRICES, content_text, last_message_text
-from ._llmwrap import AsyncStream, Call, SyncStream, wrap_async, wrap_sync
+from ._llmwrap import AsyncStream, Call, SyncStream, instrument_copies, wrap_async, wrap_sync
 
 __all__ = ["instrument", "uninstrument"]
 
@@ -109,27 +109,18 @@ def instrument(
         setattr(resource, method, wrapped)
         patched.append((resource, method))
 
-    original_copy = client.copy
-
-    def copy(*args: Any, **kwargs: Any) -> Any:
-        new = original_copy(*args, **kwargs)
-        try:
-            instrument(
-                new,
-                name=name,
-                capture_content=capture_content,
-                preview_chars=preview_chars,
-                prices=prices,
-                include_usage=include_usage,
-            )
-        except Exception:
-            pass
-        return new
-
-    copy.__doc__ = original_copy.__doc__
-    object.__setattr__(client, "copy", copy)
-    object.__setattr__(client, "with_options", copy)
-    patched += [(client, "copy"), (client, "with_options")]
+    patched += instrument_copies(
+        client,
+        lambda new: instrument(
+            new,
+            name=name,
+            capture_content=capture_content,
+            preview_chars=preview_chars,
+            prices=prices,
+            include_usage=include_usage,
+        ),
+        "openai copy",
+    )
     object.__setattr__(client, _STATE, patched)
     return client
 
