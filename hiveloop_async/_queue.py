@@ -295,21 +295,27 @@ class EventQueue:
         Dropping a slice at once lets the next events take the fast path again instead of
         each paying for the overflow; under overload the same events would go one by one.
         """
+        self._drop_locked(max(1, self._max // 100), oldest=True)
+
+    def _drop_locked(self, n: int, *, oldest: bool) -> None:
+        """Drop ``n`` events from the front (``oldest``) or the back, counted as
+        ``queue_full``; flush markers met on the way stay where they were."""
         q = self._q
         markers = []
-        left = max(1, self._max // 100)
+        pop = q.popleft if oldest else q.pop
         try:
-            while left:
-                old = q.popleft()
-                if type(old) is FlushMarker:
-                    markers.append(old)
+            while n > 0:
+                rec = pop()
+                if type(rec) is FlushMarker:
+                    markers.append(rec)
                 else:
-                    self._discard(old, "queue_full")
-                    left -= 1
+                    self._discard(rec, "queue_full")
+                    n -= 1
         except IndexError:
             pass
+        put = q.appendleft if oldest else q.append
         for marker in reversed(markers):
-            q.appendleft(marker)
+            put(marker)
 
     def _discard(self, rec: Any, reason: str | None) -> None:
         """Drop one record: count it under ``reason`` (None: not counted) or end a flush."""
@@ -410,27 +416,7 @@ class EventQueue:
             self._taken -= n
             self.in_flight -= n
             if trim and len(q) > self._max:
-                self._trim_locked()
-
-    def _trim_locked(self) -> None:
-        """Drop events past ``max_size`` (oldest or newest, by policy), keeping flush markers."""
-        q = self._q
-        excess = len(q) - self._max
-        markers = []
-        pop = q.popleft if self._drop_oldest else q.pop
-        try:
-            while excess > 0:
-                rec = pop()
-                if type(rec) is FlushMarker:
-                    markers.append(rec)
-                else:
-                    self._discard(rec, "queue_full")
-                    excess -= 1
-        except IndexError:
-            pass
-        put = q.appendleft if self._drop_oldest else q.append
-        for marker in reversed(markers):
-            put(marker)
+                self._drop_locked(len(q) - self._max, oldest=self._drop_oldest)
 
     def note_replayed(self, n: int) -> None:
         """``n`` events were delivered from the spool."""
