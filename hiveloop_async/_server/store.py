@@ -167,15 +167,24 @@ class Store:
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA cache_size=-65536")
         conn.executescript(_SCHEMA + _AGENTS)
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
-        if "task_no" not in columns:  # written before events carried their task's number
-            conn.execute("ALTER TABLE events ADD COLUMN task_no INTEGER")
-        # Creates the summary table, or rebuilds it for a database written before it existed
-        # (or before it was keyed by task number).
-        self._summaries.open(conn)
-        if "task_no" not in columns:
-            _number_events(conn, self._summaries.numbers())
-        conn.executescript(_INDEXES)
+        # One transaction: a database written by an earlier version gets the task number
+        # column, its summary table (rebuilt if missing or keyed by task id) and the events'
+        # numbers all at once, or not at all.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+            numbered = "task_no" in columns
+            if not numbered:  # written before events carried their task's number
+                conn.execute("ALTER TABLE events ADD COLUMN task_no INTEGER")
+            if self._summaries.open(conn) or not numbered:
+                _number_events(conn, self._summaries.numbers())
+            for statement in _INDEXES.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         self._seen = {row[0] for row in conn.execute("SELECT event_id FROM events")}
         self._pending_count = _count_events(conn)
         self._publish_count(conn, failed=False)
@@ -677,22 +686,18 @@ class _Checkpointer:
 
 
 def _number_events(conn: sqlite3.Connection, numbers: dict[str, int]) -> None:
-    """Fill ``events.task_no`` of a database written before the column existed (one
-    transaction), then drop the index on task ids that the task number index replaces."""
-    conn.execute("BEGIN IMMEDIATE")
+    """Set every event's ``task_no`` from ``numbers`` (inside the caller's transaction),
+    then drop the index on task ids that the task number index replaced."""
+    conn.execute("CREATE TEMP TABLE task_numbers (task_id TEXT PRIMARY KEY, task_no INTEGER)")
     try:
-        conn.execute("CREATE TEMP TABLE task_numbers (task_id TEXT PRIMARY KEY, task_no INTEGER)")
         conn.executemany("INSERT INTO task_numbers VALUES (?, ?)", numbers.items())
         conn.execute(
             "UPDATE events SET task_no = (SELECT task_no FROM task_numbers "
             "WHERE task_numbers.task_id = events.task_id) WHERE task_id IS NOT NULL"
         )
+    finally:
         conn.execute("DROP TABLE task_numbers")
-        conn.execute("DROP INDEX IF EXISTS events_task")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    conn.execute("DROP INDEX IF EXISTS events_task")
 
 
 def _count_events(conn: sqlite3.Connection) -> int:

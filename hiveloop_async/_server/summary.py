@@ -219,26 +219,24 @@ class TaskSummaries:
         self._numbers: dict[str, int] = {}
         self._next = 1
 
-    def open(self, conn: sqlite3.Connection) -> None:
+    def open(self, conn: sqlite3.Connection) -> bool:
         """Create the table, or rebuild it from the events if it is missing or predates
-        ``task_no``, then load the task numbers.
+        ``task_no``, then load the task numbers. Runs inside the caller's transaction.
 
+        :return: True if the rows were rebuilt (the task numbers may then differ from those
+            the events were stored with).
         :raises sqlite3.Error: if the database refuses the statements.
         """
         columns = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
-        if "task_no" not in columns:  # no summaries yet, or keyed by task id (before)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("DROP TABLE IF EXISTS tasks")
-                _create(conn)
-                self.rebuild(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        rebuilt = "task_no" not in columns  # no summaries yet, or keyed by task id (before)
+        if rebuilt:
+            conn.execute("DROP TABLE IF EXISTS tasks")
+            _create(conn)
+            self.rebuild(conn)
         else:
             _create(conn)
         self.load(conn)
+        return rebuilt
 
     def load(self, conn: sqlite3.Connection) -> None:
         """Read the task numbers from the table (replacing those in memory)."""

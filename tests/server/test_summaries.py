@@ -185,3 +185,29 @@ async def test_events_written_before_task_numbers_get_numbered(
         assert unnumbered == 0
     finally:
         conn.close()
+
+
+async def test_rebuilt_summaries_renumber_the_events(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = Store(path)
+    await _insert(store, event("task_started", task_id="t1"), _llm("t1"))
+    await _insert(store, event("task_started", task_id="t2"))
+    await store.aclose()
+
+    conn = sqlite3.connect(path)  # numbers the rebuild will not give again (e.g. after gaps)
+    try:
+        conn.execute("UPDATE events SET task_no = task_no + 100")
+        conn.execute("DROP TABLE tasks")
+        conn.commit()
+    finally:
+        conn.close()
+
+    store = Store(path)
+    try:
+        timeline = await store.task_timeline("t1")
+        assert timeline is not None
+        assert len(timeline["events"]) == 2
+        page = await store.list_events(EventQuery(task_id="t2"))
+        assert [e["event_type"] for e in page["data"]] == ["task_started"]
+    finally:
+        await store.aclose()
