@@ -151,16 +151,33 @@ class CursorCache:
         self._positions.clear()
 
 
+def _no_tasks(task_id: str) -> int | None:
+    """The ``task_number`` of a store that numbers no task."""
+    return None
+
+
 def list_events(
-    conn: sqlite3.Connection, query: EventQuery, cursors: CursorCache | None = None
+    conn: sqlite3.Connection,
+    query: EventQuery,
+    cursors: CursorCache | None = None,
+    task_number: Callable[[str], int | None] = _no_tasks,
 ) -> dict[str, Any]:
-    """``GET /v1/events``: ``{"data": [...], "pagination": {"cursor", "has_more"}}``."""
+    """``GET /v1/events``: ``{"data": [...], "pagination": {"cursor", "has_more"}}``.
+
+    :param task_number: maps a task id to its number in the ``tasks`` table (the indexed
+        column of its events), or None for a task with no events.
+    """
     cursors = cursors if cursors is not None else CursorCache()
     where: list[str] = []
     params: list[Any] = []
+    if query.task_id:
+        number = task_number(query.task_id)
+        if number is None:
+            return {"data": [], "pagination": {"cursor": None, "has_more": False}}
+        where.append("task_no = ?")
+        params.append(number)
     for column, value in (
         ("agent_id", query.agent_id),
-        ("task_id", query.task_id),
         ("payload_kind", query.payload_kind),
         (_PROJECT, query.project_id),
         (_ENVIRONMENT, query.environment),
@@ -332,15 +349,23 @@ def list_tasks(
 
 
 def task_timeline(
-    conn: sqlite3.Connection, task_id: str, *, action_tree: bool = True
+    conn: sqlite3.Connection,
+    task_id: str,
+    *,
+    action_tree: bool = True,
+    task_number: Callable[[str], int | None] = _no_tasks,
 ) -> dict[str, Any] | None:
     """``GET /v1/tasks/{task_id}/timeline``, or None when the task has no events.
 
     ``action_tree=False`` (``?action_tree=false``, ours) answers an empty ``action_tree``.
+    ``task_number`` is as for :func:`list_events`.
     """
+    number = task_number(task_id) if task_id else None
+    if number is None:
+        return None
     rows = conn.execute(
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE task_id = ? ORDER BY timestamp, seq",
-        (task_id,),
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE task_no = ? ORDER BY timestamp, seq",
+        (number,),
     ).fetchall()
     if not rows:
         return None
@@ -489,10 +514,14 @@ def _llm_rows(
     task_id: str | None,
     since: datetime | None,
     before: tuple[str, int] | None = None,
+    task_no: int | None = None,
 ) -> sqlite3.Cursor:
     where = ["payload_kind = 'llm_call'"]
     params: list[Any] = []
-    for column, value in (("agent_id", agent_id), ("task_id", task_id), (_PROJECT, project_id)):
+    if task_id:
+        where.append("task_no = ?")
+        params.append(task_no)
+    for column, value in (("agent_id", agent_id), (_PROJECT, project_id)):
         if value:
             where.append(f"{column} = ?")
             params.append(value)
@@ -521,16 +550,21 @@ def _num(value: Any) -> float | int:
 
 
 def list_llm_calls(
-    conn: sqlite3.Connection, query: LlmCallQuery, cursors: CursorCache | None = None
+    conn: sqlite3.Connection,
+    query: LlmCallQuery,
+    cursors: CursorCache | None = None,
+    task_number: Callable[[str], int | None] = _no_tasks,
 ) -> dict[str, Any]:
     """``GET /v1/llm-calls``: HiveBoard's LLM call records, newest first, with page totals.
 
-    Unlike HiveBoard (which ignores it), the ``task_id`` filter is applied.
+    Unlike HiveBoard (which ignores it), the ``task_id`` filter is applied
+    (``task_number`` is as for :func:`list_events`).
     """
     cursors = cursors if cursors is not None else CursorCache()
     before = None
-    if query.cursor:
-        before = cursors.find(conn, query.cursor)
+    task_no = task_number(query.task_id) if query.task_id else None
+    if query.cursor or (query.task_id and task_no is None):
+        before = cursors.find(conn, query.cursor) if query.cursor else None
         if before is None:
             return {
                 "data": [],
@@ -547,6 +581,7 @@ def list_llm_calls(
         task_id=query.task_id,
         since=query.since,
         before=before,
+        task_no=task_no,
     ):
         if (query.since or query.until) and not _in_window(timestamp, query.since, query.until):
             continue

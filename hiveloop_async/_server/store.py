@@ -49,13 +49,22 @@ CREATE TABLE IF NOT EXISTS events (
     agent_id TEXT NOT NULL,
     task_id TEXT,
     payload_kind TEXT,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    task_no INTEGER
 );
-CREATE INDEX IF NOT EXISTS events_task ON events(task_id) WHERE task_id IS NOT NULL;
+"""
+
+# The task index is on the task's number (see summary.py), not on the random task id: new
+# tasks append at the end of the B-tree instead of dirtying a page each per commit.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS events_task_no ON events(task_no) WHERE task_no IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_agent ON events(agent_id, timestamp);
 CREATE INDEX IF NOT EXISTS events_type ON events(event_type, timestamp);
 CREATE INDEX IF NOT EXISTS events_timestamp ON events(timestamp);
 CREATE INDEX IF NOT EXISTS events_llm ON events(timestamp) WHERE payload_kind = 'llm_call';
+"""
+
+_AGENTS = """
 CREATE TABLE IF NOT EXISTS agents (
     agent_id TEXT PRIMARY KEY,
     agent_type TEXT,
@@ -81,8 +90,8 @@ CREATE TABLE IF NOT EXISTS agents (
 """
 
 _INSERT_EVENT = (
-    "INSERT INTO events (event_id, timestamp, event_type, agent_id, task_id, payload_kind, body) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (event_id, timestamp, event_type, agent_id, task_id, payload_kind, body, "
+    "task_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 #: WAL size (in pages) that triggers the writer's own checkpoint.
@@ -157,10 +166,25 @@ class Store:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA cache_size=-65536")
-        conn.executescript(_SCHEMA)
-        # Creates the summary table, or rebuilds it for a database written before it existed
-        # (or before it was keyed by task number).
-        self._summaries.open(conn)
+        conn.executescript(_SCHEMA + _AGENTS)
+        # One transaction: a database written by an earlier version gets the task number
+        # column, its summary table (rebuilt if missing or keyed by task id) and the events'
+        # numbers all at once, or not at all.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+            numbered = "task_no" in columns
+            if not numbered:  # written before events carried their task's number
+                conn.execute("ALTER TABLE events ADD COLUMN task_no INTEGER")
+            if self._summaries.open(conn) or not numbered:
+                _number_events(conn, self._summaries.numbers())
+            for statement in _INDEXES.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         self._seen = {row[0] for row in conn.execute("SELECT event_id FROM events")}
         self._pending_count = _count_events(conn)
         self._publish_count(conn, failed=False)
@@ -355,8 +379,10 @@ class Store:
         try:
             if fresh:
                 top = conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
-                conn.executemany(_INSERT_EVENT, fresh)
-                tasks = self._summaries.add(conn, fresh, top + 1, fresh_stored)
+                summaries = self._summaries
+                folded, tasks = summaries.number_tasks(fresh, top + 1, fresh_stored)
+                conn.executemany(_INSERT_EVENT, summaries.with_numbers(fresh))
+                summaries.write(conn, folded)
             for update in batch.agents:
                 _upsert_agent(conn, update)
         except BaseException:
@@ -515,7 +541,9 @@ class Store:
 
     async def list_events(self, query: queries.EventQuery) -> dict[str, Any]:
         """``GET /v1/events`` (see :func:`queries.list_events`); does not block the loop."""
-        return await self.call(lambda conn: queries.list_events(conn, query, self._cursors))
+        return await self.call(
+            lambda conn: queries.list_events(conn, query, self._cursors, self._summaries.number)
+        )
 
     async def list_tasks(self, query: queries.TaskQuery) -> dict[str, Any]:
         """``GET /v1/tasks`` (see :func:`queries.list_tasks`); does not block the loop."""
@@ -526,7 +554,9 @@ class Store:
     ) -> dict[str, Any] | None:
         """``GET /v1/tasks/{id}/timeline``, or None if unknown; does not block the loop."""
         return await self.call(
-            lambda conn: queries.task_timeline(conn, task_id, action_tree=action_tree)
+            lambda conn: queries.task_timeline(
+                conn, task_id, action_tree=action_tree, task_number=self._summaries.number
+            )
         )
 
     async def list_agents(self, query: queries.AgentQuery) -> dict[str, Any]:
@@ -539,7 +569,9 @@ class Store:
 
     async def list_llm_calls(self, query: queries.LlmCallQuery) -> dict[str, Any]:
         """``GET /v1/llm-calls``; does not block the loop."""
-        return await self.call(lambda conn: queries.list_llm_calls(conn, query, self._cursors))
+        return await self.call(
+            lambda conn: queries.list_llm_calls(conn, query, self._cursors, self._summaries.number)
+        )
 
     async def cost_summary(
         self, *, agent_id: str | None, project_id: str | None, range_: str
@@ -651,6 +683,21 @@ class _Checkpointer:
         self._stopping = True
         self._wake.set()
         self._thread.join()
+
+
+def _number_events(conn: sqlite3.Connection, numbers: dict[str, int]) -> None:
+    """Set every event's ``task_no`` from ``numbers`` (inside the caller's transaction),
+    then drop the index on task ids that the task number index replaced."""
+    conn.execute("CREATE TEMP TABLE task_numbers (task_id TEXT PRIMARY KEY, task_no INTEGER)")
+    try:
+        conn.executemany("INSERT INTO task_numbers VALUES (?, ?)", numbers.items())
+        conn.execute(
+            "UPDATE events SET task_no = (SELECT task_no FROM task_numbers "
+            "WHERE task_numbers.task_id = events.task_id) WHERE task_id IS NOT NULL"
+        )
+    finally:
+        conn.execute("DROP TABLE task_numbers")
+    conn.execute("DROP INDEX IF EXISTS events_task")
 
 
 def _count_events(conn: sqlite3.Connection) -> int:

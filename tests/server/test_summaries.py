@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from hiveloop_async._server.ingest import prepare_request
-from hiveloop_async._server.queries import TaskQuery
+from hiveloop_async._server.queries import EventQuery, LlmCallQuery, TaskQuery
 from hiveloop_async._server.store import Store
 
 from .helpers import batch, event
@@ -124,5 +124,90 @@ async def test_an_older_database_gets_its_summaries_rebuilt(tmp_path: Path, layo
         assert [t["task_id"] for t in await _tasks(store, status="failed")] == ["t1"]
         await _insert(store, event("task_completed", task_id="t2", duration_ms=5))
         assert [t["derived_status"] for t in await _tasks(store)] == ["completed", "failed"]
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("summaries", ["kept", "missing"])
+async def test_events_written_before_task_numbers_get_numbered(
+    tmp_path: Path, summaries: str
+) -> None:
+    path = tmp_path / "events.db"
+    store = Store(path)
+    await _insert(
+        store,
+        event("task_started", task_id="t1"),
+        _llm("t1"),
+        event("task_started", task_id="t2"),
+        event("heartbeat"),
+    )
+    await store.aclose()
+
+    conn = sqlite3.connect(path)  # the layout before events carried a task number
+    try:
+        conn.execute("DROP INDEX events_task_no")
+        conn.execute("ALTER TABLE events DROP COLUMN task_no")
+        conn.execute("CREATE INDEX events_task ON events(task_id) WHERE task_id IS NOT NULL")
+        if summaries == "missing":
+            conn.execute("DROP TABLE tasks")
+        conn.commit()
+    finally:
+        conn.close()
+
+    store = Store(path)
+    try:
+        timeline = await store.task_timeline("t1")
+        assert timeline is not None
+        assert len(timeline["events"]) == 2
+        page = await store.list_events(EventQuery(task_id="t2"))
+        assert [e["event_type"] for e in page["data"]] == ["task_started"]
+        calls = await store.list_llm_calls(LlmCallQuery(task_id="t1"))
+        assert [c["task_id"] for c in calls["data"]] == ["t1"]
+        assert (await store.list_llm_calls(LlmCallQuery(task_id="t2")))["data"] == []
+        await _insert(store, event("task_completed", task_id="t1"), _llm("t3"))
+        timeline = await store.task_timeline("t1")
+        assert timeline is not None
+        assert len(timeline["events"]) == 3
+        assert await store.task_timeline("unknown") is None
+        assert (await store.list_events(EventQuery(task_id="unknown")))["data"] == []
+        calls = await store.list_llm_calls(LlmCallQuery(task_id="t3"))
+        assert [c["task_id"] for c in calls["data"]] == ["t3"]
+    finally:
+        await store.aclose()
+    conn = sqlite3.connect(path)
+    try:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "events_task_no" in names
+        assert "events_task" not in names
+        unnumbered = conn.execute(
+            "SELECT COUNT(*) FROM events WHERE task_id IS NOT NULL AND task_no IS NULL"
+        ).fetchone()[0]
+        assert unnumbered == 0
+    finally:
+        conn.close()
+
+
+async def test_rebuilt_summaries_renumber_the_events(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = Store(path)
+    await _insert(store, event("task_started", task_id="t1"), _llm("t1"))
+    await _insert(store, event("task_started", task_id="t2"))
+    await store.aclose()
+
+    conn = sqlite3.connect(path)  # numbers the rebuild will not give again (e.g. after gaps)
+    try:
+        conn.execute("UPDATE events SET task_no = task_no + 100")
+        conn.execute("DROP TABLE tasks")
+        conn.commit()
+    finally:
+        conn.close()
+
+    store = Store(path)
+    try:
+        timeline = await store.task_timeline("t1")
+        assert timeline is not None
+        assert len(timeline["events"]) == 2
+        page = await store.list_events(EventQuery(task_id="t2"))
+        assert [e["event_type"] for e in page["data"]] == ["task_started"]
     finally:
         await store.aclose()
