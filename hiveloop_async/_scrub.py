@@ -239,17 +239,28 @@ class Scrubber:
         more than orjson's decode plus the walk over its values.) Bytes that are not one JSON
         object are returned unchanged with 0. Does not block (pure CPU); never raises.
         """
+        out, _, n = self.scrub_decoding(data)
+        return out, n
+
+    def scrub_decoding(self, data: bytes) -> tuple[bytes, dict[str, Any] | None, int]:
+        """:meth:`scrub_encoded`, also giving the event it decoded, as scrubbed.
+
+        Returns ``(bytes to send, event, redactions)``: ``event`` is the dict the bytes
+        decode to (equal to ``orjson.loads`` of the bytes returned), for a caller that needs
+        the event as a dict too (the OTLP span assembler), so that it is decoded once; None
+        when ``data`` is not one JSON object. Does not block (pure CPU); never raises.
+        """
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
             event = None
         if type(event) is not dict:
             self.events += 1
-            return data, 0
+            return data, None, 0
         n = self.scrub_event(event)
         if not n:
-            return data, 0
-        return orjson.dumps(event), n
+            return data, event, 0
+        return orjson.dumps(event), event, n
 
     def stats(self) -> dict[str, Any]:
         """Counters: ``events``, ``events_scrubbed``, ``redactions``, ``by_kind``."""

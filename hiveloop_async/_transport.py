@@ -488,6 +488,7 @@ class Engine:
                         internal_error("serialize")
                         settle(1, "serialization")
                         continue
+                    event: dict[str, Any] | None = None  # data decoded, when it is
                     if hook is not None:
                         try:
                             filtered = await self._before_send(hook, data)
@@ -499,7 +500,10 @@ class Engine:
                             continue
                         data = filtered
                     elif scrubber is not None:
-                        data = scrubber.scrub_encoded(data)[0]
+                        if otlp is None or sampler is not None:
+                            data = scrubber.scrub_encoded(data)[0]
+                        else:  # the scrubbed dict goes to the span assembler: decoded once
+                            data, event, _ = scrubber.scrub_decoding(data)
                     if sampler is None:
                         items: Any = ((agent, data),)
                     else:  # the tree's decision applies to both destinations
@@ -509,7 +513,12 @@ class Engine:
                     for agent, data in items:
                         if otlp is not None:
                             try:
-                                if otlp.feed(agent.envelope, data) >= otlp_full:
+                                pending = (
+                                    otlp.feed(agent.envelope, data)
+                                    if event is None
+                                    else otlp.feed_event(agent.envelope, event)
+                                )
+                                if pending >= otlp_full:
                                     otlp_wake_full()  # a burst: send full batches meanwhile
                             except Exception:
                                 internal_error("otlp feed")

@@ -21,6 +21,7 @@ pytest.importorskip("opentelemetry.proto")
 import hiveloop_async as hl
 from hiveloop_async import _tracecontext as tc
 from hiveloop_async._exceptions import HiveLoopConfigError
+from hiveloop_async._scrub import Scrubber
 
 from .faultserver import FaultServer, free_port
 from .otlpcollector import OTLPCollector
@@ -314,3 +315,67 @@ async def test_a_burst_goes_out_in_full_batches_and_a_quiet_span_at_once() -> No
             # Sent after the next drain (flush_interval 0.05 s), not after a batch timeout.
             assert time.monotonic() - t0 < 2.0
             assert _otlp(hb)["sent"] == sum(sizes) == first + n + 1
+
+
+#: Payloads holding secrets: as values, under sensitive key spellings (a Kelvin sign for the
+#: K of TOKEN), and as a key; the clean value of the last pair must stay as it is.
+_OPENAI = "sk-" + "proj-" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
+_AWS = "AKIA" + "IOSFODNN7EXAMPLE"
+_SECRET_PAYLOADS: list[dict[str, Any]] = [
+    {"note": f"use {_OPENAI} here", "rows": 3},
+    {"TO\u212aEN": "tok-value-1", "Api-Key": "k-value-2", "x_password": "hunter2hunter2"},
+    {_AWS: "as a key", "plain": "nothing to see"},
+]
+
+
+def _expected_payloads() -> list[dict[str, Any]]:
+    """Each payload as the scrubber gives it in a wire event (the reference)."""
+    scrubber = Scrubber()
+    out: list[dict[str, Any]] = []
+    for payload in _SECRET_PAYLOADS:
+        event: dict[str, Any] = {"event_type": "action_completed", "payload": dict(payload)}
+        assert scrubber.scrub_event(event) > 0
+        out.append(event["payload"])
+    return out
+
+
+@pytest.mark.parametrize("both", [False, True], ids=["otlp-alone", "both"])
+@pytest.mark.parametrize("sampled", [False, True], ids=["unsampled", "sampler"])
+async def test_otlp_spans_are_scrubbed_exactly_as_hiveboard_events(
+    both: bool, sampled: bool
+) -> None:
+    """What reaches the OTLP wire is scrubbed as the wire events are (the sender decodes each
+    event once and feeds the scrubbed dict to the span assembler; with a sampler it feeds
+    the scrubbed bytes): every payload key and value on the spans is the reference's."""
+    expected = _expected_payloads()
+    with FaultServer() as board, OTLPCollector() as collector:
+        kwargs: dict[str, Any] = {"otlp_endpoint": collector.url, "flush_interval": 0.05}
+        if both:
+            kwargs.update(api_key="hb_test_x", endpoint=board.url)
+        if sampled:
+            kwargs.update(sampler=lambda task: True)
+        async with hl.HiveBoard(**kwargs) as hb:
+            agent = hb.agent("scrubbed", heartbeat_interval=0)
+            async with agent.task("t-scrub"):
+                for i, payload in enumerate(_SECRET_PAYLOADS):
+                    async with agent.track_context(f"step{i}") as step:
+                        step.set_payload(payload)
+            assert await hb.aflush(timeout=10)
+            otlp = _otlp(hb)
+            assert otlp["sent"] == otlp["finished"] and otlp["dropped_total"] == 0
+        text = repr(collector.spans) + repr(board.events)
+        for secret in (_OPENAI, _AWS, "tok-value-1", "k-value-2", "hunter2hunter2"):
+            assert secret not in text
+        prefix = "hiveloop.payload."
+        for i, want in enumerate(expected):
+            (span,) = [s for s in collector.spans if s["name"] == f"step{i}"]
+            got = {k[len(prefix) :]: v for k, v in span["attrs"].items() if k.startswith(prefix)}
+            assert got == want
+            if both:
+                (wire,) = [
+                    e
+                    for e in board.events
+                    if e["event_type"] == "action_completed"
+                    and e["payload"].get("action_name") == f"step{i}"
+                ]
+                assert {k: wire["payload"][k] for k in want} == want

@@ -414,9 +414,17 @@ def test_scrub_encoded_gives_what_scrub_event_gives_and_keeps_clean_bytes() -> N
                 assert orjson.loads(out) == expected, (key, value)
                 if n == 0:
                     assert out is data
+                # The sender's decode-once variant (OTLP on): the same bytes, and the dict
+                # it hands the span assembler is what those bytes decode to.
+                out2, decoded, n2 = scrubber.scrub_decoding(data)
+                assert (out2, n2) == (out, n) and decoded == expected, (key, value)
     clean = orjson.dumps({"event_type": "custom", "payload": {"rows": 3, "tool": "crm"}})
     out, n = scrubber.scrub_encoded(clean)
     assert out is clean and n == 0
+    out, decoded, n = scrubber.scrub_decoding(clean)
+    assert out is clean and n == 0 and decoded == orjson.loads(clean)
+    assert scrubber.scrub_decoding(b"not json") == (b"not json", None, 0)
+    assert scrubber.scrub_decoding(b"[1, 2]") == (b"[1, 2]", None, 0)
 
 
 def test_token_counts_are_kept_and_token_keys_are_scrubbed() -> None:

@@ -91,6 +91,13 @@ class SpanPipeline:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
             return len(self._pending)
+        return self.feed_event(envelope, event)
+
+    def feed_event(self, envelope: Mapping[str, Any], event: Any) -> int:
+        """:meth:`feed` of an event already decoded (the dict ``orjson.loads`` gives for it).
+
+        The dict is only read. Returns the pending count.
+        """
         with self.lock:
             spans = self._assembler.add(envelope, event)
             if spans:

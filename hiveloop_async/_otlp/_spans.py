@@ -106,8 +106,10 @@ class Span:
     resource: Resource
     attributes: Attributes = field(default_factory=dict)
     end_ns: int = 0
-    events: list[SpanEvent] = field(default_factory=list)
-    links: list[Link] = field(default_factory=list)
+    #: ``()`` until the span gets its first event or link: most spans have none, and an
+    #: empty list per span was two more objects for the garbage collector to track.
+    events: list[SpanEvent] | tuple[()] = ()
+    links: list[Link] | tuple[()] = ()
     status_code: int = STATUS_UNSET
     status_message: str = ""
     dropped_attributes: int = 0
@@ -651,7 +653,10 @@ class SpanAssembler:
             # went out under its own trace, so link to the caller instead.
             caller = payload.get("parent_span_id")
             if tc.is_span_id(caller):
-                span.links.append(Link(str(inherited), str(caller), {"hiveloop.link": "caller"}))
+                span.links = [
+                    *span.links,
+                    Link(str(inherited), str(caller), {"hiveloop.link": "caller"}),
+                ]
         _put(span, "hiveloop.task.status", ev.get("status"), lim)
         _put(span, "hiveloop.duration_ms", ev.get("duration_ms"), lim)
         span.dropped_attributes += flatten(
@@ -907,7 +912,11 @@ class SpanAssembler:
             span.dropped_events += 1
             self.stats.events_dropped += 1
             return
-        span.events.append(event)
+        events = span.events
+        if isinstance(events, list):
+            events.append(event)
+        else:
+            span.events = [event]
         self.stats.span_events += 1
 
 
