@@ -160,7 +160,10 @@ class _Otel:
 def _hiveboard(sink: str) -> Any:
     import hiveloop_async as hl
 
-    return hl.HiveBoard(api_key="hb_bench", endpoint=sink)
+    # BENCH_WEB_SENDER=off (a diagnostic, not a configuration of the table): enabled=False,
+    # the events are discarded at the queue, so what is left is the middleware's own cost.
+    enabled = os.environ.get("BENCH_WEB_SENDER", "on") != "off"
+    return hl.HiveBoard(api_key="hb_bench", endpoint=sink, enabled=enabled)
 
 
 # -- servers ---------------------------------------------------------------------------------------
