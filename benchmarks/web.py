@@ -160,7 +160,10 @@ class _Otel:
 def _hiveboard(sink: str) -> Any:
     import hiveloop_async as hl
 
-    return hl.HiveBoard(api_key="hb_bench", endpoint=sink)
+    # BENCH_WEB_SENDER=off (a diagnostic, not a configuration of the table): enabled=False,
+    # the events are discarded at the queue, so what is left is the middleware's own cost.
+    enabled = os.environ.get("BENCH_WEB_SENDER", "on") != "off"
+    return hl.HiveBoard(api_key="hb_bench", endpoint=sink, enabled=enabled)
 
 
 # -- servers ---------------------------------------------------------------------------------------
@@ -253,11 +256,14 @@ def _control(
     loop: asyncio.AbstractEventLoop,
     flush: Callable[[], Coroutine[Any, Any, bool]],
     stop: Callable[[], None],
+    prof: Any = None,
 ) -> None:
     """The driver's commands on stdin, one per line: ``start``, ``stop``, ``quit``.
 
     ``start``: flush the exporter, then read the process CPU and the served count;
     ``stop``: read the served count, flush, read the CPU; answer on stdout (one JSON line).
+    ``prof`` (a ``cProfile.Profile``): enabled on the loop's thread for the window only
+    (after ``start``'s flush, until ``stop``'s flush has finished).
     """
     cpu0 = 0.0
     n0 = 0
@@ -266,16 +272,28 @@ def _control(
         if cmd == "start":
             ok = asyncio.run_coroutine_threadsafe(flush(), loop).result()
             gc.collect()
+            if prof is not None:
+                asyncio.run_coroutine_threadsafe(_profiling(prof, True), loop).result()
             cpu0, n0 = time.process_time(), _Served.n
             _reply({"started": True, "flushed": ok})
         elif cmd == "stop":
             n1 = _Served.n
             ok = asyncio.run_coroutine_threadsafe(flush(), loop).result()
+            if prof is not None:
+                asyncio.run_coroutine_threadsafe(_profiling(prof, False), loop).result()
             cpu1 = time.process_time()
             _reply({"cpu_s": cpu1 - cpu0, "requests": n1 - n0, "flushed": ok})
         elif cmd == "quit":
             break
     loop.call_soon_threadsafe(stop)
+
+
+async def _profiling(prof: Any, on: bool) -> None:
+    """Switch ``prof`` on or off for the thread running the loop (cProfile is per thread)."""
+    if on:
+        prof.enable()
+    else:
+        prof.disable()
 
 
 def _reply(obj: dict[str, Any]) -> None:
@@ -284,7 +302,19 @@ def _reply(obj: dict[str, Any]) -> None:
 
 
 def serve(config: str, sink: str) -> None:
-    """Run one server configuration until ``quit`` on stdin. Prints ``{"port": N}`` first."""
+    """Run one server configuration until ``quit`` on stdin. Prints ``{"port": N}`` first.
+
+    With ``BENCH_WEB_PROFILE=path`` (``{config}`` in it is replaced by the configuration's
+    name), the loop's thread is profiled with cProfile during the measured window only (the
+    handler, the middleware, a sender on the loop; not OpenTelemetry's export thread) and
+    the profile is written to ``path`` at exit.
+    """
+    profile = os.environ.get("BENCH_WEB_PROFILE")
+    prof: Any = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -318,7 +348,7 @@ def serve(config: str, sink: str) -> None:
                 server.should_exit = True
 
             _reply({"port": port, "http": str(server.config.http)})
-            threading.Thread(target=_control, args=(loop, flush, stop), daemon=True).start()
+            threading.Thread(target=_control, args=(loop, flush, stop, prof), daemon=True).start()
             await serving
         else:
             from aiohttp import web
@@ -330,19 +360,15 @@ def serve(config: str, sink: str) -> None:
             site = web.SockSite(runner, sock)
             await site.start()
             _reply({"port": port})
-            threading.Thread(target=_control, args=(loop, flush, done.set), daemon=True).start()
+            threading.Thread(
+                target=_control, args=(loop, flush, done.set, prof), daemon=True
+            ).start()
             await done.wait()
             await runner.cleanup()
 
-    profile = os.environ.get("BENCH_WEB_PROFILE")
-    if not profile:
-        asyncio.run(main())
-        return
-    import cProfile  # the loop's thread only: the handler, the middleware, our loop sender
-
-    with cProfile.Profile() as prof:
-        asyncio.run(main())
-    prof.dump_stats(profile)
+    asyncio.run(main())
+    if prof is not None and profile:
+        prof.dump_stats(profile.replace("{config}", config))
 
 
 # -- the load generator ----------------------------------------------------------------------------
@@ -940,6 +966,75 @@ def breakdown(requests: int = 10_000, burst: int = 1_000) -> dict[str, Any]:
     return out
 
 
+def _profile_group(path: str, name: str) -> str:
+    """The component a profiled function belongs to (for :func:`profile_diff`)."""
+    if path == "~":
+        return "C functions"
+    norm = path.replace(os.sep, "/")
+    if "hiveloop_async/" in norm:  # by module: contrib.asgi, _task, _transport, _scrub, ...
+        return "hiveloop " + norm.rsplit("hiveloop_async/", 1)[1].removesuffix(".py").replace(
+            "/", "."
+        )
+    if "/benchmarks/" in norm:
+        return "benchmark handlers"
+    if "site-packages/" in norm:
+        return norm.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    parts = norm.split("/")
+    for i, part in enumerate(parts):
+        if part.startswith("python3") and i + 1 < len(parts):
+            return "stdlib " + parts[i + 1].removesuffix(".py")
+    return "other"
+
+
+def _profile_table(path: str) -> tuple[int, dict[tuple[str, int, str], float]]:
+    """Requests served (calls of the benchmark's handlers) and own time per function."""
+    import pstats
+
+    stats: dict[Any, Any] = pstats.Stats(path).stats  # type: ignore[attr-defined]
+    requests = sum(
+        v[1]
+        for k, v in stats.items()
+        if k[2] in ("ping", "item") and k[0].endswith(os.path.join("benchmarks", "web.py"))
+    )
+    return requests, {k: float(v[2]) for k, v in stats.items()}
+
+
+def profile_diff(base: str, other: str, top: int = 20) -> str:
+    """Own time per request by component and by function, ``other`` minus ``base``.
+
+    Reads two profiles written with ``BENCH_WEB_PROFILE`` (window only); per request means
+    per call of the benchmark's handlers. Profiled time: every figure is inflated by
+    cProfile's own overhead (more for code making many small calls), so compare components
+    with each other, not with the benchmark's unprofiled µs. Raises OSError for a missing file.
+    """
+    n_a, a = _profile_table(base)
+    n_b, b = _profile_table(other)
+    n_a, n_b = max(1, n_a), max(1, n_b)
+    groups: dict[str, list[float]] = {}
+    for key, tt in a.items():
+        groups.setdefault(_profile_group(key[0], key[2]), [0.0, 0.0])[0] += tt / n_a * 1e6
+    for key, tt in b.items():
+        groups.setdefault(_profile_group(key[0], key[2]), [0.0, 0.0])[1] += tt / n_b * 1e6
+    total_a = sum(g[0] for g in groups.values())
+    total_b = sum(g[1] for g in groups.values())
+    lines = [
+        f"profiled own time, µs/request: {Path(base).name} ({n_a} requests) vs"
+        f" {Path(other).name} ({n_b} requests)",
+        f"{'component':<40}{'base':>9}{'other':>9}{'diff':>9}",
+    ]
+    for name, (x, y) in sorted(groups.items(), key=lambda kv: -(kv[1][1] - kv[1][0])):
+        if abs(y - x) >= 0.5 or max(x, y) >= 5:
+            lines.append(f"{name:<40}{x:>9.1f}{y:>9.1f}{y - x:>+9.1f}")
+    lines.append(f"{'total':<40}{total_a:>9.1f}{total_b:>9.1f}{total_b - total_a:>+9.1f}")
+    lines += ["", "functions, largest differences (µs/request, own time):"]
+    keys = set(a) | set(b)
+    diffs = sorted(((b.get(k, 0.0) / n_b - a.get(k, 0.0) / n_a) * 1e6, k) for k in keys)
+    for d, (path, line, name) in sorted(diffs, key=lambda t: -abs(t[0]))[:top]:
+        where = "~" if path == "~" else f"{'/'.join(Path(path).parts[-2:])}:{line}"
+        lines.append(f"{d:>+9.1f}  {name}  ({where})")
+    return "\n".join(lines)
+
+
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
@@ -980,7 +1075,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--only", nargs="*", choices=CONFIGS, help="configurations to run")
     parser.add_argument("--no-write", action="store_true", help="do not write results/")
+    parser.add_argument(
+        "--profile-diff",
+        nargs=2,
+        metavar=("BASE", "OTHER"),
+        help="compare two BENCH_WEB_PROFILE profiles per request and exit",
+    )
     args = parser.parse_args(argv)
+    if args.profile_diff:
+        print(profile_diff(*args.profile_diff))
+        return 0
     if args.serve:
         serve(args.serve, args.sink)
         return 0

@@ -79,6 +79,8 @@ class RequestTasks:
         self._project = project
         self._failed = failed if failed is not None else _server_error
         self._trust = prop.Trust(trust_incoming)
+        self._trusting = self._trust.enabled  # False by default: headers are not even parsed
+        self._default_failed = failed is None
         self._exact: frozenset[str] = frozenset()
         self._prefixes: tuple[str, ...] = ()
         self._exclude_fn: Callable[[Any], bool] | None = None
@@ -93,6 +95,8 @@ class RequestTasks:
         """True when a response with ``status`` fails the task (``failed=``). Raises nothing."""
         if status is None:
             return False
+        if self._default_failed:
+            return status >= 500
         try:
             return bool(self._failed(status))
         except Exception:
@@ -113,11 +117,10 @@ class RequestTasks:
     def begin(self, info: RequestInfo) -> ServedRequest | None:
         """Start the request's task, current in this context; None when it is not tracked.
 
-        Never raises: a failing callable or internal error means the request is untracked.
+        The adapter checks :meth:`excluded` first (it is not repeated here). Never raises: a
+        failing callable or internal error means the request is untracked.
         """
         try:
-            if self.excluded(info.path, info.request):
-                return None
             agent = self._agent if isinstance(self._agent, Agent) else self._agent(info.request)
             if agent is None:
                 return None
@@ -134,7 +137,7 @@ class RequestTasks:
                 start["protocol"] = info.kind
             link = None
             correlation = None
-            if self._trust.enabled and self._trust.trusts(info.request, info.peer):
+            if self._trusting and self._trust.trusts(info.request, info.peer):
                 link, parent = prop.incoming(info.headers)
                 start.update(prop.caller_fields(link, parent))
                 if link is not None:

@@ -166,8 +166,17 @@ class HiveLoopMiddleware:
             return message
 
         async def send_watch(message: Message) -> None:
+            # Lean: one lookup for the body messages (all but one of a response's messages).
             try:
-                state.seen(served, message)
+                kind = message.get("type")
+                if kind == "http.response.body":
+                    body = message.get("body")
+                    if body:
+                        served.bytes_sent += len(body)
+                    if not message.get("more_body", False):
+                        state.done = True
+                elif kind == "http.response.start":
+                    state.started(served, message)
             except Exception:
                 log_once("asgi send")
             try:
@@ -231,20 +240,15 @@ class _Response:
         self.done = False
         self.disconnected = False
 
-    def seen(self, served: ServedRequest, message: Message) -> None:
-        kind = message.get("type")
-        if kind == "http.response.start":
-            served.status = int(message.get("status", 200))
-            header = served.response_header()
-            if header is not None:
-                name, value = header
-                headers = list(message.get("headers") or ())
-                headers.append((name.encode("latin-1"), value.encode("latin-1")))
-                message["headers"] = headers
-        elif kind == "http.response.body":
-            served.bytes_sent += len(message.get("body") or b"")
-            if not message.get("more_body", False):
-                self.done = True
+    def started(self, served: ServedRequest, message: Message) -> None:
+        """``http.response.start``: the status, and the header naming the task if asked."""
+        served.status = int(message.get("status", 200))
+        header = served.response_header()
+        if header is not None:
+            name, value = header
+            headers = list(message.get("headers") or ())
+            headers.append((name.encode("latin-1"), value.encode("latin-1")))
+            message["headers"] = headers
 
 
 def route_template(scope: Scope, app: Any = None) -> str | None:
