@@ -1,7 +1,21 @@
 """Added cost per OpenAI call: ``contrib.openai.instrument`` next to Langfuse's and
 LangSmith's OpenAI wrappers, against the bare client, in the same run (``make bench-llm``).
 
-    python -m benchmarks.llm [--calls 200] [--rounds 5] [--chunks 50] [--skip-peers]
+    python -m benchmarks.llm [--calls 2000] [--block 25] [--rounds 2] [--skip-peers]
+    python -m benchmarks.llm --method process [--calls 200] [--rounds 5]
+
+The default method (``ab``, :func:`run_ab`) runs each wrapper in its own processes next to
+a bare client of the same class talking to the same fake server, alternating blocks of
+``--block`` bare and wrapped calls (A B B A); a wrapped block ends with the SDK's flush. Per
+block it reads the CPU clock of the calling thread and of every other thread
+(``pthread_getcpuclockid``); the added cost per call is the wrapped block's minus the
+adjacent bare block's, median and quartiles over the pairs, split into calling thread and
+background threads. Langfuse's drop-in patches the ``openai`` classes: its bare blocks run
+with the original class attributes put back (``llm_worker.Toggle``). ``ours_nousage`` is ours
+with ``include_usage=False`` (the peers do not ask for the usage chunk).
+
+The older method (``--method process``) is described below; it cannot resolve costs below
+a few hundred µs on a loaded machine.
 
 * installs the peers into ``benchmarks/.llm-peers-venv`` (as ``make bench`` does for its
   own peers: ``langfuse``, ``langsmith``, the same ``openai`` and ``httpx`` as ours, and
@@ -46,6 +60,7 @@ PEERS = ("langfuse", "langsmith")
 NAMES = {
     "bare": "bare client",
     "ours": "hiveloop_async",
+    "ours_nousage": "ours, no usage",
     "langfuse": "Langfuse",
     "langsmith": "LangSmith",
 }
@@ -307,11 +322,212 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# -- the A/B method (default): bare and wrapped alternated block by block in one process ------
+
+
+def run_ab(
+    calls: int = 2000,
+    block: int = 25,
+    rounds: int = 2,
+    chunks: int = 50,
+    peers: bool = True,
+    modes: tuple[str, ...] = ("sync", "async"),
+) -> dict[str, Any]:
+    """Each wrapper against the bare client in its own processes (``rounds`` of them, the
+    order of the wrappers rotating), ``calls`` wrapped calls per mode and case in all."""
+    configs = ("ours", "ours_nousage", *PEERS) if peers else ("ours", "ours_nousage")
+    res: dict[str, Any] = {
+        "method": "ab",
+        "calls": calls,
+        "block": block,
+        "rounds": rounds,
+        "chunks": chunks,
+        "configs": list(configs),
+    }
+    if peers:
+        res["install"] = ensure_peers(LLM_PEERS_VENV, peer_requirements())
+        python = str(LLM_PEERS_VENV / "bin" / "python")
+    else:
+        python = sys.executable
+    res["interpreter"] = python
+    per_round = max(block, calls // rounds)
+    provider = Provider()
+    try:
+        with Sink("ok") as sink:
+            env = peer_env(sink.url)
+            raw: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
+            for r in range(rounds):
+                order = configs[r % len(configs) :] + configs[: r % len(configs)]
+                for config in order:
+                    t0 = time.monotonic()
+                    raw[config].append(
+                        worker(
+                            python,
+                            config,
+                            env,
+                            method="ab",
+                            provider_url=provider.url,
+                            sink_url=sink.url,
+                            calls=per_round,
+                            block=block,
+                            chunks=chunks,
+                            modes=list(modes),
+                        )
+                    )
+                    log(f"  round {r + 1}/{rounds}: {config}  {time.monotonic() - t0:.1f} s")
+            counts = sink.counts()
+    finally:
+        provider.close()
+    res["raw"] = raw
+    res["unrouted"] = {k: v for k, v in counts.items() if k.startswith("unrouted:")}
+    res["bad_requests"] = counts.get("bad_requests", 0)
+    res["summary"] = summarize_ab(raw, configs)
+    return res
+
+
+def _per_call(b: dict[str, Any], block: int, part: str = "total") -> float:
+    """µs per call of one block: its calling thread, its other threads, or both."""
+    ns = b["caller"] + b["threads"] if part == "total" else b[part]
+    return float(ns) / block / 1e3
+
+
+def summarize_ab(raw: dict[str, list[dict[str, Any]]], configs: tuple[str, ...]) -> dict[str, Any]:
+    """Per mode/case and wrapper: over every pair of adjacent blocks of every round, the
+    added CPU per call (wrapped block minus bare block: calling thread + other threads), its
+    median and quartiles, the same split into calling thread / other threads, the bare
+    client's own CPU per call, the exports counted, and our ratio to each peer."""
+    out: dict[str, Any] = {}
+    block = 0
+    for key in KEYS:
+        row: dict[str, Any] = {}
+        for config in configs:
+            runs = raw[config]
+            bad = next((r for r in runs if "error" in r or key not in r), None)
+            if bad is not None:
+                if "error" in bad:
+                    row[config] = {"error": bad["error"]}
+                continue
+            pairs = [p for r in runs for p in r[key]["pairs"]]
+            block = runs[0]["block"]
+            added = [_per_call(p["wrapped"], block) - _per_call(p["bare"], block) for p in pairs]
+            parts = {
+                part: statistics.median(
+                    _per_call(p["wrapped"], block, part) - _per_call(p["bare"], block, part)
+                    for p in pairs
+                )
+                for part in ("caller", "threads", "process", "wall")
+            }
+            threads: dict[str, float] = {}
+            for p in pairs:
+                for name, ns in p["wrapped"]["by_thread"].items():
+                    threads[name] = threads.get(name, 0.0) + ns
+            for p in pairs:
+                for name, ns in p["bare"]["by_thread"].items():
+                    threads[name] = threads.get(name, 0.0) - ns
+            row[config] = {
+                "pairs": len(pairs),
+                "bare_us": statistics.median(_per_call(p["bare"], block) for p in pairs),
+                "added_us": statistics.median(added),
+                "added_quartiles_us": _quartiles(added),
+                "added_mean_us": statistics.fmean(added),
+                "added_caller_us": parts["caller"],
+                "added_threads_us": parts["threads"],
+                "added_process_us": parts["process"],
+                "added_wall_us": parts["wall"],
+                "threads_mean_us": {
+                    k: round(v / 1e3 / block / len(pairs), 1)
+                    for k, v in sorted(threads.items())
+                    if abs(v / 1e3 / block / len(pairs)) >= 0.5
+                },
+                "wrapped_calls": sum(r[key]["wrapped_calls"] for r in runs),
+                "per_call_items": sum(r[key]["per_call_items"] for r in runs),
+                "verified": all(r[key]["verified"] for r in runs),
+            }
+        ours = row.get("ours", {})
+        for peer in PEERS:
+            p = row.get(peer)
+            if p is None or "error" in p or "error" in ours or not ours:
+                continue
+            if p["added_us"] > 0:
+                row.setdefault("ratio", {})[peer] = round(ours["added_us"] / p["added_us"], 3)
+        if row:
+            out[key] = row
+    return out
+
+
+def table_ab(res: dict[str, Any]) -> str:
+    """The side-by-side table of :func:`run_ab`'s result."""
+    lines = [
+        f"added CPU per OpenAI call vs the bare client in the same process: {res['calls']} "
+        f"wrapped + {res['calls']} bare calls per case in blocks of {res['block']}, "
+        f"alternated A B B A, {res['rounds']} process(es) per wrapper; fake server on "
+        f"127.0.0.1, stream = {res['chunks']} chunks",
+        "+cpu = (calling thread + every other thread) of a wrapped block (with the SDK's "
+        "flush) minus the adjacent bare block, per call: median over the pairs, IQR = "
+        "quartiles; caller / threads = the same split; wall = added wall time per call",
+        "",
+        f"{'case':<13}{'configuration':<16}{'bare µs':>9}{'+cpu µs':>10}{'+cpu IQR':>16}"
+        f"{'caller':>9}{'threads':>9}{'wall':>9}  exported",
+    ]
+    for key, row in res["summary"].items():
+        for config in res["configs"]:
+            f = row.get(config)
+            if f is None:
+                continue
+            if "error" in f:
+                lines.append(f"{key:<13}{NAMES[config]:<16}  FAILED: {f['error']}")
+                continue
+            q1, q3 = f["added_quartiles_us"]
+            exp = f"{f['per_call_items']} of {f['wrapped_calls']}" + (
+                "" if f["verified"] else "  NOT ALL EXPORTED"
+            )
+            lines.append(
+                f"{key:<13}{NAMES[config]:<16}{f['bare_us']:9.0f}{f['added_us']:+10.1f}"
+                f"{f'{q1:+.0f}..{q3:+.0f}':>16}{f['added_caller_us']:+9.1f}"
+                f"{f['added_threads_us']:+9.1f}{f['added_wall_us']:+9.0f}  {exp}"
+            )
+        ratio = row.get("ratio")
+        if ratio:
+            lines.append(
+                f"{'':<13}ours / peer (+cpu): "
+                + ", ".join(f"{NAMES[k]} {v:.3f}" for k, v in ratio.items())
+            )
+        lines.append("")
+    lines.append("background threads, mean µs per call (wrapped minus bare blocks):")
+    for key, row in res["summary"].items():
+        for config in res["configs"]:
+            f = row.get(config)
+            if f and "threads_mean_us" in f:
+                lines.append(f"  {key:<13}{NAMES[config]:<16}{json.dumps(f['threads_mean_us'])}")
+    if res.get("unrouted"):
+        lines.append(f"requests the sink did not know: {res['unrouted']}")
+    if res.get("bad_requests"):
+        lines.append(f"requests the sink could not parse: {res['bad_requests']}")
+    versions = {
+        c: runs[0].get("versions")
+        for c, runs in res["raw"].items()
+        if runs and runs[0].get("versions")
+    }
+    lines.append(f"versions: {json.dumps(versions, sort_keys=True)}")
+    lines.append(f"interpreter: {res['interpreter']}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run, print the table, write ``benchmarks/results/llm.{json,txt}``."""
     parser = argparse.ArgumentParser(description="added cost per LLM call, peers side by side")
-    parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--method",
+        choices=("ab", "process"),
+        default="ab",
+        help="ab (default): bare and wrapped alternated in one process; process: the older "
+        "whole-process CPU per configuration, each in a fresh process",
+    )
+    parser.add_argument("--calls", type=int, help="wrapped calls per case (ab: 2000; process: 200)")
+    parser.add_argument(
+        "--rounds", type=int, help="processes per configuration (ab: 2; process: 5)"
+    )
+    parser.add_argument("--block", type=int, default=25, help="ab: calls per block")
     parser.add_argument("--chunks", type=int, default=50)
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--sync-only", action="store_true")
@@ -324,22 +540,40 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.table:
         saved = json.loads(Path(args.table).read_text())
-        saved["summary"] = summarize(saved["raw"], tuple(saved["configs"]))
-        print(table(saved))
+        if saved.get("method") == "ab":
+            saved["summary"] = summarize_ab(saved["raw"], tuple(saved["configs"]))
+            print(table_ab(saved))
+        else:
+            saved["summary"] = summarize(saved["raw"], tuple(saved["configs"]))
+            print(table(saved))
         return 0
-    res = run(
-        calls=args.calls,
-        rounds=args.rounds,
-        chunks=args.chunks,
-        peers=not args.skip_peers,
-        modes=("sync",) if args.sync_only else ("sync", "async"),
-    )
-    text = table(res)
+    modes = ("sync",) if args.sync_only else ("sync", "async")
+    if args.method == "ab":
+        res = run_ab(
+            calls=args.calls or 2000,
+            block=args.block,
+            rounds=args.rounds or 2,
+            chunks=args.chunks,
+            peers=not args.skip_peers,
+            modes=modes,
+        )
+        text = table_ab(res)
+        name = "llm"
+    else:
+        res = run(
+            calls=args.calls or 200,
+            rounds=args.rounds or 5,
+            chunks=args.chunks,
+            peers=not args.skip_peers,
+            modes=modes,
+        )
+        text = table(res)
+        name = "llm-process"
     print(text)
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "llm.json").write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
-        (RESULTS / "llm.txt").write_text(text + "\n")
+        (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+        (RESULTS / f"{name}.txt").write_text(text + "\n")
     return 0
 
 

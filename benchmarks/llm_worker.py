@@ -9,6 +9,8 @@ line. CONFIG is one of :data:`CONFIGS`:
     ``hiveloop_async.contrib.openai.instrument(client)``, the HiveBoard client exporting to
     the sink's ``/v1/ingest`` (thread mode for the sync client, ``async with`` on the loop
     for the async one);
+``ours_nousage``
+    the same with ``include_usage=False`` (no usage chunk asked for: what the peers ask);
 ``langfuse``
     Langfuse's drop-in ``from langfuse.openai import OpenAI, AsyncOpenAI``, exporting OTLP
     to the sink (``LANGFUSE_BASE_URL``, set by the driver);
@@ -32,18 +34,21 @@ import asyncio
 import gc
 import json
 import os
+import re
 import statistics
 import sys
+import threading
 import time
 import traceback
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-CONFIGS = ("bare", "ours", "langfuse", "langsmith")
+CONFIGS = ("bare", "ours", "ours_nousage", "langfuse", "langsmith")
 #: The sink counter with one item per exported call, per configuration.
 PER_CALL_KEY = {
     "ours": "hiveboard_llm_calls",
+    "ours_nousage": "hiveboard_llm_calls",
     "langfuse": "langfuse_spans",
     "langsmith": "langsmith_posts",
 }
@@ -82,14 +87,17 @@ class Setup:
             import openai
 
             self.client: Any = (openai.AsyncOpenAI if is_async else openai.OpenAI)(**kw)
-        elif config == "ours":
+        elif config in ("ours", "ours_nousage"):
             import openai
 
             from hiveloop_async import HiveBoard
             from hiveloop_async.contrib.openai import instrument
 
             self.hb = HiveBoard(api_key="hb_bench", endpoint=sink_url)
-            self.client = instrument((openai.AsyncOpenAI if is_async else openai.OpenAI)(**kw))
+            self.client = instrument(
+                (openai.AsyncOpenAI if is_async else openai.OpenAI)(**kw),
+                include_usage=config == "ours",
+            )
             hb = self.hb
             self.flush = lambda: _check_flush(hb.flush(timeout=30))
             self.close = lambda: None if hb.closed else hb.shutdown(timeout=10)
@@ -298,6 +306,290 @@ def run(
     return out
 
 
+# -- the A/B method: bare and wrapped calls alternated block by block in one process ------------
+
+
+class Toggle:
+    """Switches the calls of this process between the bare client and the wrapped one.
+
+    Ours and LangSmith's wrap one client instance: the bare client is a second instance,
+    nothing to switch. Langfuse's drop-in patches the ``openai`` classes at import (every
+    client of the process is traced): :meth:`bare` puts the original class attributes back
+    (``create``/``parse`` of the resources it wraps, ``Stream.__iter__``,
+    ``AsyncStream.__aiter__``), :meth:`wrapped` its versions again. Switching happens
+    between blocks, outside the measured windows.
+    """
+
+    def __init__(self) -> None:
+        self.swaps: list[tuple[type, str, Any, Any]] = []  # (class, name, original, patched)
+
+    def bare(self) -> None:
+        for cls, name, original, _ in self.swaps:
+            setattr(cls, name, original)
+
+    def wrapped(self) -> None:
+        for cls, name, _, patched in self.swaps:
+            setattr(cls, name, patched)
+
+
+def langfuse_toggle() -> Toggle:
+    """Import Langfuse's drop-in and return the switch between its patches and the originals."""
+    import importlib
+
+    import openai
+
+    streams = [(openai.Stream, "__iter__"), (openai.AsyncStream, "__aiter__")]
+    before = {(cls, name): cls.__dict__[name] for cls, name in streams}
+    import langfuse.openai as lo
+
+    toggle = Toggle()
+    for (cls, name), original in before.items():
+        patched = cls.__dict__[name]
+        if patched is not original:
+            toggle.swaps.append((cls, name, original, patched))
+    for d in lo.OPENAI_METHODS_V1:
+        try:
+            cls = getattr(importlib.import_module(d.module), d.object)
+        except (ImportError, AttributeError):
+            continue
+        patched = cls.__dict__.get(d.method)
+        original = getattr(patched, "__wrapped__", None)
+        if original is not None:
+            toggle.swaps.append((cls, d.method, original, patched))
+    if not toggle.swaps:
+        raise RuntimeError("langfuse.openai patched nothing this benchmark can switch off")
+    return toggle
+
+
+#: What :meth:`Clocks.read` returns.
+Reading = tuple[int, dict[int, tuple[str, int]], int, int]
+
+
+class Clocks:
+    """CPU clocks of this process: the calling thread, every other thread, the process."""
+
+    def __init__(self) -> None:
+        self.me = threading.get_ident()
+
+    def read(self) -> Reading:
+        """(calling thread ns, {ident: (name, ns)} of the other live threads, process ns,
+        wall ns)."""
+        caller = time.thread_time_ns()
+        others: dict[int, tuple[str, int]] = {}
+        for t in threading.enumerate():
+            ident = t.ident
+            if ident is None or ident == self.me:
+                continue
+            try:
+                ns = time.clock_gettime_ns(time.pthread_getcpuclockid(ident))
+            except OSError:  # it ended meanwhile
+                continue
+            others[ident] = (t.name, ns)
+        return caller, others, time.process_time_ns(), time.perf_counter_ns()
+
+
+def _block_cpu(a: Reading, b: Reading) -> dict[str, Any]:
+    """The CPU of one block from the clocks read before (``a``) and after (``b``) it: the
+    calling thread, the other threads (a thread born inside the block counts from 0), by
+    thread name, and the process."""
+    by_name: dict[str, int] = {}
+    for ident, (name, ns) in b[1].items():
+        d = ns - a[1].get(ident, (name, 0))[1]
+        if d:
+            key = _thread_kind(name)
+            by_name[key] = by_name.get(key, 0) + d
+    return {
+        "caller": b[0] - a[0],
+        "threads": sum(by_name.values()),
+        "by_thread": by_name,
+        "process": b[2] - a[2],
+        "wall": b[3] - a[3],
+    }
+
+
+def _thread_kind(name: str) -> str:
+    """A thread name without its serial number (``Thread-3 (run)`` -> ``Thread (run)``)."""
+    return re.sub(r"[-_ ]?\d+", "", name) or name
+
+
+def run_ab(
+    config: str,
+    provider_url: str,
+    sink_url: str,
+    calls: int,
+    block: int = 25,
+    warm: int = 2,
+    chunks: int = 50,
+    modes: tuple[str, ...] = ("sync", "async"),
+    cases: tuple[str, ...] = ("plain", "stream"),
+) -> dict[str, Any]:
+    """``config`` (``ours``, ``langfuse``, ``langsmith``) against the bare client in this
+    process, per mode and case: ``calls`` wrapped calls and as many bare ones, in blocks of
+    ``block`` calls alternated A B B A (after ``warm`` pairs of warm-up blocks). A wrapped
+    block ends with the SDK's own flush, inside its window, so that all the exporting work
+    for its calls (on the SDK's threads, or on the loop for ours in async mode) falls in it.
+
+    Returns ``{"sync/plain": {"pairs": [...], "exported": ..., "verified": ...}, ...}``: per
+    pair of adjacent blocks, the CPU of each (:func:`_block_cpu`).
+    """
+    out: dict[str, Any] = {"config": config, "python": sys.version.split()[0], "block": block}
+    toggle = langfuse_toggle() if config == "langfuse" else Toggle()
+    pairs = max(1, calls // block)
+    for mode in modes:
+        if mode == "sync":
+            bare = Setup("bare", mode, provider_url, sink_url)
+            s = Setup(config, mode, provider_url, sink_url)
+            for case in cases:
+                out[f"{mode}/{case}"] = _ab_sync(
+                    s, bare, toggle, sink_url, case, pairs, block, warm, chunks
+                )
+            s.close()
+            s.client.close()
+            bare.client.close()
+        else:
+
+            async def main(mode: str = mode) -> None:
+                bare = Setup("bare", mode, provider_url, sink_url)
+                s = Setup(config, mode, provider_url, sink_url)
+                if s.hb is not None:
+                    await s.hb.start()
+                try:
+                    for case in cases:
+                        out[f"{mode}/{case}"] = await _ab_async(
+                            s, bare, toggle, sink_url, case, pairs, block, warm, chunks
+                        )
+                finally:
+                    if s.hb is not None:
+                        await s.hb.aclose()
+                    await s.client.close()
+                    await bare.client.close()
+
+            asyncio.run(main())
+    toggle.wrapped()
+    out["versions"] = versions(config)
+    return out
+
+
+def _ab_result(
+    s: Setup, sink_url: str, before: dict[str, Any], made: int, pairs: list[Any]
+) -> dict[str, Any]:
+    after = _wait_for(sink_url, before, s.config, made)
+    exported = _exported(before, after)
+    key = PER_CALL_KEY[s.config]
+    return {
+        "pairs": pairs,
+        "wrapped_calls": made,
+        "exported": exported,
+        "per_call_key": key,
+        "per_call_items": exported.get(key, 0),
+        "verified": exported.get(key, 0) == made,
+    }
+
+
+def _ab_sync(
+    s: Setup,
+    bare: Setup,
+    toggle: Toggle,
+    sink_url: str,
+    case: str,
+    pairs: int,
+    block: int,
+    warm: int,
+    chunks: int,
+) -> dict[str, Any]:
+    clocks = Clocks()
+    rng = range(block)
+    calls: dict[str, Callable[[], None]]
+    if case == "plain":
+        calls = {"bare": (lambda: _plain(bare.client)), "wrapped": (lambda: _plain(s.client))}
+    else:
+        calls = {
+            "bare": (lambda: _stream(bare.client, chunks)),
+            "wrapped": (lambda: _stream(s.client, chunks)),
+        }
+
+    def run_block(which: str) -> dict[str, Any]:
+        (toggle.bare if which == "bare" else toggle.wrapped)()
+        call = calls[which]
+        a = clocks.read()
+        for _ in rng:
+            call()
+        if which == "wrapped":
+            s.flush()
+        return _block_cpu(a, clocks.read())
+
+    task = s.hb.agent("bench-llm").task(f"ab-{case}") if s.hb is not None else None
+    if task is not None:
+        task.__enter__()
+    before = sink_counts(sink_url)
+    out: list[Any] = []
+    try:
+        for j in range(warm + pairs):
+            if j == warm:
+                gc.collect()
+            order = ("bare", "wrapped") if j % 2 == 0 else ("wrapped", "bare")
+            got = {w: run_block(w) for w in order}
+            if j >= warm:
+                out.append(got)
+    finally:
+        if task is not None:
+            task.__exit__(None, None, None)
+    return _ab_result(s, sink_url, before, (warm + pairs) * block, out)
+
+
+async def _ab_async(
+    s: Setup,
+    bare: Setup,
+    toggle: Toggle,
+    sink_url: str,
+    case: str,
+    pairs: int,
+    block: int,
+    warm: int,
+    chunks: int,
+) -> dict[str, Any]:
+    clocks = Clocks()
+    rng = range(block)
+    clients = {"bare": bare.client, "wrapped": s.client}
+
+    async def run_block(which: str) -> dict[str, Any]:
+        (toggle.bare if which == "bare" else toggle.wrapped)()
+        c = clients[which]
+        a = clocks.read()
+        if case == "plain":
+            for _ in rng:
+                await _aplain(c)
+        else:
+            for _ in rng:
+                await _astream(c, chunks)
+        if which == "wrapped":
+            if s.hb is not None:
+                _check_flush(await s.hb.aflush(timeout=30))
+            else:
+                s.flush()  # Langfuse's and LangSmith's flush block: there is no async one
+        return _block_cpu(a, clocks.read())
+
+    task = s.hb.agent("bench-llm").task(f"ab-{case}") if s.hb is not None else None
+    if task is not None:
+        await task.__aenter__()
+    before = sink_counts(sink_url)
+    out: list[Any] = []
+    try:
+        for j in range(warm + pairs):
+            if j == warm:
+                gc.collect()
+            order = ("bare", "wrapped") if j % 2 == 0 else ("wrapped", "bare")
+            got = {}
+            for w in order:
+                got[w] = await run_block(w)
+            if j >= warm:
+                out.append(got)
+    finally:
+        if task is not None:
+            await task.__aexit__(None, None, None)
+    return _ab_result(s, sink_url, before, (warm + pairs) * block, out)
+
+
 def versions(config: str) -> dict[str, str]:
     from importlib import metadata
 
@@ -318,9 +610,11 @@ def main(argv: list[str]) -> None:
     for k in ("modes", "cases"):
         if k in kwargs:
             kwargs[k] = tuple(kwargs[k])
+    method = kwargs.pop("method", "process")
     code = 0
     try:
-        print("RESULT " + json.dumps(run(config, **kwargs)))
+        result = run_ab(config, **kwargs) if method == "ab" else run(config, **kwargs)
+        print("RESULT " + json.dumps(result))
     except BaseException:
         traceback.print_exc()
         code = 1

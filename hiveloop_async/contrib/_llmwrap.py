@@ -118,14 +118,6 @@ class Call:
 Feed = Callable[[Call, Any], bool]
 
 
-def _feed(feed: Feed, call: Call, item: Any) -> bool:
-    try:
-        return feed(call, item)
-    except Exception as exc:
-        log_once("stream feed", exc)
-        return False
-
-
 class SyncStream:
     """Wraps a provider's sync stream: iterate it, ``close()`` it or use it in ``with``.
 
@@ -142,8 +134,11 @@ class SyncStream:
         call, feed = self._hl_call, self._hl_feed
         try:
             for item in self._hl_stream:
-                if _feed(feed, call, item):
-                    continue
+                try:  # inlined (no call per chunk); a feed bug never stops the stream
+                    if feed(call, item):
+                        continue
+                except Exception as exc:
+                    log_once("stream feed", exc)
                 yield item
         except GeneratorExit:
             call.end(early=True)
@@ -193,8 +188,11 @@ class AsyncStream:
         call, feed = self._hl_call, self._hl_feed
         try:
             async for item in self._hl_stream:
-                if _feed(feed, call, item):
-                    continue
+                try:  # inlined (no call per chunk); a feed bug never stops the stream
+                    if feed(call, item):
+                        continue
+                except Exception as exc:
+                    log_once("stream feed", exc)
                 yield item
         except GeneratorExit:
             call.end(early=True)

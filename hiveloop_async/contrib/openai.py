@@ -252,21 +252,29 @@ def _read_chat(call: Call, resp: Any) -> None:
 
 
 def _feed_chat(call: Call, chunk: Any) -> bool:
-    model = getattr(chunk, "model", None)
-    if model:
-        call.model = model
-    usage = getattr(chunk, "usage", None)
-    if usage is not None:
-        _usage_chat(call, usage)
+    # Once per chunk (50 times for a 50-chunk stream): attribute reads only, no call unless
+    # the chunk carries something.
     choices = chunk.choices
     if not choices:
-        return usage is not None and call.hide
+        usage = chunk.usage
+        if usage is None:
+            return False
+        _usage_chat(call, usage)
+        model = chunk.model
+        if model:
+            call.model = model
+        return call.hide
+    if call.ttft_ms is None:
+        model = chunk.model
+        if model:
+            call.model = model
     choice = choices[0]
     delta = choice.delta
     if delta is not None:
         content = delta.content
         if content:
-            call.first_token()
+            if call.ttft_ms is None:
+                call.first_token()
             call.add_text(content)
         tool_calls = delta.tool_calls
         if tool_calls:
@@ -276,8 +284,15 @@ def _feed_chat(call: Call, chunk: Any) -> bool:
                 if tc.id:
                     fn = getattr(tc, "function", None)
                     known.append({"id": tc.id, "name": getattr(fn, "name", None)})
-    if choice.finish_reason:
-        call.meta["finish_reason"] = choice.finish_reason
+    finish = choice.finish_reason
+    if finish:
+        call.meta["finish_reason"] = finish
+        model = chunk.model
+        if model:
+            call.model = model
+    usage = chunk.usage
+    if usage is not None:
+        _usage_chat(call, usage)
     return False
 
 
