@@ -120,10 +120,11 @@ bench-safety: $(STAMP)
 	$(BIN)/python -m benchmarks.safety
 
 .PHONY: bench-llm bench-web
-# Added cost per OpenAI call (process CPU incl. exporter threads and a final flush, and wall
-# time) of contrib.openai.instrument, Langfuse's langfuse.openai and LangSmith's wrap_openai vs
-# the bare client, sync and async, plain and 50-chunk streams, on the fake server, each peer
-# exporting to the local sink (counted). Peers go into benchmarks/.llm-peers-venv on first
+# Added CPU per OpenAI call of contrib.openai.instrument, Langfuse's langfuse.openai and
+# LangSmith's wrap_openai vs a bare client in the same process (blocks of calls alternated,
+# per-thread CPU clocks, each block ending with its SDK's flush), sync and async, plain and
+# 50-chunk streams, on the fake server, each peer exporting to the local sink (counted);
+# `--method process` is the earlier whole-process method. Peers go into benchmarks/.llm-peers-venv on first
 # use (about a minute); `python -m benchmarks.llm --skip-peers` runs bare and ours only.
 bench-llm: $(STAMP)
 	$(BIN)/python -m benchmarks.llm
