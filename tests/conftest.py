@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,12 @@ import hiveloop_async
 from hiveloop_async import Agent, HiveBoard, _api, _client, _internal, _queue
 from hiveloop_async._context import current_scope
 from hiveloop_async.testing import EventCapture, capture_events
+
+# A run started in the background of a non-interactive shell inherits SIGINT ignored, and so
+# would every subprocess a test interrupts with Ctrl-C (the tail, the demo): they would never
+# see it. A handler, unlike SIG_IGN, is reset to the default in an exec'd child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
