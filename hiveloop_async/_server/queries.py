@@ -151,16 +151,12 @@ class CursorCache:
         self._positions.clear()
 
 
-def _no_tasks(task_id: str) -> int | None:
-    """The ``task_number`` of a store that numbers no task."""
-    return None
-
-
 def list_events(
     conn: sqlite3.Connection,
     query: EventQuery,
     cursors: CursorCache | None = None,
-    task_number: Callable[[str], int | None] = _no_tasks,
+    *,
+    task_number: Callable[[str], int | None],
 ) -> dict[str, Any]:
     """``GET /v1/events``: ``{"data": [...], "pagination": {"cursor", "has_more"}}``.
 
@@ -353,7 +349,7 @@ def task_timeline(
     task_id: str,
     *,
     action_tree: bool = True,
-    task_number: Callable[[str], int | None] = _no_tasks,
+    task_number: Callable[[str], int | None],
 ) -> dict[str, Any] | None:
     """``GET /v1/tasks/{task_id}/timeline``, or None when the task has no events.
 
@@ -553,7 +549,8 @@ def list_llm_calls(
     conn: sqlite3.Connection,
     query: LlmCallQuery,
     cursors: CursorCache | None = None,
-    task_number: Callable[[str], int | None] = _no_tasks,
+    *,
+    task_number: Callable[[str], int | None],
 ) -> dict[str, Any]:
     """``GET /v1/llm-calls``: HiveBoard's LLM call records, newest first, with page totals.
 
@@ -561,16 +558,14 @@ def list_llm_calls(
     (``task_number`` is as for :func:`list_events`).
     """
     cursors = cursors if cursors is not None else CursorCache()
-    before = None
     task_no = task_number(query.task_id) if query.task_id else None
-    if query.cursor or (query.task_id and task_no is None):
-        before = cursors.find(conn, query.cursor) if query.cursor else None
-        if before is None:
-            return {
-                "data": [],
-                "pagination": {"cursor": None, "has_more": False},
-                "totals": {"cost": 0, "tokens_in": 0, "tokens_out": 0, "call_count": 0},
-            }
+    before = cursors.find(conn, query.cursor) if query.cursor else None
+    if (query.task_id and task_no is None) or (query.cursor and before is None):
+        return {
+            "data": [],
+            "pagination": {"cursor": None, "has_more": False},
+            "totals": {"cost": 0, "tokens_in": 0, "tokens_out": 0, "call_count": 0},
+        }
     records: list[dict[str, Any]] = []
     last: tuple[str, int] | None = None
     has_more = False

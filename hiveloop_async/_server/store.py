@@ -542,7 +542,9 @@ class Store:
     async def list_events(self, query: queries.EventQuery) -> dict[str, Any]:
         """``GET /v1/events`` (see :func:`queries.list_events`); does not block the loop."""
         return await self.call(
-            lambda conn: queries.list_events(conn, query, self._cursors, self._summaries.number)
+            lambda conn: queries.list_events(
+                conn, query, self._cursors, task_number=self._summaries.number
+            )
         )
 
     async def list_tasks(self, query: queries.TaskQuery) -> dict[str, Any]:
@@ -570,7 +572,9 @@ class Store:
     async def list_llm_calls(self, query: queries.LlmCallQuery) -> dict[str, Any]:
         """``GET /v1/llm-calls``; does not block the loop."""
         return await self.call(
-            lambda conn: queries.list_llm_calls(conn, query, self._cursors, self._summaries.number)
+            lambda conn: queries.list_llm_calls(
+                conn, query, self._cursors, task_number=self._summaries.number
+            )
         )
 
     async def cost_summary(

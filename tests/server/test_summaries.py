@@ -92,6 +92,16 @@ INSERT INTO tasks VALUES ('stale', '2020-01-01T00:00:00Z', 1, 99);
 """
 
 
+def _rewrite(path: Path, *statements: str) -> None:
+    """Run ``statements`` on a closed store's file: the layout an older version left."""
+    conn = sqlite3.connect(path)
+    try:
+        for statement in statements:
+            conn.executescript(statement)
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("layout", ["no summaries", "summaries by task id"])
 async def test_an_older_database_gets_its_summaries_rebuilt(tmp_path: Path, layout: str) -> None:
     path = tmp_path / "events.db"
@@ -108,14 +118,7 @@ async def test_an_older_database_gets_its_summaries_rebuilt(tmp_path: Path, layo
     await store.aclose()
     assert [t["task_id"] for t in expected] == ["t2", "t1"]
 
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("DROP TABLE tasks")
-        if layout == "summaries by task id":
-            conn.executescript(_OLD_TASKS)
-        conn.commit()
-    finally:
-        conn.close()
+    _rewrite(path, "DROP TABLE tasks", *([_OLD_TASKS] if layout == "summaries by task id" else []))
 
     store = Store(path)
     try:
@@ -143,16 +146,13 @@ async def test_events_written_before_task_numbers_get_numbered(
     )
     await store.aclose()
 
-    conn = sqlite3.connect(path)  # the layout before events carried a task number
-    try:
-        conn.execute("DROP INDEX events_task_no")
-        conn.execute("ALTER TABLE events DROP COLUMN task_no")
-        conn.execute("CREATE INDEX events_task ON events(task_id) WHERE task_id IS NOT NULL")
-        if summaries == "missing":
-            conn.execute("DROP TABLE tasks")
-        conn.commit()
-    finally:
-        conn.close()
+    _rewrite(  # the layout before events carried a task number
+        path,
+        "DROP INDEX events_task_no",
+        "ALTER TABLE events DROP COLUMN task_no",
+        "CREATE INDEX events_task ON events(task_id) WHERE task_id IS NOT NULL",
+        *(["DROP TABLE tasks"] if summaries == "missing" else []),
+    )
 
     store = Store(path)
     try:
@@ -194,13 +194,8 @@ async def test_rebuilt_summaries_renumber_the_events(tmp_path: Path) -> None:
     await _insert(store, event("task_started", task_id="t2"))
     await store.aclose()
 
-    conn = sqlite3.connect(path)  # numbers the rebuild will not give again (e.g. after gaps)
-    try:
-        conn.execute("UPDATE events SET task_no = task_no + 100")
-        conn.execute("DROP TABLE tasks")
-        conn.commit()
-    finally:
-        conn.close()
+    # Numbers the rebuild will not give again (e.g. after gaps).
+    _rewrite(path, "UPDATE events SET task_no = task_no + 100", "DROP TABLE tasks")
 
     store = Store(path)
     try:
