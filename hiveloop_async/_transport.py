@@ -143,7 +143,7 @@ class Engine:
         self._batches_out: MemoryObjectSendStream[tuple[int, _Batch]] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._url: URL | None = None
-        self._encoder = RecordEncoder()
+        self._encoder = RecordEncoder(scrubber if before_send is None else None)
         self._envelopes: dict[str, tuple[dict[str, Any], bytes]] = {}
         self._heartbeats: set[str] = set()
         self._batch_seq = 0
@@ -437,7 +437,7 @@ class Engine:
     async def _drain(self) -> None:
         """Take, encode and batch everything queued; dispatch the batches to the workers."""
         queue = self.queue
-        encode = self._encoder.encode
+        encode = self._encoder.encode_checked
         self._encoder.recalibrate()
         batcher: Batcher[Agent] = Batcher(self.settings.batch_size)
         max_event = Batcher.MAX_EVENT_BYTES
@@ -483,7 +483,7 @@ class Engine:
                         if out is None:
                             settle(1, None)
                             continue
-                        agent, data = out
+                        agent, data, clean = out
                     except Exception:
                         internal_error("serialize")
                         settle(1, "serialization")
@@ -500,7 +500,11 @@ class Engine:
                             continue
                         data = filtered
                     elif scrubber is not None:
-                        if otlp is None or sampler is not None:
+                        if clean:  # the encoder's verdict: scrubbing would change nothing
+                            scrubber.count_clean()
+                            if otlp is not None and sampler is None:
+                                event = orjson.loads(data)
+                        elif otlp is None or sampler is not None:
                             data = scrubber.scrub_encoded(data)[0]
                         else:  # the scrubbed dict goes to the span assembler: decoded once
                             data, event, _ = scrubber.scrub_decoding(data)
