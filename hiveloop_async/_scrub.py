@@ -353,8 +353,8 @@ class Scrubber:
                         continue
                     s, found = self._value_re.subn(self._replace, s)
                     break
-            if not found and size <= _CLEAN_CACHE_LEN and len(self._clean) < _CLEAN_CACHE_SIZE:
-                self._clean.add(s)  # names, summaries and ids repeat from event to event
+            if not found and size <= _CLEAN_CACHE_LEN:
+                self._remember_clean(s)  # names, summaries and ids repeat from event to event
         for name, regex in self._extra:
             s, n = regex.subn(self._extra_markers[name], s)
             if n:
@@ -383,9 +383,17 @@ class Scrubber:
                 if self._value_re.search(s) is not None:
                     return False
                 break
-        if len(s) <= _CLEAN_CACHE_LEN and len(self._clean) < _CLEAN_CACHE_SIZE:
-            self._clean.add(s)
+        if len(s) <= _CLEAN_CACHE_LEN:
+            self._remember_clean(s)
         return True
+
+    def _remember_clean(self, s: str) -> None:
+        """Remember a clean string; a full cache starts over (one-off strings such as
+        request ids and their summaries would otherwise fill it for good)."""
+        clean = self._clean
+        if len(clean) >= _CLEAN_CACHE_SIZE:
+            clean.clear()
+        clean.add(s)
 
     def _clean_dict(self, value: dict[Any, Any], depth: int) -> bool:
         """:meth:`_dict` as a verdict: True when it would replace nothing (plain data only)."""

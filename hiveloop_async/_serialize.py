@@ -126,13 +126,27 @@ class RecordEncoder:
         """The task's wire fields as a JSON fragment (``"task_id":"t1",...,``), cached."""
         fields = task._fields
         if fields is None:
-            fields = "".join(
-                f'"{key}":{_jstr(_as_str(value))},'
-                for key in _TASK_KEYS
-                if (value := getattr(task, key)) is not None
-            )
-            task._fields = fields
+            check = self._check
+            text_fields = self._text_fields
+            verdict = True
+            parts = []
+            for key in _TASK_KEYS:
+                value = getattr(task, key)
+                if value is None:
+                    continue
+                text = _as_str(value)
+                parts.append(f'"{key}":{_jstr(text)},')
+                if check is not None and verdict and key in text_fields:
+                    verdict = check.clean_text(_utf8_safe(text))  # as sent (see _jstr)
+            fields = task._fields = "".join(parts)
+            if check is not None:
+                self._remember_fields(fields, verdict)
         return fields
+
+    def _remember_fields(self, fields: str, verdict: bool) -> None:
+        if len(self._fields_clean) >= _MAX_VERDICTS:
+            self._fields_clean.clear()
+        self._fields_clean[fields] = verdict
 
     def encode(self, rec: Any) -> tuple[Agent, bytes] | None:
         """Return ``(agent, event JSON)`` for one queued record, or None for a non-event.
@@ -181,9 +195,7 @@ class RecordEncoder:
                 for name in self._text_fields
                 if type(value := sent.get(name)) is str
             )
-            if len(self._fields_clean) >= _MAX_VERDICTS:
-                self._fields_clean.clear()
-            self._fields_clean[fields] = verdict
+            self._remember_fields(fields, verdict)
         return verdict
 
     def _action_clean(self, s: ActionScope) -> bool:
