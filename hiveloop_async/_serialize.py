@@ -167,6 +167,12 @@ class RecordEncoder:
             return self._event(rec)
         return None
 
+    @property
+    def gives_verdicts(self) -> bool:
+        """True when :meth:`encode_checked` can find events clean (a scrubber with exact
+        verdicts was given); False when it always says "not known clean"."""
+        return self._check is not None
+
     def encode_checked(self, rec: Any) -> tuple[Agent, bytes, bool] | None:
         """:meth:`encode`, also giving the scrubber's verdict: True when scrubbing the
         returned JSON would replace nothing (then ``Scrubber.scrub_encoded`` would return

@@ -288,6 +288,9 @@ def test_common_sdk_events_are_clean_without_copies_or_decoding() -> None:
             verdicts.append(out[2])
         assert verdicts == [True] * 7
         assert orjson.dumps(args) == before
+        assert enc.gives_verdicts
+        assert not RecordEncoder().gives_verdicts
+        assert not RecordEncoder(Scrubber(extra_patterns={"t": "TK-[0-9]+"})).gives_verdicts
         # A plain encoder (no scrubber) gives no verdict.
         assert RecordEncoder().encode_checked(cap._records[0][1]) is not None
         cap._records[0][1].opened = False
