@@ -18,6 +18,7 @@ import gc
 import io
 import pstats
 import random
+import statistics
 import sys
 import time
 from collections import deque
@@ -307,12 +308,89 @@ def sender(endpoint: str, blocks: int = 50_000) -> dict[str, Any]:
         lambda k: [build_body(b"{}", datas[j : j + 100]) for j in range(0, k, 100)], n, repeat=3
     )
     hb.shutdown(0.2)
+    out["scrub_us_per_event"] = scrub_paths()
     out["encode_us_per_event"] = {
         "record -> wire form (RecordEncoder)": round(enc_us, 3),
         "wire dict -> JSON (encode_event; 0 if the encoder made bytes)": round(dump_us, 3),
         "join into bodies of 100": round(join_us, 3),
         "bytes per event": round(sum(len(d) for d in datas) / n),
     }
+    return out
+
+
+def _scrub_records(n: int) -> dict[str, list[tuple[bool, Any]]]:
+    """Records by kind, as (ended, record): a web request's task events, LLM calls, actions."""
+    from hiveloop_async.testing import capture_events
+
+    hb = hl.HiveBoard(api_key="hb_bench", enabled=False)
+    agent = hb.agent("bench", heartbeat_interval=0)
+    with capture_events() as cap:
+        for i in range(n):
+            with agent.task(f"0f8c1a2b3c4d5e6f7a8b9c0d{i:08x}", type="GET /items/{id}") as t:
+                t.llm_call(
+                    "chat",
+                    "gpt-4o-mini",
+                    tokens_in=120,
+                    tokens_out=40,
+                    cost=0.0012,
+                    duration_ms=300,
+                    prompt_preview="What is the capital of France? Answer in one word.",
+                    response_preview="Paris",
+                    metadata={"finish_reason": "stop", "ttft_ms": 80},
+                )
+                with agent.track_context("step") as ctx:
+                    ctx.set_payload({"tool": "search", "rows": i, "cached": False})
+                t.complete(payload={"method": "GET", "status_code": 200, "response_bytes": 17})
+    hb.shutdown(0)
+    kinds: dict[str, list[tuple[bool, Any]]] = {"task events": [], "llm_call": [], "actions": []}
+    for ended, rec in cap._records:
+        kind = "llm_call" if type(rec) is tuple else type(rec).__name__
+        kinds[{"Task": "task events", "ActionScope": "actions"}.get(kind, kind)].append(
+            (ended, rec)
+        )
+    return kinds
+
+
+def scrub_paths(n: int = 2000, rounds: int = 9) -> dict[str, dict[str, float]]:
+    """Encode + default scrubbing, µs per event, by record kind: decoding every event and
+    scrubbing the dict (``Scrubber.scrub_encoded``, the sender's path before the verdicts)
+    against the encoder's verdicts (``RecordEncoder.encode_checked``, decoding only events
+    not found clean). Alternated round by round, thread CPU, GC off; medians."""
+    from hiveloop_async._scrub import Scrubber
+
+    out: dict[str, dict[str, float]] = {}
+    checked = hasattr(RecordEncoder, "encode_checked")
+    for kind, recs in _scrub_records(n).items():
+        times: dict[str, list[float]] = {"decode": [], "verdict": []}
+        old_scrub, new_scrub = Scrubber(), Scrubber()
+        old_enc = RecordEncoder()
+        new_enc: Any = RecordEncoder(new_scrub) if checked else None
+        for _ in range(rounds):
+            for path in ("decode", "verdict"):
+                if path == "verdict" and new_enc is None:
+                    continue
+                for ended, rec in recs:  # the same records each round (task fields cached)
+                    if type(rec) is not tuple:
+                        rec.opened = ended
+                with h.gc_disabled():
+                    t0 = time.thread_time_ns()
+                    if path == "decode":
+                        for _, rec in recs:
+                            res = old_enc.encode(rec)
+                            assert res is not None
+                            old_scrub.scrub_encoded(res[1])
+                    else:
+                        for _, rec in recs:
+                            _, data, clean = new_enc.encode_checked(rec)
+                            if clean:
+                                new_scrub.count_clean()
+                            else:
+                                new_scrub.scrub_encoded(data)
+                    times[path].append((time.thread_time_ns() - t0) / len(recs) / 1000)
+        row = {path: round(statistics.median(v), 3) for path, v in times.items() if v}
+        if "verdict" in row:
+            row["ratio"] = round(row["verdict"] / row["decode"], 2)
+        out[kind] = row
     return out
 
 
@@ -403,6 +481,12 @@ def main() -> None:
     w("== sender: µs per event, no network\n")
     for k, v in s["encode_us_per_event"].items():
         w(f"  {k:<48} {v}\n")
+    w("== sender: encode + default scrubbing, µs per event (thread CPU, interleaved medians)\n")
+    w("   decode: every event decoded and scrubbed; verdict: the encoder's verdicts first\n")
+    for k, row in s["scrub_us_per_event"].items():
+        cells = "  ".join(f"{p} {row[p]:6.2f}" for p in ("decode", "verdict") if p in row)
+        ratio = f"  ratio {row['ratio']:.2f}" if "ratio" in row else ""
+        w(f"  {k:<16} {cells}{ratio}\n")
     w(f"== a {b['blocks']:,}-block burst recorded and delivered in loop mode: ")
     w(f"{b['gc_on']['events_per_s']:,} events/s with the GC on ")
     w(f"({b['gc_on']['gc_seconds']} s in {b['gc_on']['collections']} collections, ")

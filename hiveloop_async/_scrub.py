@@ -31,8 +31,14 @@ JSON-like input):
   a secret is replaced by a scrubbed copy, so objects shared with the application stay as
   they were, and a clean event costs no copy at all.
 * :meth:`Scrubber.scrub_encoded` for one event already encoded as JSON bytes (what the
-  sender batches): a C-speed pre-check on the bytes skips events that cannot hold a secret
-  without decoding them; the others are decoded, scrubbed and re-encoded.
+  sender batches): decoded, scrubbed, and re-encoded only when something was replaced.
+
+The sender avoids the decoding for most events: its encoder asks :meth:`Scrubber.clean_payload`
+and :meth:`Scrubber.clean_text` about the values an event is made of (payload, exception
+message, action name, the task's text fields as sent) and passes only the events not found
+clean to :meth:`~Scrubber.scrub_encoded`. A clean verdict is given only for plain JSON data
+(exact dict/list/tuple/str/int/float/bool/None, str keys) encoded as it is, and means exactly
+that scrubbing the encoded event would replace nothing; see ``tests/test_scrub_verdict.py``.
 
 The patterns are compiled once per scrubber; strings shorter than the shortest secret, and
 strings holding none of the literal prefixes the patterns need, skip the regex entirely.
@@ -271,6 +277,45 @@ class Scrubber:
             "by_kind": dict(self.by_kind),
         }
 
+    # -- verdicts without decoding (the sender's fast path) ---------------------------------
+
+    @property
+    def checks_text_fields(self) -> tuple[str, ...] | None:
+        """The top-level fields :meth:`scrub_event` scans, when :meth:`clean_payload` and
+        :meth:`clean_text` give exact verdicts; None when they cannot (extra patterns: the
+        sender then scrubs every event through :meth:`scrub_encoded`)."""
+        return None if self._extra else self._text_fields
+
+    def clean_payload(self, payload: Any) -> bool:
+        """True when :meth:`scrub_event` would replace nothing in an event whose payload is
+        the JSON of ``payload``, and ``payload`` is plain JSON data: an exact ``dict`` with
+        ``str`` keys, holding exact ``dict``/``list``/``tuple``/``str``/``int``/``float``/
+        ``bool``/None only. False otherwise (something to replace, or a value whose JSON
+        form would have to be scanned as sent): the caller then scrubs the encoded event.
+
+        Counts nothing and copies nothing (clean strings are remembered, as scrubbing does);
+        exact only when :attr:`checks_text_fields` is not None. Does not block; never raises.
+        """
+        try:
+            return type(payload) is dict and self._clean_dict(payload, 0)
+        except Exception:
+            return False
+
+    def clean_text(self, value: Any) -> bool:
+        """True when ``value`` is a ``str`` in which :meth:`scrub_event` would replace
+        nothing as a top-level text field (or as a list item). Counts nothing (see
+        :meth:`clean_payload`). Does not block; never raises."""
+        if type(value) is not str:
+            return False
+        if len(value) < _MIN_SECRET_LEN or value in self._clean:
+            return True
+        return self._clean_string(value)
+
+    def count_clean(self) -> None:
+        """Count one event found clean by :meth:`clean_payload` and :meth:`clean_text`
+        without being passed to :meth:`scrub_event` (``stats()["events"]``)."""
+        self.events += 1
+
     # -- internals -----------------------------------------------------------------------
 
     def _key_kind(self, key: Any) -> str | None:
@@ -308,8 +353,8 @@ class Scrubber:
                         continue
                     s, found = self._value_re.subn(self._replace, s)
                     break
-            if not found and size <= _CLEAN_CACHE_LEN and len(self._clean) < _CLEAN_CACHE_SIZE:
-                self._clean.add(s)  # names, summaries and ids repeat from event to event
+            if not found and size <= _CLEAN_CACHE_LEN:
+                self._remember_clean(s)  # names, summaries and ids repeat from event to event
         for name, regex in self._extra:
             s, n = regex.subn(self._extra_markers[name], s)
             if n:
@@ -327,6 +372,82 @@ class Scrubber:
                         return True
                     break
         return any(regex.search(s) is not None for _, regex in self._extra)
+
+    def _clean_string(self, s: str) -> bool:
+        """Built-in patterns only (no extras): whether :meth:`_string` would find nothing."""
+        low = s.lower()
+        for trigger in _VALUE_TRIGGERS:
+            if trigger in low:
+                if trigger == "://" and "@" not in low:
+                    continue
+                if self._value_re.search(s) is not None:
+                    return False
+                break
+        if len(s) <= _CLEAN_CACHE_LEN:
+            self._remember_clean(s)
+        return True
+
+    def _remember_clean(self, s: str) -> None:
+        """Remember a clean string; a full cache starts over (one-off strings such as
+        request ids and their summaries would otherwise fill it for good)."""
+        clean = self._clean
+        if len(clean) >= _CLEAN_CACHE_SIZE:
+            clean.clear()
+        clean.add(s)
+
+    def _clean_dict(self, value: dict[Any, Any], depth: int) -> bool:
+        """:meth:`_dict` as a verdict: True when it would replace nothing (plain data only)."""
+        if depth >= MAX_DEPTH:
+            return False
+        key_cache = self._key_cache
+        clean = self._clean
+        for key, item in value.items():
+            kind = key_cache.get(key)
+            if kind is None:
+                if type(key) is not str:
+                    return False
+                kind = self._key_kind(key)
+                if kind is None:
+                    return False
+            t = type(item)
+            if kind:  # a sensitive key: clean only when its value is None or a bool
+                if item is None or t is bool:
+                    continue
+                return False
+            if t is str:
+                if len(item) < _MIN_SECRET_LEN or item in clean or self._clean_string(item):
+                    continue
+                return False
+            if t is int or t is float or t is bool or item is None:
+                continue
+            if t is dict:
+                if self._clean_dict(item, depth + 1):
+                    continue
+            elif (t is list or t is tuple) and self._clean_list(item, depth + 1):
+                continue
+            return False
+        return True
+
+    def _clean_list(self, value: list[Any] | tuple[Any, ...], depth: int) -> bool:
+        """:meth:`_value` on a list or tuple, as a verdict (plain data only)."""
+        if depth >= MAX_DEPTH:
+            return False
+        clean = self._clean
+        for item in value:
+            t = type(item)
+            if t is str:
+                if len(item) < _MIN_SECRET_LEN or item in clean or self._clean_string(item):
+                    continue
+                return False
+            if t is int or t is float or t is bool or item is None:
+                continue
+            if t is dict:
+                if self._clean_dict(item, depth + 1):
+                    continue
+            elif (t is list or t is tuple) and self._clean_list(item, depth + 1):
+                continue
+            return False
+        return True
 
     def _replace(self, m: re.Match[str]) -> str:
         kind = m.lastgroup or "secret"

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._ids import TimestampFormatter, format_id, new_id_str, wall_offset_ns
+from ._scrub import Scrubber
 from ._task import Task
 from ._track import ActionScope
 from ._wire import (
@@ -87,13 +88,35 @@ def default_severity(event_type: str, payload: Mapping[str, Any] | None) -> str:
     return severity
 
 
-class RecordEncoder:
-    """Turns queued records into wire event dicts. One per sender; not thread-safe."""
+#: Verdicts cached per task fields fragment / action prefix key: at most this many.
+_MAX_VERDICTS = 4096
 
-    def __init__(self) -> None:
+
+class RecordEncoder:
+    """Turns queued records into wire event JSON. One per sender; not thread-safe.
+
+    With a ``scrubber``, :meth:`encode_checked` also says whether the event is clean: the
+    scrubber's verdict on the values the event is made of (its payload, exception message,
+    action name, the task's text fields, as they are sent), so that a clean event needs no
+    decoding to be scrubbed. A scrubber whose verdicts are not exact (extra patterns, text
+    fields other than the task's) gives no verdict: every event is then "not known clean".
+    """
+
+    def __init__(self, scrubber: Scrubber | None = None) -> None:
         self._ts = TimestampFormatter()
         self._offset = wall_offset_ns()
         self._prefixes: dict[Any, str] = {}
+        check: Scrubber | None = None
+        if scrubber is not None:
+            fields = scrubber.checks_text_fields
+            if fields is not None and set(fields) <= set(_TASK_KEYS):
+                check = scrubber
+        self._check = check
+        self._text_fields = () if check is None else tuple(check.checks_text_fields or ())
+        #: The verdict of the event being encoded (see :meth:`encode_checked`).
+        self._clean = False
+        self._fields_clean: dict[str, bool] = {}
+        self._prefix_clean: dict[Any, bool] = {}
 
     def recalibrate(self) -> None:
         """Re-read wall minus monotonic time (follows NTP adjustments between batches)."""
@@ -103,13 +126,27 @@ class RecordEncoder:
         """The task's wire fields as a JSON fragment (``"task_id":"t1",...,``), cached."""
         fields = task._fields
         if fields is None:
-            fields = "".join(
-                f'"{key}":{_jstr(_as_str(value))},'
-                for key in _TASK_KEYS
-                if (value := getattr(task, key)) is not None
-            )
-            task._fields = fields
+            check = self._check
+            text_fields = self._text_fields
+            verdict = True
+            parts = []
+            for key in _TASK_KEYS:
+                value = getattr(task, key)
+                if value is None:
+                    continue
+                text = _as_str(value)
+                parts.append(f'"{key}":{_jstr(text)},')
+                if check is not None and verdict and key in text_fields:
+                    verdict = check.clean_text(_utf8_safe(text))  # as sent (see _jstr)
+            fields = task._fields = "".join(parts)
+            if check is not None:
+                self._remember_fields(fields, verdict)
         return fields
+
+    def _remember_fields(self, fields: str, verdict: bool) -> None:
+        if len(self._fields_clean) >= _MAX_VERDICTS:
+            self._fields_clean.clear()
+        self._fields_clean[fields] = verdict
 
     def encode(self, rec: Any) -> tuple[Agent, bytes] | None:
         """Return ``(agent, event JSON)`` for one queued record, or None for a non-event.
@@ -129,6 +166,67 @@ class RecordEncoder:
         if kind is tuple:
             return self._event(rec)
         return None
+
+    @property
+    def gives_verdicts(self) -> bool:
+        """True when :meth:`encode_checked` can find events clean (a scrubber with exact
+        verdicts was given); False when it always says "not known clean"."""
+        return self._check is not None
+
+    def encode_checked(self, rec: Any) -> tuple[Agent, bytes, bool] | None:
+        """:meth:`encode`, also giving the scrubber's verdict: True when scrubbing the
+        returned JSON would replace nothing (then ``Scrubber.scrub_encoded`` would return
+        it as it is); False when that is not known (scrub it). Always False without a
+        scrubber that gives verdicts. Raises what :meth:`encode` raises.
+        """
+        self._clean = self._check is not None
+        try:
+            out = self.encode(rec)
+            clean = self._clean
+        finally:
+            self._clean = False
+        if out is None:
+            return None
+        return out[0], out[1], clean
+
+    def _task_clean(self, task: Task, fields: str) -> bool:
+        """Whether the task's text fields, as sent (``fields``), hold nothing to replace."""
+        verdict = self._fields_clean.get(fields)
+        if verdict is None:
+            check = self._check
+            assert check is not None
+            sent = orjson.loads(f"{{{fields[:-1]}}}") if fields else {}
+            verdict = all(
+                check.clean_text(value)
+                for name in self._text_fields
+                if type(value := sent.get(name)) is str
+            )
+            self._remember_fields(fields, verdict)
+        return verdict
+
+    def _action_clean(self, s: ActionScope) -> bool:
+        """The verdict on an action's own payload keys (name, function), cached per name."""
+        check = self._check
+        assert check is not None
+        name, function = s.name, s.function
+        if type(name) is not str or (function is not None and type(function) is not str):
+            return check.clean_payload(_action_payload(s))
+        key: Any = name if function is None else (name, function)
+        verdict = self._prefix_clean.get(key)
+        if verdict is None:
+            verdict = check.clean_payload(_action_payload(s))
+            if len(self._prefix_clean) >= _MAX_VERDICTS:
+                self._prefix_clean.clear()
+            self._prefix_clean[key] = verdict
+        return verdict
+
+    def _payload_json(self, payload: dict[str, Any]) -> bytes:
+        """``encode_payload(payload)``, folding the verdict on it into ``_clean``."""
+        data, exact = _encode_payload(payload)
+        check = self._check
+        if check is not None and self._clean:
+            self._clean = exact and check.clean_payload(payload)
+        return data
 
     def encode_phase(self, rec: Any, ended: bool) -> tuple[Agent, bytes] | None:
         """Like :meth:`encode`, with the phase of a scope or task given by the caller."""
@@ -152,6 +250,8 @@ class RecordEncoder:
         else:
             cached = task._fields
             fields = cached if cached is not None else self._task_fields(task)
+            if self._clean:
+                self._clean = self._task_clean(task, fields)
         aid = format_id(s.action_id)
         parent = s.parent
         if parent is not None:
@@ -168,8 +268,10 @@ class RecordEncoder:
                 '"payload":'
             )
             if pre is not None:
+                if self._clean:
+                    self._clean = self._action_clean(s)
                 return s.agent, f"{text}{pre}}}}}".encode()
-            return s.agent, text.encode() + encode_payload(_action_payload(s)) + b"}"
+            return s.agent, text.encode() + self._payload_json(_action_payload(s)) + b"}"
         extra = s.payload
         if s.exc_type is None:
             text = (
@@ -180,6 +282,8 @@ class RecordEncoder:
             pre = self._action_prefix(s.name, s.function)
             if pre is not None:
                 if not extra:
+                    if self._clean:
+                        self._clean = self._action_clean(s)
                     return s.agent, f"{text}{pre}}}}}".encode()
                 if (
                     type(extra) is dict
@@ -189,6 +293,10 @@ class RecordEncoder:
                 ):
                     rest = _json_rest(extra)  # bytes: a large non-ASCII payload is not
                     if rest is not None:  # decoded and encoded again
+                        if self._clean:  # the keys are disjoint: each part on its own
+                            check = self._check
+                            assert check is not None
+                            self._clean = self._action_clean(s) and check.clean_payload(extra)
                         return s.agent, f"{text}{pre},".encode() + rest + b"}"
             payload = _action_payload(s)
         else:
@@ -201,7 +309,7 @@ class RecordEncoder:
             _add_exception(payload, s.exc_type, s.exc_msg)
         if extra:
             _merge(payload, extra)
-        return s.agent, text.encode() + encode_payload(payload) + b"}"
+        return s.agent, text.encode() + self._payload_json(payload) + b"}"
 
     def _action_prefix(self, name: Any, function: Any) -> str | None:
         """The action's own payload as JSON without its closing brace (``{"action_name":"a"``
@@ -235,6 +343,8 @@ class RecordEncoder:
 
     def _task(self, t: Task, ended: bool) -> tuple[Agent, bytes]:
         fields = self._task_fields(t)
+        if self._clean:
+            self._clean = self._task_clean(t, fields)
         if ended:
             if not t.failed:
                 head = '","event_type":"task_completed","severity":"info",'
@@ -259,7 +369,7 @@ class RecordEncoder:
                 f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(t.t0 + self._offset)}'
                 f'","event_type":"task_started","severity":"info",{fields}'
             )
-        return t.agent, _with_payload(text, payload)
+        return t.agent, b'%s"payload":%s}' % (text.encode(), self._payload_json(payload))
 
     def _event(self, rec: tuple[Any, ...]) -> tuple[Agent, bytes]:
         agent, t_ns, event_type, task, action_id, payload, severity, parent = rec
@@ -280,6 +390,8 @@ class RecordEncoder:
         else:
             cached = task._fields
             fields = cached if cached is not None else self._task_fields(task)
+            if self._clean:
+                self._clean = self._task_clean(task, fields)
         aid = "" if action_id is None else f'"action_id":"{format_id(action_id)}",'
         pid = "" if parent is None else f'"parent_event_id":{_jstr(_as_str(parent))},'
         text = (
@@ -288,7 +400,7 @@ class RecordEncoder:
         )
         if payload is None:
             return agent, f"{text[:-1]}}}".encode()
-        return agent, f'{text}"payload":'.encode() + encode_payload(payload) + b"}"
+        return agent, f'{text}"payload":'.encode() + self._payload_json(payload) + b"}"
 
 
 def _jstr(value: str) -> str:
@@ -306,11 +418,6 @@ def _utf8_safe(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "replace").decode("utf-8")
     return text
-
-
-def _with_payload(text: str, payload: dict[str, Any]) -> bytes:
-    """Close an event whose JSON so far is ``text`` (ending with a comma) with its payload."""
-    return b'%s"payload":%s}' % (text.encode(), encode_payload(payload))
 
 
 def _action_payload(s: ActionScope) -> dict[str, Any]:
@@ -481,25 +588,35 @@ def encode_payload(payload: dict[str, Any]) -> bytes:
     The summary is cut to 512 characters; values JSON cannot carry are converted one by
     one; a payload over 32,768 bytes as the server measures it is shrunk (``_truncated``).
     """
+    return _encode_payload(payload)[0]
+
+
+def _encode_payload(payload: dict[str, Any]) -> tuple[bytes, bool]:
+    """:func:`encode_payload`, and whether the JSON is orjson's own of ``payload`` as given
+    (False: the summary was cut, a value converted one by one, or the size measured)."""
+    exact = True
     summary = payload.get("summary")
     if summary is not None and (type(summary) is not str or len(summary) > MAX_SUMMARY_LEN):
         payload = dict(payload)
         payload["summary"] = _as_str(summary, MAX_SUMMARY_LEN)
+        exact = False
     try:
         data = orjson.dumps(payload, default=_default, option=_ORJSON_OPTS)
         safe: Any = None
     except (TypeError, orjson.JSONEncodeError):
         safe = json_safe(payload)
         data = orjson.dumps(safe, option=_ORJSON_OPTS)
+        exact = False
     # ensure_ascii JSON is at most 3x the UTF-8 compact size (6-char escapes for 2-byte
     # characters, 12 for 4-byte ones, one space per separator), so only large payloads
     # need the exact measure.
     if len(data) > _SIZE_CHECKED_ABOVE:
+        exact = False
         if safe is None:
             safe = orjson.loads(data)
         if not _fits(safe):
             data = orjson.dumps(shrink_payload(safe), option=_ORJSON_OPTS)
-    return data
+    return data, exact
 
 
 def encode_envelope(agent: Agent) -> bytes:

@@ -143,7 +143,7 @@ class Engine:
         self._batches_out: MemoryObjectSendStream[tuple[int, _Batch]] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._url: URL | None = None
-        self._encoder = RecordEncoder()
+        self._encoder = RecordEncoder(scrubber if before_send is None else None)
         self._envelopes: dict[str, tuple[dict[str, Any], bytes]] = {}
         self._heartbeats: set[str] = set()
         self._batch_seq = 0
@@ -437,8 +437,12 @@ class Engine:
     async def _drain(self) -> None:
         """Take, encode and batch everything queued; dispatch the batches to the workers."""
         queue = self.queue
-        encode = self._encoder.encode
-        self._encoder.recalibrate()
+        encoder = self._encoder
+        encode = encoder.encode
+        # With a scrubber, the encoder's verdicts spare decoding the clean events; without
+        # one (or with before_send, which decodes every event anyway) there is none to ask.
+        encode_checked = encoder.encode_checked if encoder.gives_verdicts else None
+        encoder.recalibrate()
         batcher: Batcher[Agent] = Batcher(self.settings.batch_size)
         max_event = Batcher.MAX_EVENT_BYTES
         settle = queue.settle
@@ -479,11 +483,19 @@ class Engine:
                     if sampler is not None:
                         closing = type(rec) is not tuple and rec.opened
                     try:
-                        out = encode(rec)
-                        if out is None:
-                            settle(1, None)
-                            continue
-                        agent, data = out
+                        if encode_checked is not None:
+                            checked = encode_checked(rec)
+                            if checked is None:
+                                settle(1, None)
+                                continue
+                            agent, data, clean = checked
+                        else:
+                            out = encode(rec)
+                            if out is None:
+                                settle(1, None)
+                                continue
+                            agent, data = out
+                            clean = False
                     except Exception:
                         internal_error("serialize")
                         settle(1, "serialization")
@@ -500,7 +512,11 @@ class Engine:
                             continue
                         data = filtered
                     elif scrubber is not None:
-                        if otlp is None or sampler is not None:
+                        if clean:  # the encoder's verdict: scrubbing would change nothing
+                            scrubber.count_clean()
+                            if otlp is not None and sampler is None:
+                                event = orjson.loads(data)
+                        elif otlp is None or sampler is not None:
                             data = scrubber.scrub_encoded(data)[0]
                         else:  # the scrubbed dict goes to the span assembler: decoded once
                             data, event, _ = scrubber.scrub_decoding(data)
