@@ -477,8 +477,28 @@ class SpanAssembler:
 
     def add(self, envelope: Mapping[str, Any], event: Mapping[str, Any]) -> list[Span]:
         """Consume one wire event of the agent ``envelope``; return the spans it finished."""
-        try:
-            return self._add(envelope, event)
+        try:  # the dispatch inline: one call less per event
+            ev = event
+            event_type = ev.get("event_type")
+            if type(event_type) is not str:
+                self.stats.malformed += 1
+                return []
+            payload = ev.get("payload")
+            # type() first: an ABC's isinstance() is a Python call (~0.1 µs), several per event
+            payload = payload if (type(payload) is dict or isinstance(payload, Mapping)) else {}
+            if event_type == "action_started":
+                self._action_started(envelope, ev, payload)
+                return []
+            if event_type == "action_completed" or event_type == "action_failed":
+                return [self._action_ended(envelope, ev, payload, event_type == "action_failed")]
+            if event_type == "task_started":
+                self._task_started(envelope, ev, payload)
+                return []
+            if event_type == "task_completed" or event_type == "task_failed":
+                return [self._task_ended(envelope, ev, payload, event_type == "task_failed")]
+            if event_type == "custom" and payload.get("kind") == "llm_call":
+                return [self._llm_call(envelope, ev, payload)]
+            return self._other(envelope, ev, event_type, payload)
         except Exception:  # a malformed event must never stop the rest
             self.stats.malformed += 1
             return []
@@ -506,28 +526,6 @@ class SpanAssembler:
         return spans
 
     # -- dispatch ----------------------------------------------------------------------------
-
-    def _add(self, envelope: Mapping[str, Any], ev: Mapping[str, Any]) -> list[Span]:
-        event_type = ev.get("event_type")
-        if type(event_type) is not str:
-            self.stats.malformed += 1
-            return []
-        payload = ev.get("payload")
-        # type() first: an ABC's isinstance() is a Python call (~0.1 µs), several per event
-        payload = payload if (type(payload) is dict or isinstance(payload, Mapping)) else {}
-        if event_type == "action_started":
-            self._action_started(envelope, ev, payload)
-            return []
-        if event_type == "action_completed" or event_type == "action_failed":
-            return [self._action_ended(envelope, ev, payload, event_type == "action_failed")]
-        if event_type == "task_started":
-            self._task_started(envelope, ev, payload)
-            return []
-        if event_type == "task_completed" or event_type == "task_failed":
-            return [self._task_ended(envelope, ev, payload, event_type == "task_failed")]
-        if event_type == "custom" and payload.get("kind") == "llm_call":
-            return [self._llm_call(envelope, ev, payload)]
-        return self._other(envelope, ev, event_type, payload)
 
     # -- ids and resources -------------------------------------------------------------------
 
@@ -638,14 +636,15 @@ class SpanAssembler:
         known = self._runs.get(run_id)
         if known is not None:  # a run seen before keeps its first trace
             trace_id, parent = known
+        # positional, in the fields' order (keywords cost ~0.25 µs more per span)
         span = Span(
-            trace_id=trace_id,
-            span_id=_span_id(run_id),
-            parent_span_id=parent,
-            name=f"invoke_agent {agent_id}",
-            kind=KIND_INTERNAL,
-            start_ns=parse_timestamp(ev.get("timestamp"), time.time_ns()),
-            resource=self._resource(envelope, agent_id),
+            trace_id,
+            _span_id(run_id),
+            parent,
+            f"invoke_agent {agent_id}",
+            KIND_INTERNAL,
+            parse_timestamp(ev.get("timestamp"), time.time_ns()),
+            self._resource(envelope, agent_id),
         )
         get = ev.get
         raw = {
@@ -724,13 +723,13 @@ class SpanAssembler:
         name = payload.get("action_name")
         name = name if isinstance(name, str) and name else "action"
         span = Span(
-            trace_id=trace_id,
-            span_id=_span_id(action_id),
-            parent_span_id=parent,
-            name=name,
-            kind=KIND_INTERNAL,
-            start_ns=parse_timestamp(ev.get("timestamp"), time.time_ns()),
-            resource=self._resource(envelope, self._agent_id(envelope, ev)),
+            trace_id,
+            _span_id(action_id),
+            parent,
+            name,
+            KIND_INTERNAL,
+            parse_timestamp(ev.get("timestamp"), time.time_ns()),
+            self._resource(envelope, self._agent_id(envelope, ev)),
         )
         raw = {
             "hiveloop.action.name": name,
@@ -848,13 +847,13 @@ class SpanAssembler:
             duration_ns = int(duration * 1_000_000)
         agent_id = self._agent_id(envelope, ev)
         span = Span(
-            trace_id=trace_id,
-            span_id=_span_id(event_id),
-            parent_span_id=parent,
-            name=f"chat {model}",
-            kind=KIND_CLIENT,
-            start_ns=end_ns - duration_ns,
-            resource=self._resource(envelope, agent_id),
+            trace_id,
+            _span_id(event_id),
+            parent,
+            f"chat {model}",
+            KIND_CLIENT,
+            end_ns - duration_ns,
+            self._resource(envelope, agent_id),
         )
         lim = self.limits
         tokens_in = data.get("tokens_in")
