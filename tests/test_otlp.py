@@ -858,3 +858,47 @@ def test_spans_of_two_agents_and_a_replaced_envelope_get_their_own_resource() ->
     assert [s["resource"]["service.name"] for s in decoded(spans)] == [
         "a", "a", "a", "b", "c", "a", "a",
     ]  # fmt: skip
+
+
+def test_otlp_json_attributes_decode_like_protobuf_for_every_value_shape() -> None:
+    """OTLP/JSON's attribute lists are written as JSON text directly: every AnyValue type,
+    escapes, unicode, an empty key, int64 bounds and arrays, on a span, its event, its link
+    and its resource, decode (``json_format``) to the request the protobuf bytes give."""
+    from hiveloop_async._otlp import Link, Resource, SpanEvent
+
+    attrs: dict[str, Any] = {
+        "s": 'quote " backslash \\ newline \n tab \t nul \x00',
+        "unicode": "héllo → 世界 \u2028",
+        "": "empty key",
+        'k"ey': "x",
+        "empty": "",
+        "t": True,
+        "f": False,
+        "zero": 0,
+        "min": -(2**63),
+        "max": 2**63 - 1,
+        "pi": 3.25,
+        "tiny": 5e-324,
+        "strs": ["a", "", "é"],
+        "ints": [1, -2, 2**40],
+        "bools": [True, False],
+        "floats": [1.5, -2.0],
+    }
+    res = Resource({"service.name": "a", "n": 7, **attrs})
+    one = Span(
+        trace_id="0af7651916cd43dd8448eb211c80319c", span_id="b7ad6b7169203331",
+        parent_span_id=None, name="n", kind=1, start_ns=1, resource=res, attributes=attrs,
+        end_ns=2, events=[SpanEvent("e", 7, dict(attrs))],
+        links=[Link("0af7651916cd43dd8448eb211c80319d", "b7ad6b7169203332", dict(attrs))],
+    )  # fmt: skip
+    bare = Span(
+        trace_id="1" * 32, span_id="2" * 16, parent_span_id=None, name="b", kind=1,
+        start_ns=1, resource=Resource({"service.name": "b"}), end_ns=2,
+    )  # fmt: skip
+    for spans in ([one], [bare], [one, bare, one]):
+        from_json = decode_json(encode_json(spans))
+        assert from_json == ExportTraceServiceRequest.FromString(encode_protobuf(spans))
+    decoded_span = decode_json(encode_json([one])).resource_spans[0].scope_spans[0].spans[0]
+    assert _attrs(decoded_span.attributes) == attrs
+    assert _attrs(decoded_span.events[0].attributes) == attrs
+    assert _attrs(decoded_span.links[0].attributes) == attrs
