@@ -27,6 +27,13 @@ and per span (process CPU minus the recording loop's, divided by what was delive
 end-to-end throughput (spans delivered per second of wall time, from the first record to
 the sink's last counted request). Standard library only at import time (the OTel worker
 runs in the peers' venv).
+
+``python -m benchmarks.otlp --stages``: where ours-otlp's sender CPU goes, per span: the
+same burst with the sender's stages wrapped (HiveBoard wire JSON, scrubbing, span assembly
+with the pipeline's lock, OTLP encoding), each timed with ``time.thread_time`` on the
+sender thread, against the sender thread's own CPU clock; the wrappers' own cost is
+measured and shown. With ``BENCH_OTLP_BASELINE`` the baseline's package runs too,
+alternated process by process (``BENCH_OTLP_ROUNDS`` rounds, medians).
 """
 
 from __future__ import annotations
@@ -169,8 +176,120 @@ def _worker_otel(url: str, tasks: int) -> dict[str, Any]:
     }
 
 
+def _worker_stages(url: str, tasks: int) -> dict[str, Any]:
+    """ours-otlp with the sender's stages timed (see the module docstring)."""
+    code = os.environ.get("BENCH_OTLP_CODE")
+    if code:
+        sys.path.insert(0, code)
+    import threading
+
+    import hiveloop_async as hl
+    from hiveloop_async import _otlp_sender, _scrub, _serialize
+    from hiveloop_async._otlp import _pipeline
+
+    spent: dict[str, float] = {}
+    clock = time.thread_time
+
+    def wrap(owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = clock()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + clock() - t0
+
+        setattr(owner, name, timed)
+
+    wrap(_serialize.RecordEncoder, "encode", "wire_json")
+    wrap(_scrub.Scrubber, "scrub_decoding", "scrub")
+    wrap(_pipeline.SpanPipeline, "feed_event", "assembly")
+    wrap(_otlp_sender, "encode", "otlp_encoding")
+
+    def nothing() -> None:
+        pass
+
+    n_calls = 30_000
+    t0 = clock()
+    for _ in range(n_calls):
+        t1 = clock()
+        try:
+            nothing()
+        finally:
+            spent["_calibration"] = clock() - t1
+    per_wrap = (clock() - t0) / n_calls
+    spent.clear()
+    hb = hl.HiveBoard(
+        otlp_endpoint=url,
+        otlp_protocol="http/protobuf",
+        flush_interval=0.2,
+        max_queue_size=tasks * EVENTS_PER_TASK * 2,
+    )
+    agent = hb.agent("bench", heartbeat_interval=0)
+    hb.flush(timeout=5)
+    sender = next(t for t in threading.enumerate() if t.name.endswith(".sender"))
+    assert sender.ident is not None
+    cpu_clock = time.pthread_getcpuclockid(sender.ident)
+    spent.clear()
+    cpu0 = time.clock_gettime(cpu_clock)
+    tool = hl.tool_payload(args={"q": "acme"}, result="3 rows", tool_category="db")
+    for i in range(tasks):
+        with agent.task(f"t{i}", project="bench") as task:
+            with agent.track_context("plan") as plan:
+                with agent.track_context("search") as search:
+                    search.set_payload(tool)
+                plan.set_payload({"step": i})
+            task.llm_call("think", "gpt-4o", tokens_in=120, tokens_out=40, duration_ms=5)
+    hb.flush(timeout=300)
+    sender_cpu = time.clock_gettime(cpu_clock) - cpu0
+    spans = hb.stats()["otlp"]
+    hb.shutdown(timeout=5)
+    n = max(1, 0 if spans is None else spans["sent"])
+    wrapped_calls = tasks * EVENTS_PER_TASK * 3  # encode, scrub, feed per event
+    out = {k: round(v / n * 1e6, 2) for k, v in spent.items() if not k.startswith("_")}
+    out["wrappers"] = round(per_wrap * wrapped_calls / n * 1e6, 2)
+    out["sender_thread"] = round(sender_cpu / n * 1e6, 2)
+    out["rest"] = round(
+        out["sender_thread"] - sum(v for k, v in out.items() if k != "sender_thread"), 2
+    )
+    return out
+
+
+def _stages_main() -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.sink import Sink
+
+    tasks = int(os.environ.get("BENCH_OTLP_TASKS", TASKS))
+    rounds = max(1, int(os.environ.get("BENCH_OTLP_ROUNDS", "3")))
+    base_ref = os.environ.get("BENCH_OTLP_BASELINE") or None
+    kinds = (["base-stages"] if base_ref else []) + ["ours-stages"]
+    per_kind: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+    with tempfile.TemporaryDirectory() as tmp, Sink("ok") as sink:
+        base_code = _baseline(base_ref, tmp) if base_ref else None
+        for rnd in range(rounds):
+            for kind in kinds:
+                sink.reset()
+                code = base_code if kind.startswith("base-") else None
+                fig = _run(sys.executable, kind, sink.url, tasks, code)
+                per_kind[kind].append(fig)
+                sys.stderr.write(f"round {rnd + 1}/{rounds} {kind} " + json.dumps(fig) + "\n")
+    cols = ("wire_json", "scrub", "assembly", "otlp_encoding", "wrappers", "rest", "sender_thread")
+    title = f"sender CPU µs/span by stage, {tasks:,} tasks, {rounds} round(s), medians"
+    lines = [title + (f"; base = {base_ref}" if base_ref else ""), ""]
+    lines.append(f"{'config':<12}" + "".join(f"{c:>15}" for c in cols))
+    for kind in kinds:
+        figs = per_kind[kind]
+        cells = [statistics.median(f.get(c, 0.0) for f in figs) for c in cols]
+        lines.append(f"{kind:<12}" + "".join(f"{c:>15.2f}" for c in cells))
+    print("\n".join(lines))
+
+
 def _worker(argv: list[str]) -> None:
     kind, url, tasks = argv[0], argv[1], int(argv[2])
+    if kind.endswith("-stages"):
+        sys.stdout.write("RESULT " + json.dumps(_worker_stages(url, tasks)) + "\n")
+        return
     if kind == "otel":
         out = _worker_otel(url, tasks)
     else:
@@ -260,6 +379,9 @@ def _median(figs: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         _worker(sys.argv[2:])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--stages":
+        _stages_main()
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--table":  # otlp.txt again from otlp.json
         out = ROOT / "benchmarks" / "results"

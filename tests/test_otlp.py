@@ -787,3 +787,118 @@ def test_what_makes_an_action_a_tool() -> None:
     assert is_tool_action({"gen_ai.operation.name": "execute_tool"})
     assert not is_tool_action({"result_preview": "x", "sources": 3})
     assert not is_tool_action({})
+
+
+def test_hand_rolled_protobuf_at_every_short_length_and_small_int() -> None:
+    """The encoder's precomputed attribute heads (one-byte lengths, ints 0..127) agree with
+    the official classes on both sides of every boundary: string values of 0 to 130 UTF-8
+    bytes (ASCII and multi-byte) under keys of 1 to 126 bytes, and ints around 127."""
+    from hiveloop_async._otlp import Resource
+
+    res = Resource({"service.name": "s"})
+    spans = []
+    for key_len in (1, 20, 60, 118, 119, 120, 121, 122, 126):
+        key = "k" * key_len
+        attrs: dict[str, Any] = {}
+        for n in range(131):
+            attrs[f"{key}.{n}"] = "v" * n
+        attrs[f"{key}.é"] = "é" * 61  # 122 bytes in 61 characters
+        for i in (0, 1, 126, 127, 128, 129, 300, 16_383, 16_384, -1):
+            attrs[f"{key}.i{i}"] = i
+        attrs[key] = True  # a bool is not an int here
+        one = Span(
+            trace_id="5" * 32, span_id="6" * 16, parent_span_id=None, name="x", kind=1,
+            start_ns=1, resource=res, attributes=attrs, end_ns=2,
+        )  # fmt: skip
+        spans.append(one)
+    body = encode_protobuf(spans)
+    assert body == encode_protobuf_official(spans)
+    (rs,) = ExportTraceServiceRequest.FromString(body).resource_spans
+    decoded_attrs = [_attrs(s.attributes) for s in rs.scope_spans[0].spans]
+    assert decoded_attrs == [s.attributes for s in spans]
+
+
+def test_spans_of_two_agents_and_a_replaced_envelope_get_their_own_resource() -> None:
+    """The resource is remembered for the last envelope object: another agent's events in
+    between, an event naming its own agent, and an agent's new envelope (metadata changed)
+    each get the resource their envelope says."""
+    ts = "2026-12-07T10:00:00.000Z"
+
+    def llm(n: int, agent: str | None = None) -> dict[str, Any]:
+        ev: dict[str, Any] = {
+            "event_id": f"e{n}", "timestamp": ts, "event_type": "custom",
+            "payload": {"kind": "llm_call", "data": {"model": "m"}},
+        }  # fmt: skip
+        if agent is not None:
+            ev["agent_id"] = agent
+        return ev
+
+    env_a = {"agent_id": "a", "environment": "prod", "agent_version": "1"}
+    env_b = {"agent_id": "b", "environment": "dev"}
+    env_a2 = {"agent_id": "a", "environment": "prod", "agent_version": "2"}
+    asm = SpanAssembler()
+    order = [(env_a, llm(1)), (env_a, llm(2)), (env_b, llm(3)), (env_a, llm(4))]
+    order += [(env_a, llm(5, agent="c")), (env_a2, llm(6)), (env_a2, llm(7))]
+    spans = [span for envelope, ev in order for span in asm.add(envelope, ev)]
+    seen = [
+        (
+            s.resource.attributes["service.name"],
+            s.resource.attributes.get("deployment.environment.name"),
+            s.resource.attributes.get("service.version"),
+        )
+        for s in spans
+    ]
+    assert seen == [
+        ("a", "prod", "1"), ("a", "prod", "1"), ("b", "dev", None), ("a", "prod", "1"),
+        ("c", "prod", "1"), ("a", "prod", "2"), ("a", "prod", "2"),
+    ]  # fmt: skip
+    assert spans[0].resource is spans[1].resource is spans[3].resource
+    by_resource = {id(s.resource) for s in spans}
+    assert len(by_resource) == 4
+    assert [s["resource"]["service.name"] for s in decoded(spans)] == [
+        "a", "a", "a", "b", "c", "a", "a",
+    ]  # fmt: skip
+
+
+def test_otlp_json_attributes_decode_like_protobuf_for_every_value_shape() -> None:
+    """OTLP/JSON's attribute lists are written as JSON text directly: every AnyValue type,
+    escapes, unicode, an empty key, int64 bounds and arrays, on a span, its event, its link
+    and its resource, decode (``json_format``) to the request the protobuf bytes give."""
+    from hiveloop_async._otlp import Link, Resource, SpanEvent
+
+    attrs: dict[str, Any] = {
+        "s": 'quote " backslash \\ newline \n tab \t nul \x00',
+        "unicode": "héllo → 世界 \u2028",
+        "": "empty key",
+        'k"ey': "x",
+        "empty": "",
+        "t": True,
+        "f": False,
+        "zero": 0,
+        "min": -(2**63),
+        "max": 2**63 - 1,
+        "pi": 3.25,
+        "tiny": 5e-324,
+        "strs": ["a", "", "é"],
+        "ints": [1, -2, 2**40],
+        "bools": [True, False],
+        "floats": [1.5, -2.0],
+    }
+    res = Resource({"service.name": "a", "n": 7, **attrs})
+    one = Span(
+        trace_id="0af7651916cd43dd8448eb211c80319c", span_id="b7ad6b7169203331",
+        parent_span_id=None, name="n", kind=1, start_ns=1, resource=res, attributes=attrs,
+        end_ns=2, events=[SpanEvent("e", 7, dict(attrs))],
+        links=[Link("0af7651916cd43dd8448eb211c80319d", "b7ad6b7169203332", dict(attrs))],
+    )  # fmt: skip
+    bare = Span(
+        trace_id="1" * 32, span_id="2" * 16, parent_span_id=None, name="b", kind=1,
+        start_ns=1, resource=Resource({"service.name": "b"}), end_ns=2,
+    )  # fmt: skip
+    for spans in ([one], [bare], [one, bare, one]):
+        from_json = decode_json(encode_json(spans))
+        assert from_json == ExportTraceServiceRequest.FromString(encode_protobuf(spans))
+    decoded_span = decode_json(encode_json([one])).resource_spans[0].scope_spans[0].spans[0]
+    assert _attrs(decoded_span.attributes) == attrs
+    assert _attrs(decoded_span.events[0].attributes) == attrs
+    assert _attrs(decoded_span.links[0].attributes) == attrs

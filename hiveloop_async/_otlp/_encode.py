@@ -66,8 +66,45 @@ def _json_value(value: AttrValue) -> dict[str, Any]:
     return {"stringValue": str(value)}
 
 
-def _json_attrs(attrs: dict[str, AttrValue]) -> list[dict[str, Any]]:
-    return [{"key": k, "value": _json_value(v)} for k, v in attrs.items()]
+#: ``{"key":"<key>","value":{`` by key, for :func:`_json_attrs`; bounded.
+_json_heads: dict[str, bytes] = {}
+_MAX_JSON_HEADS = 4096
+_dumps = orjson.dumps
+
+
+def _json_head(key: str) -> bytes:
+    head = b'{"key":' + _dumps(key) + b',"value":{'
+    if len(_json_heads) >= _MAX_JSON_HEADS:
+        _json_heads.clear()
+    _json_heads[key] = head
+    return head
+
+
+def _json_attrs(attrs: dict[str, AttrValue]) -> orjson.Fragment:
+    """The ``KeyValue`` list of ``attrs``, written as JSON text directly (one
+    ``orjson.dumps`` per string or float value, the rest by hand): what
+    ``[{"key": k, "value": _json_value(v)}, ...]`` serializes to, without two dicts per
+    attribute for the garbage collector."""
+    heads = _json_heads
+    parts: list[bytes] = []
+    append = parts.append
+    for k, v in attrs.items():
+        head = heads.get(k) or _json_head(k)
+        kind = type(v)
+        if kind is str:
+            append(head + b'"stringValue":' + _dumps(v) + b"}}")
+        elif kind is int:
+            append(head + b'"intValue":"%d"}}' % v)  # type: ignore[str-format]
+        elif kind is bool:
+            append(head + (b'"boolValue":true}}' if v else b'"boolValue":false}}'))
+        elif kind is float:
+            append(head + b'"doubleValue":' + _dumps(v) + b"}}")
+        else:
+            append(head + _dumps(_json_value(v))[1:] + b"}")
+    return orjson.Fragment(b"[" + b",".join(parts) + b"]") if parts else _EMPTY_LIST
+
+
+_EMPTY_LIST = orjson.Fragment(b"[]")
 
 
 def _json_span(span: Span) -> dict[str, Any]:

@@ -119,26 +119,32 @@ def _key_value(key: str, value: AttrValue) -> bytes:
     return _key(key) + _field(b"\x12", _any_value(value))
 
 
-#: Whole ``Span.attributes`` fields (tag, length, ``KeyValue``) of short strings and of ints,
-#: by (key, value): the same few recur on every span (``gen_ai.operation.name: chat``, a
-#: model, token counts). Two dicts, so that 1, 1.0 and True never share an entry. Bounded.
-_span_attr_str: dict[tuple[str, str], bytes] = {}
-_span_attr_int: dict[tuple[str, int], bytes] = {}
+#: One byte's varint, by value (0 .. 127).
+_BYTE: Final = [bytes((i,)) for i in range(128)]
+
+#: ``Span.attributes`` field heads by key: for a string value of ``n`` UTF-8 bytes,
+#: ``heads[n]`` is everything before those bytes (tag, length, ``KeyValue.key``, the value's
+#: tag and lengths), for every ``n`` that keeps each length one byte; ``heads[-1]`` is the head
+#: of an int value from 0 to 127 (its varint byte follows). Unique values (task ids, event
+#: ids) then cost no cache entry of their own; the keys are few. Bounded.
+_span_heads: dict[str, list[bytes]] = {}
+_MAX_HEAD_KEYS: Final = 1024
 
 
-def _span_attr(key: str, value: AttrValue) -> bytes:
-    """One ``Span.attributes`` field, remembered when it is a short string or an int."""
-    enc = _field(b"\x4a", _key_value(key, value))
-    kind = type(value)
-    if kind is str and len(value) <= _MAX_CACHED_VALUE:  # type: ignore[arg-type]
-        if len(_span_attr_str) >= _MAX_CACHED:
-            _span_attr_str.clear()
-        _span_attr_str[(key, value)] = enc  # type: ignore[index]
-    elif kind is int:
-        if len(_span_attr_int) >= _MAX_CACHED:
-            _span_attr_int.clear()
-        _span_attr_int[(key, value)] = enc  # type: ignore[index]
-    return enc
+def _heads(key: str) -> list[bytes]:
+    """The ``_span_heads`` entry of ``key``, made and remembered."""
+    kenc = _key(key)
+    klen = len(kenc)
+    room = max(-1, 123 - klen)  # the largest n with klen + n + 4 <= 127
+    heads = [
+        b"\x4a" + _BYTE[klen + n + 4] + kenc + b"\x12" + _BYTE[n + 2] + b"\x0a" + _BYTE[n]
+        for n in range(room + 1)
+    ]
+    heads.append(b"\x4a" + _BYTE[klen + 4] + kenc + b"\x12\x02\x18" if room >= 0 else b"")
+    if len(_span_heads) >= _MAX_HEAD_KEYS:
+        _span_heads.clear()
+    _span_heads[key] = heads
+    return heads
 
 
 def _attributes(tag: bytes, attrs: Attributes) -> list[bytes]:
@@ -187,17 +193,25 @@ def span(s: Span) -> bytes:
     if s.end_ns:
         parts.append(b"\x41" + _pack_fixed64(s.end_ns))
     if s.attributes:
-        str_cache = _span_attr_str
-        int_cache = _span_attr_int
+        all_heads = _span_heads
+        append = parts.append
         for k, v in s.attributes.items():
             kind = type(v)
             if kind is str:
-                enc = str_cache.get((k, v))  # type: ignore[arg-type]
-            elif kind is int:
-                enc = int_cache.get((k, v))  # type: ignore[arg-type]
-            else:
-                enc = None
-            parts.append(enc if enc is not None else _span_attr(k, v))
+                heads = all_heads.get(k) or _heads(k)
+                data = v.encode()  # type: ignore[union-attr]
+                n = len(data)
+                if n < len(heads) - 1:
+                    append(heads[n])
+                    append(data)
+                    continue
+            elif kind is int and 0 <= v < 128:  # type: ignore[operator]
+                heads = all_heads.get(k) or _heads(k)
+                if len(heads) > 1:
+                    append(heads[-1])
+                    append(_BYTE[v])  # type: ignore[index]
+                    continue
+            append(_field(b"\x4a", _key_value(k, v)))
     if s.dropped_attributes:
         parts.append(b"\x50" + varint(s.dropped_attributes))
     for ev in s.events:
