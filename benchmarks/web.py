@@ -12,6 +12,13 @@ Server side (the figure is the CPU time of the *server process* per request serv
   (``contrib.aiohttp.setup(app, hb, agent=...)``); ``otel``
   (``AioHttpServerInstrumentor``, same provider).
 
+Diagnostics, only when named in ``--only`` (interleaved with the others, not rows of the
+comparison): ``fastapi-ours-nosend`` / ``aiohttp-ours-nosend`` (ours with the sender off:
+``HiveBoard(enabled=False)``, events discarded at the queue) and ``fastapi-ours-b500`` /
+``aiohttp-ours-b500`` (ours with ``batch_size=500``). Every server round also reports, for
+its window, ``diag``: GC time and collections, the loop's selector polls and ready events,
+CPU per thread, user/system time and context switches.
+
 Each server runs in its own subprocess; a separate load-generator process (aiohttp client,
 ``--concurrency`` connections, every request alternating the two routes) warms it up, pauses,
 then loads it for ``--seconds``. Around that window the server flushes its exporter (ours:
@@ -317,6 +324,7 @@ class _Diag:
 
     gc_s = 0.0
     gc_t0 = 0.0
+    sender_s = 0.0
     gc_n: ClassVar[list[int]] = [0, 0, 0]
     polls = 0
     ready = 0
@@ -360,12 +368,67 @@ class _Diag:
             "voluntary_switches": usage.ru_nvcsw,
             "involuntary_switches": usage.ru_nivcsw,
             "gc_s": cls.gc_s,
+            "sender_s": cls.sender_s,
             "gc_gen0": cls.gc_n[0],
             "gc_gen1": cls.gc_n[1],
             "gc_gen2": cls.gc_n[2],
             "loop_iterations": cls.polls,
             "loop_events": cls.ready,
         }
+
+
+class _Timed:
+    """Await ``coro``, adding the thread CPU of each of its steps to ``_Diag.sender_s``."""
+
+    def __init__(self, coro: Any) -> None:
+        self.coro = coro
+
+    def __await__(self) -> Any:
+        return self
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        t0 = time.thread_time()
+        try:
+            return self.coro.send(value)
+        finally:
+            _Diag.sender_s += time.thread_time() - t0
+
+    def throw(self, *exc: Any) -> Any:
+        t0 = time.thread_time()
+        try:
+            return self.coro.throw(*exc)
+        finally:
+            _Diag.sender_s += time.thread_time() - t0
+
+    def close(self) -> None:
+        self.coro.close()
+
+
+def _time_sender() -> None:
+    """``BENCH_WEB_SENDER_CPU=1`` (a diagnostic): the thread CPU of the sender's own task
+    steps (the drain: encoding, scrubbing, batching; the request workers: the posts) is
+    added up in ``diag.sender_s``, from inside the server. What runs in aiohttp's protocol
+    callbacks outside those steps (parsing the sink's answers) is not in it."""
+    from hiveloop_async import _transport
+
+    engine: Any = _transport.Engine
+    sender_loop = engine._sender_loop
+    request_worker = engine._request_worker
+
+    async def timed_sender_loop(self: Any) -> None:
+        await _Timed(sender_loop(self))
+
+    async def timed_request_worker(self: Any, batches: Any) -> None:
+        await _Timed(request_worker(self, batches))
+
+    engine._sender_loop = timed_sender_loop
+    engine._request_worker = timed_request_worker
 
 
 async def _profiling(prof: Any, on: bool) -> None:
@@ -389,6 +452,8 @@ def serve(config: str, sink: str) -> None:
     handler, the middleware, a sender on the loop; not OpenTelemetry's export thread) and
     the profile is written to ``path`` at exit.
     """
+    if os.environ.get("BENCH_WEB_SENDER_CPU") == "1":
+        _time_sender()
     profile = os.environ.get("BENCH_WEB_PROFILE")
     prof: Any = None
     if profile:
