@@ -252,7 +252,9 @@ def route_template(scope: Scope, app: Any = None) -> str | None:
         owner = scope.get("app") or app
         if owner is None:
             return None
-        table = _LAST.table if _LAST.owner() is owner else None
+        last, table = _LAST
+        if last() is not owner:
+            table = None
         if table is None or table.size != len(table.routes):
             routes = getattr(getattr(owner, "router", None), "routes", None)
             if routes is None:
@@ -313,22 +315,14 @@ class _Table:
                 self.plain.append(None)
 
 
-class _Last:
-    """The app whose table was used last (weakly): a service has one."""
-
-    __slots__ = ("owner", "table")
-
-    def __init__(self) -> None:
-        self.owner: Callable[[], Any] = _nobody
-        self.table: _Table | None = None
-
-
 def _nobody() -> Any:
     return _NOBODY
 
 
 _NOBODY = object()
-_LAST = _Last()
+#: The app whose table was used last (weakly) and that table, as one tuple so that a thread
+#: never reads one app's reference with another's table: a service has one app.
+_LAST: tuple[Callable[[], Any], _Table | None] = (_nobody, None)
 #: Per app (weakly): its :class:`_Table`.
 _TABLES: weakref.WeakKeyDictionary[Any, _Table] = weakref.WeakKeyDictionary()
 _STATIC_MAX = 4096
@@ -341,8 +335,8 @@ def _table(owner: Any, routes: Any) -> _Table:
         return _Table(routes)
     if table is None or table.routes is not routes or table.size != len(routes):
         table = _TABLES[owner] = _Table(routes)
-    _LAST.owner = weakref.ref(owner)
-    _LAST.table = table
+    global _LAST
+    _LAST = (weakref.ref(owner), table)
     return table
 
 
