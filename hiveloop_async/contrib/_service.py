@@ -150,7 +150,7 @@ class RequestTasks:
                 task_id = self._task_id(request)
             else:
                 task_id = headers.get("x-request-id") or ""
-                if not _REQUEST_ID.fullmatch(task_id):
+                if not task_id or not _REQUEST_ID.fullmatch(task_id):
                     task_id = "req-" + new_id_str()  # the SDK's own ids: a counter, no syscall
             if self._task_type is not None:
                 task_type = self._task_type(request)
