@@ -12,6 +12,13 @@ Server side (the figure is the CPU time of the *server process* per request serv
   (``contrib.aiohttp.setup(app, hb, agent=...)``); ``otel``
   (``AioHttpServerInstrumentor``, same provider).
 
+Diagnostics, only when named in ``--only`` (interleaved with the others, not rows of the
+comparison): ``fastapi-ours-nosend`` / ``aiohttp-ours-nosend`` (ours with the sender off:
+``HiveBoard(enabled=False)``, events discarded at the queue) and ``fastapi-ours-b500`` /
+``aiohttp-ours-b500`` (ours with ``batch_size=500``). Every server round also reports, for
+its window, ``diag``: GC time and collections, the loop's selector polls and ready events,
+CPU per thread, user/system time and context switches.
+
 Each server runs in its own subprocess; a separate load-generator process (aiohttp client,
 ``--concurrency`` connections, every request alternating the two routes) warms it up, pauses,
 then loads it for ``--seconds``. Around that window the server flushes its exporter (ours:
@@ -49,6 +56,7 @@ import gc
 import importlib.util
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -58,7 +66,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -82,6 +90,17 @@ CLIENTS = (
     "httpx-client-otel",
 )
 CONFIGS = SERVERS + CLIENTS
+#: Diagnostics, run only when named in ``--only`` (not rows of the table's comparison),
+#: interleaved with the others: ours with the sender switched off (``-nosend``:
+#: ``HiveBoard(enabled=False)``, events discarded at the queue; the middleware and the task
+#: bookkeeping unchanged), and ours with ``batch_size=500`` (``-b500``: five times fewer,
+#: larger drains and posts than the default 100).
+DIAGNOSTICS = (
+    "fastapi-ours-nosend",
+    "aiohttp-ours-nosend",
+    "fastapi-ours-b500",
+    "aiohttp-ours-b500",
+)
 #: The OpenTelemetry packages each ``otel`` configuration needs (the ``bench`` extra).
 OTEL_MODULES = {
     "fastapi-otel": "opentelemetry.instrumentation.fastapi",
@@ -157,13 +176,15 @@ class _Otel:
         self.provider.shutdown()
 
 
-def _hiveboard(sink: str) -> Any:
+def _hiveboard(sink: str, config: str = "") -> Any:
     import hiveloop_async as hl
 
-    # BENCH_WEB_SENDER=off (a diagnostic, not a configuration of the table): enabled=False,
-    # the events are discarded at the queue, so what is left is the middleware's own cost.
-    enabled = os.environ.get("BENCH_WEB_SENDER", "on") != "off"
-    return hl.HiveBoard(api_key="hb_bench", endpoint=sink, enabled=enabled)
+    # BENCH_WEB_SENDER=off or a ``-nosend`` configuration (diagnostics, not configurations
+    # of the table): enabled=False, the events are discarded at the queue, so what is left
+    # is the middleware's own cost.
+    enabled = os.environ.get("BENCH_WEB_SENDER", "on") != "off" and not config.endswith("-nosend")
+    batch = 500 if config.endswith("-b500") else None
+    return hl.HiveBoard(api_key="hb_bench", endpoint=sink, enabled=enabled, batch_size=batch)
 
 
 # -- servers ---------------------------------------------------------------------------------------
@@ -179,10 +200,10 @@ def _fastapi_app(config: str, sink: str) -> tuple[Any, Callable[[], Coroutine[An
     from fastapi import FastAPI
 
     flush: Callable[[], Coroutine[Any, Any, bool]] = _no_flush
-    if config == "fastapi-ours":
+    if config.startswith("fastapi-ours"):
         from hiveloop_async.contrib.asgi import HiveLoopMiddleware, lifespan
 
-        hb = _hiveboard(sink)
+        hb = _hiveboard(sink, config)
         app = FastAPI(lifespan=lifespan(hb))
         app.add_middleware(HiveLoopMiddleware, agent=hb.agent(AGENT))
 
@@ -239,10 +260,10 @@ def _aiohttp_app(config: str, sink: str) -> tuple[Any, Callable[[], Coroutine[An
     app = web.Application()
     app.router.add_get("/ping", ping)
     app.router.add_get("/items/{item_id}", item)
-    if config == "aiohttp-ours":
+    if config.startswith("aiohttp-ours"):
         from hiveloop_async.contrib import aiohttp as hl_aiohttp
 
-        hb = _hiveboard(sink)
+        hb = _hiveboard(sink, config)
         hl_aiohttp.setup(app, hb, agent=hb.agent(AGENT))
 
         async def flush_hb() -> bool:
@@ -267,6 +288,7 @@ def _control(
     """
     cpu0 = 0.0
     n0 = 0
+    diag0: dict[str, float] = {}
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "start":
@@ -275,6 +297,7 @@ def _control(
             if prof is not None:
                 asyncio.run_coroutine_threadsafe(_profiling(prof, True), loop).result()
             cpu0, n0 = time.process_time(), _Served.n
+            diag0 = _Diag.snapshot()
             _reply({"started": True, "flushed": ok})
         elif cmd == "stop":
             n1 = _Served.n
@@ -282,10 +305,130 @@ def _control(
             if prof is not None:
                 asyncio.run_coroutine_threadsafe(_profiling(prof, False), loop).result()
             cpu1 = time.process_time()
-            _reply({"cpu_s": cpu1 - cpu0, "requests": n1 - n0, "flushed": ok})
+            diag1 = _Diag.snapshot()
+            diag: dict[str, Any] = {k: round(v - diag0.get(k, 0.0), 6) for k, v in diag1.items()}
+            diag["threads"] = sorted(t.name for t in threading.enumerate())
+            _reply({"cpu_s": cpu1 - cpu0, "requests": n1 - n0, "flushed": ok, "diag": diag})
         elif cmd == "quit":
             break
     loop.call_soon_threadsafe(stop)
+
+
+class _Diag:
+    """Diagnostics of the server process over the window (not part of the figure).
+
+    ``gc_s``: time spent in the cyclic garbage collector (``gc.callbacks``), and collections
+    per generation; ``loop_iterations``: the loop's selector polls (each a turn of the loop)
+    and ``loop_events``: the ready events they returned (sockets, wake-ups).
+    """
+
+    gc_s = 0.0
+    gc_t0 = 0.0
+    sender_s = 0.0
+    gc_n: ClassVar[list[int]] = [0, 0, 0]
+    polls = 0
+    ready = 0
+
+    @classmethod
+    def install(cls, loop: asyncio.AbstractEventLoop) -> None:
+        def on_gc(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                cls.gc_t0 = time.perf_counter()
+            else:
+                cls.gc_s += time.perf_counter() - cls.gc_t0
+                cls.gc_n[int(info.get("generation", 0))] += 1
+
+        gc.callbacks.append(on_gc)
+        selector = getattr(loop, "_selector", None)
+        select = getattr(selector, "select", None)
+        if selector is not None and select is not None:
+
+            def counted(timeout: float | None = None) -> Any:
+                events = select(timeout)
+                cls.polls += 1
+                cls.ready += len(events)
+                return events
+
+            selector.select = counted
+
+    @classmethod
+    def snapshot(cls) -> dict[str, float]:
+        threads: dict[str, float] = {}
+        for t in threading.enumerate():
+            try:
+                clock = time.pthread_getcpuclockid(t.ident or 0)
+                threads["cpu_s:" + t.name] = time.clock_gettime(clock)
+            except (OSError, AttributeError):
+                pass
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            **threads,
+            "user_s": usage.ru_utime,
+            "sys_s": usage.ru_stime,
+            "voluntary_switches": usage.ru_nvcsw,
+            "involuntary_switches": usage.ru_nivcsw,
+            "gc_s": cls.gc_s,
+            "sender_s": cls.sender_s,
+            "gc_gen0": cls.gc_n[0],
+            "gc_gen1": cls.gc_n[1],
+            "gc_gen2": cls.gc_n[2],
+            "loop_iterations": cls.polls,
+            "loop_events": cls.ready,
+        }
+
+
+class _Timed:
+    """Await ``coro``, adding the thread CPU of each of its steps to ``_Diag.sender_s``."""
+
+    def __init__(self, coro: Any) -> None:
+        self.coro = coro
+
+    def __await__(self) -> Any:
+        return self
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        t0 = time.thread_time()
+        try:
+            return self.coro.send(value)
+        finally:
+            _Diag.sender_s += time.thread_time() - t0
+
+    def throw(self, *exc: Any) -> Any:
+        t0 = time.thread_time()
+        try:
+            return self.coro.throw(*exc)
+        finally:
+            _Diag.sender_s += time.thread_time() - t0
+
+    def close(self) -> None:
+        self.coro.close()
+
+
+def _time_sender() -> None:
+    """``BENCH_WEB_SENDER_CPU=1`` (a diagnostic): the thread CPU of the sender's own task
+    steps (the drain: encoding, scrubbing, batching; the request workers: the posts) is
+    added up in ``diag.sender_s``, from inside the server. What runs in aiohttp's protocol
+    callbacks outside those steps (parsing the sink's answers) is not in it."""
+    from hiveloop_async import _transport
+
+    engine: Any = _transport.Engine
+    sender_loop = engine._sender_loop
+    request_worker = engine._request_worker
+
+    async def timed_sender_loop(self: Any) -> None:
+        await _Timed(sender_loop(self))
+
+    async def timed_request_worker(self: Any, batches: Any) -> None:
+        await _Timed(request_worker(self, batches))
+
+    engine._sender_loop = timed_sender_loop
+    engine._request_worker = timed_request_worker
 
 
 async def _profiling(prof: Any, on: bool) -> None:
@@ -309,6 +452,8 @@ def serve(config: str, sink: str) -> None:
     handler, the middleware, a sender on the loop; not OpenTelemetry's export thread) and
     the profile is written to ``path`` at exit.
     """
+    if os.environ.get("BENCH_WEB_SENDER_CPU") == "1":
+        _time_sender()
     profile = os.environ.get("BENCH_WEB_PROFILE")
     prof: Any = None
     if profile:
@@ -323,6 +468,7 @@ def serve(config: str, sink: str) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        _Diag.install(loop)
         done = asyncio.Event()
         if config.startswith("fastapi"):
             import uvicorn
@@ -667,6 +813,7 @@ def run_server(
         "requests_per_s": round(requests / max(1e-9, float(loaded["wall_s"]))),
         "flushed": bool(started["flushed"]) and bool(stopped["flushed"]),
         "sink": _window(before, after),
+        "diag": stopped.get("diag", {}),
         **({"http": server.info["http"]} if "http" in server.info else {}),
     }
 
@@ -708,7 +855,7 @@ def run_client(
 
 def expected(config: str) -> dict[str, Any]:
     """What the sink must have received per request in a configuration's window."""
-    if config.endswith("-ours") and config in SERVERS:
+    if (config in SERVERS and config.endswith("-ours")) or config.endswith("-b500"):
         return {"events": ("type:task_started", "type:task_completed")}
     if config.endswith("-ours-track"):
         return {"events": ("type:action_started", "type:action_completed")}
@@ -871,7 +1018,7 @@ def measure(
                 results: list[dict[str, Any]] = []
                 for config in runnable:
                     try:
-                        if config in SERVERS:
+                        if config in SERVERS or config in DIAGNOSTICS:
                             res = run_server(config, sink.url, concurrency, warmup, seconds)
                         else:
                             assert downstream is not None
@@ -1073,7 +1220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="measured window per run")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--only", nargs="*", choices=CONFIGS, help="configurations to run")
+    parser.add_argument(
+        "--only", nargs="*", choices=CONFIGS + DIAGNOSTICS, help="configurations to run"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not write results/")
     parser.add_argument(
         "--profile-diff",

@@ -532,6 +532,75 @@ def test_route_templates_of_static_paths_are_remembered_per_app_and_stay_right()
     assert route_template(scope("/x", "GET"), three) == "/x"  # 405: the path's template
 
 
+def test_route_templates_agree_with_the_routers_own_matching() -> None:
+    """The regex-and-method shortcut for plain routes gives the template of the route the
+    router itself picks: first match wins, 405 gives the path's template, a mount is
+    descended into, a route class with its own ``matches()`` is asked, a root path is
+    honoured, FastAPI's ``APIRoute`` with converters; and the table follows new routes."""
+
+    async def endpoint(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    class OnlyOdd(Route):
+        def matches(self, scope: Any) -> Any:
+            match, child = super().matches(scope)
+            if match.name != "NONE" and int(scope["path"].rsplit("/", 1)[1]) % 2 == 0:
+                return type(match).NONE, {}
+            return match, child
+
+    api = FastAPI()
+
+    @api.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    @api.post("/qualify/{lead_id}")
+    async def qualify(lead_id: str) -> dict[str, str]:
+        return {"id": lead_id}
+
+    app = Starlette(
+        routes=[
+            Route("/n/{k:int}", endpoint, methods=["POST"]),
+            OnlyOdd("/odd/{k}", endpoint),
+            Route("/odd/{k}", endpoint, name="fallback"),
+            Mount("/v1", routes=[Route("/runs/{run_id}", endpoint)]),
+            Route("/n/{k}", endpoint, methods=["GET"], name="get-n"),
+            Route("/s/{rest:path}", endpoint),
+        ]
+    )
+
+    def scope(path: str, method: str = "GET", root: str = "") -> dict[str, Any]:
+        return {"type": "http", "method": method, "path": root + path, "root_path": root}
+
+    cases = [
+        (app, scope("/n/3", "POST"), "/n/{k:int}"),
+        (app, scope("/n/3", "GET"), "/n/{k}"),  # the second /n route serves GET
+        (app, scope("/n/x", "GET"), "/n/{k}"),  # the int converter's regex rejects it
+        (app, scope("/n/3", "PUT"), "/n/{k:int}"),  # 405: the first route's template
+        (app, scope("/n/x", "POST"), "/n/{k}"),  # 405 from the only route matching "x"
+        (app, scope("/nothing"), None),
+        (app, scope("/odd/3"), "/odd/{k}"),
+        (app, scope("/odd/4"), "/odd/{k}"),  # OnlyOdd refused it, the fallback took it
+        (app, scope("/v1/runs/r-1"), "/v1/runs/{run_id}"),
+        (app, scope("/s/a/b/c"), "/s/{rest:path}"),
+        (app, scope("/n/3", "POST", root="/base"), "/n/{k:int}"),
+        (api, scope("/items/3"), "/items/{item_id}"),
+        (api, scope("/items/x"), "/items/{item_id}"),  # FastAPI answers 422 there
+        (api, scope("/qualify/l-1", "POST"), "/qualify/{lead_id}"),
+        (api, scope("/qualify/l-1", "GET"), "/qualify/{lead_id}"),
+        (api, scope("/docs"), "/docs"),
+    ]
+    for _ in range(2):  # the second time through, from the prepared tables
+        for owner, sc, want in cases:
+            assert route_template(sc, owner) == want, (sc, want)
+            assert route_template({**sc, "app": owner}) == want, (sc, want)
+    # OnlyOdd's own matches() was consulted, not only its regex
+    assert route_template(scope("/odd/4"), app) == "/odd/{k}"
+    app.router.routes.insert(0, Route("/odd/{anything}", endpoint))
+    assert route_template(scope("/odd/4"), app) == "/odd/{anything}"
+    assert route_template({"type": "http", "path": "/x", "method": "GET"}) is None
+
+
 async def _ok_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})

@@ -74,6 +74,8 @@ class RequestTasks:
         failed: Callable[[int], bool] | None = None,
     ) -> None:
         self._agent = agent
+        #: The agent when it is one (not a callable): no isinstance per request.
+        self._fixed_agent: Agent | None = agent if isinstance(agent, Agent) else None
         self._task_id = task_id
         self._task_type = task_type
         self._project = project
@@ -120,33 +122,55 @@ class RequestTasks:
         The adapter checks :meth:`excluded` first (it is not repeated here). Never raises: a
         failing callable or internal error means the request is untracked.
         """
+        return self.begin_request(
+            info.request, info.method, info.path, info.route, info.headers, info.peer, info.kind
+        )
+
+    def begin_request(
+        self,
+        request: Any,
+        method: str,
+        path: str,
+        route: str | None,
+        headers: Mapping[str, str],
+        peer: str | None,
+        kind: str = "http",
+    ) -> ServedRequest | None:
+        """:meth:`begin` with the fields of a :class:`RequestInfo` as arguments (no object
+        built per request). Never raises."""
         try:
-            agent = self._agent if isinstance(self._agent, Agent) else self._agent(info.request)
+            agent = self._fixed_agent
             if agent is None:
-                return None
-            route = info.route or info.path
-            task_id = self._task_id(info.request) if self._task_id else _request_id(info.headers)
-            if self._task_type is not None:
-                task_type = self._task_type(info.request)
-            elif info.kind == "websocket":
-                task_type = f"WS {route}"
+                agent = self._agent(request)  # type: ignore[operator]
+                if agent is None:
+                    return None
+            if not route:
+                route = path
+            if self._task_id is not None:
+                task_id = self._task_id(request)
             else:
-                task_type = f"{info.method} {route}"
-            start: dict[str, Any] = {"method": info.method, "route": route}
-            if info.kind != "http":
-                start["protocol"] = info.kind
+                task_id = headers.get("x-request-id") or ""
+                if not task_id or not _REQUEST_ID.fullmatch(task_id):
+                    task_id = "req-" + new_id_str()  # the SDK's own ids: a counter, no syscall
+            if self._task_type is not None:
+                task_type = self._task_type(request)
+            elif kind == "http":
+                task_type = method + " " + route
+            else:
+                task_type = "WS " + route
+            start: dict[str, Any] = {"method": method, "route": route}
+            if kind != "http":
+                start["protocol"] = kind
             link = None
             correlation = None
-            if self._trusting and self._trust.trusts(info.request, info.peer):
-                link, parent = prop.incoming(info.headers)
+            if self._trusting and self._trust.trusts(request, peer):
+                link, parent = prop.incoming(headers)
                 start.update(prop.caller_fields(link, parent))
                 if link is not None:
                     correlation = link.correlation_id or link.task_run_id
-            task = agent.task(
-                task_id, self._project, task_type, correlation_id=correlation, payload=start
-            )
+            task = agent.task(task_id, self._project, task_type, None, correlation, payload=start)
             task.__enter__()
-            return ServedRequest(self, task, route, info.method, link is not None)
+            return ServedRequest(self, task, route, method, link is not None)
         except Exception:
             log_once("request start")
             return None
@@ -155,7 +179,17 @@ class RequestTasks:
 class ServedRequest:
     """One tracked request: its task and what the response looked like so far."""
 
-    __slots__ = ("_owner", "answer_caller", "bytes_sent", "method", "route", "status", "task")
+    __slots__ = (
+        "_owner",
+        "answer_caller",
+        "bytes_sent",
+        "disconnected",
+        "done",
+        "method",
+        "route",
+        "status",
+        "task",
+    )
 
     def __init__(
         self, owner: RequestTasks, task: Task, route: str, method: str, answer_caller: bool
@@ -168,6 +202,10 @@ class ServedRequest:
         self.answer_caller = answer_caller
         self.status: int | None = None
         self.bytes_sent = 0
+        #: The response's body was sent to its end (for adapters that watch it).
+        self.done = False
+        #: The client went away (for adapters that watch it).
+        self.disconnected = False
 
     def response_header(self) -> tuple[str, str] | None:
         """The ``hiveloop-task`` header to add to the response, or None. Raises nothing."""
@@ -208,7 +246,7 @@ class ServedRequest:
             elif exc is None and not complete:
                 fields["incomplete"] = True  # the app returned before its body ended
             user = task.payload
-            if isinstance(user, Mapping) and user:
+            if user and isinstance(user, Mapping):  # None unless the handler set one
                 fields.update(user)
             if exc is not None:
                 task.fail(exc, fields)
@@ -226,10 +264,3 @@ class ServedRequest:
 
 def _server_error(status: int) -> bool:
     return status >= 500
-
-
-def _request_id(headers: Mapping[str, str]) -> str:
-    given = headers.get("x-request-id")
-    if given and _REQUEST_ID.fullmatch(given):
-        return given
-    return "req-" + new_id_str()  # the SDK's own ids: a counter, no syscall per request

@@ -40,7 +40,7 @@ from aiohttp import (
 from .._client import HiveBoard
 from . import propagation as prop
 from ._outgoing import OutgoingRequest, header_value
-from ._service import AgentSpec, ExcludeSpec, RequestInfo, RequestTasks, ServedRequest, log_once
+from ._service import AgentSpec, ExcludeSpec, RequestTasks, ServedRequest, log_once
 
 __all__ = ["middleware", "setup", "trace_config"]
 
@@ -153,16 +153,14 @@ def _begin(tasks: RequestTasks, request: web.Request) -> ServedRequest | None:
         raw = request.headers
         headers = {name: raw[name] for name in _READ if name in raw}
         websocket = raw.get("Upgrade", "").lower() == "websocket"
-        return tasks.begin(
-            RequestInfo(
-                request=request,
-                method=request.method,
-                path=request.path,
-                route=route,
-                headers=headers,
-                peer=request.remote,
-                kind="websocket" if websocket else "http",
-            )
+        return tasks.begin_request(
+            request,
+            request.method,
+            request.path,
+            route,
+            headers,
+            request.remote,
+            "websocket" if websocket else "http",
         )
     except Exception:
         log_once("aiohttp request")

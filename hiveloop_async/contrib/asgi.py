@@ -28,13 +28,14 @@ the request: an internal error is logged once and the request goes on untracked.
 from __future__ import annotations
 
 import contextlib
+import sys
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .._client import HiveBoard
 from . import propagation as prop
-from ._service import AgentSpec, ExcludeSpec, RequestInfo, RequestTasks, ServedRequest, log_once
+from ._service import AgentSpec, ExcludeSpec, RequestTasks, ServedRequest, log_once
 
 __all__ = ["HiveLoopMiddleware", "lifespan"]
 
@@ -132,37 +133,34 @@ class HiveLoopMiddleware:
     def _begin(self, scope: Scope, kind: str) -> ServedRequest | None:
         try:
             path = scope.get("path") or "/"
-            if self._tasks.excluded(path, scope):
+            tasks = self._tasks
+            if tasks.excluded(path, scope):
                 return None
-            headers = {
-                k.decode("latin-1"): v.decode("latin-1")
-                for k, v in scope.get("headers") or ()
-                if k in _READ  # ASGI header names are lower-case
-            }
+            headers = {}
+            for name, value in scope.get("headers") or ():
+                if name in _READ:  # ASGI header names are lower-case; the others stay bytes
+                    headers[name.decode("latin-1")] = value.decode("latin-1")
             client = scope.get("client")
-            info = RequestInfo(
-                request=scope,
-                method=scope.get("method", "GET") if kind == "http" else "WEBSOCKET",
-                path=path,
-                route=route_template(scope, self.app),
-                headers=headers,
-                peer=client[0] if client else None,
-                kind=kind,
+            return tasks.begin_request(
+                scope,
+                scope.get("method", "GET") if kind == "http" else "WEBSOCKET",
+                path,
+                route_template(scope, self.app),
+                headers,
+                client[0] if client else None,
+                kind,
             )
         except Exception:
             log_once("asgi request")
             return None
-        return self._tasks.begin(info)
 
     async def _http(
         self, served: ServedRequest, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        state = _Response()
-
         async def receive_watch() -> Message:
             message = await receive()
-            if message.get("type") == "http.disconnect" and not state.done:
-                state.disconnected = True
+            if message.get("type") == "http.disconnect" and not served.done:
+                served.disconnected = True
             return message
 
         async def send_watch(message: Message) -> None:
@@ -174,23 +172,23 @@ class HiveLoopMiddleware:
                     if body:
                         served.bytes_sent += len(body)
                     if not message.get("more_body", False):
-                        state.done = True
+                        served.done = True
                 elif kind == "http.response.start":
-                    state.started(served, message)
+                    _started(served, message)
             except Exception:
                 log_once("asgi send")
             try:
                 await send(message)
             except OSError:
-                state.disconnected = True  # the client went away while we were writing
+                served.disconnected = True  # the client went away while we were writing
                 raise
 
         try:
             await self.app(scope, receive_watch, send_watch)
         except BaseException as exc:
-            served.finish(exc, cancelled=state.disconnected, complete=state.done)
+            served.finish(exc, cancelled=served.disconnected, complete=served.done)
             raise
-        served.finish(cancelled=state.disconnected and not state.done, complete=state.done)
+        served.finish(cancelled=served.disconnected and not served.done, complete=served.done)
 
     async def _websocket(
         self, served: ServedRequest, scope: Scope, receive: Receive, send: Send
@@ -231,18 +229,10 @@ class HiveLoopMiddleware:
         await self.app(scope, receive_start, send_close)
 
 
-class _Response:
-    """What the app sent so far."""
-
-    __slots__ = ("disconnected", "done")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.disconnected = False
-
-    def started(self, served: ServedRequest, message: Message) -> None:
-        """``http.response.start``: the status, and the header naming the task if asked."""
-        served.status = int(message.get("status", 200))
+def _started(served: ServedRequest, message: Message) -> None:
+    """``http.response.start``: the status, and the header naming the task if asked."""
+    served.status = int(message.get("status", 200))
+    if served.answer_caller:
         header = served.response_header()
         if header is not None:
             name, value = header
@@ -260,30 +250,31 @@ def route_template(scope: Scope, app: Any = None) -> str | None:
     """
     try:
         owner = scope.get("app") or app
-        routes = getattr(getattr(owner, "router", None), "routes", None)
-        if routes is None:
-            routes = getattr(owner, "routes", None)
-        if not routes:
+        if owner is None:
             return None
-        try:
-            static = _STATIC.get(owner)
-            if static is None:
-                static = _STATIC[owner] = {}
-        except TypeError:  # an owner that cannot be weakly referenced: no cache
-            static = {}
-        key = (
-            len(routes),
-            scope.get("type"),
-            scope.get("method"),
-            scope.get("root_path", ""),
-            scope.get("path"),
-        )
-        template = static.get(key)
+        last, table = _LAST
+        if last() is not owner:
+            table = None
+        if table is None or table.size != len(table.routes):
+            routes = getattr(getattr(owner, "router", None), "routes", None)
+            if routes is None:
+                routes = getattr(owner, "routes", None)
+            if not routes:
+                return None
+            table = _table(owner, routes)
+        path = scope.get("path")
+        root = scope.get("root_path", "")
+        key = (scope.get("type"), scope.get("method"), root, path)
+        template = table.static.get(key)
         if template is not None:
             return template
-        template = _match(routes, dict(scope), "")
-        if template is not None and "{" not in template and template == scope.get("path"):
+        if not root and type(path) is str and key[0] == "http" and "fastapi" not in scope:
+            template = _match_plain(table, scope, path, key[1])
+        else:
+            template = _match(table.routes, dict(scope), "")
+        if template is not None and "{" not in template and template == path:
             # A route without parameters: the same path always gives the same template.
+            static = table.static
             if len(static) >= _STATIC_MAX:
                 static.clear()
             static[key] = template
@@ -292,12 +283,97 @@ def route_template(scope: Scope, app: Any = None) -> str | None:
         return None
 
 
-#: Per app (weakly), templates of parameterless routes by (number of routes, type, method,
-#: root path, path): the router's matching costs tens of µs a request, and most service
-#: endpoints are static. Paths with parameters and paths that match nothing are never kept
-#: (a scanner's paths would fill it), so each holds at most the app's static routes.
-_STATIC: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], str]] = weakref.WeakKeyDictionary()
+class _Table:
+    """One app's routes, prepared for :func:`route_template` (rebuilt when their number
+    changes), and the templates of its parameterless routes by (type, method, root path,
+    path): most service endpoints are static. Paths with parameters and paths that match
+    nothing are never kept (a scanner's paths would fill it), so ``static`` holds at most
+    the app's static routes."""
+
+    __slots__ = ("plain", "routes", "size", "static")
+
+    def __init__(self, routes: Any) -> None:
+        self.routes = routes
+        self.size = len(routes)
+        self.static: dict[tuple[Any, ...], str] = {}
+        #: Per route: (its path regex's ``match``, its path, its methods) for a plain
+        #: Starlette ``Route`` / FastAPI ``APIRoute`` (matched here by regex and method, as
+        #: their ``matches()`` would, without building the child scope), else None (its own
+        #: ``matches()`` decides).
+        self.plain: list[tuple[Callable[[str], Any], str, Any] | None] = []
+        known = _plain_matches()
+        for route in routes:
+            regex = getattr(route, "path_regex", None)
+            path = getattr(route, "path", None)
+            if (
+                getattr(type(route), "matches", None) in known
+                and regex is not None
+                and isinstance(path, str)
+            ):
+                self.plain.append((regex.match, path, getattr(route, "methods", None)))
+            else:
+                self.plain.append(None)
+
+
+def _nobody() -> Any:
+    return _NOBODY
+
+
+_NOBODY = object()
+#: The app whose table was used last (weakly) and that table, as one tuple so that a thread
+#: never reads one app's reference with another's table: a service has one app.
+_LAST: tuple[Callable[[], Any], _Table | None] = (_nobody, None)
+#: Per app (weakly): its :class:`_Table`.
+_TABLES: weakref.WeakKeyDictionary[Any, _Table] = weakref.WeakKeyDictionary()
 _STATIC_MAX = 4096
+
+
+def _table(owner: Any, routes: Any) -> _Table:
+    try:
+        table = _TABLES.get(owner)
+    except TypeError:  # an owner that cannot be weakly referenced: no cache
+        return _Table(routes)
+    if table is None or table.routes is not routes or table.size != len(routes):
+        table = _TABLES[owner] = _Table(routes)
+    global _LAST
+    _LAST = (weakref.ref(owner), table)
+    return table
+
+
+def _plain_matches() -> tuple[Any, ...]:
+    """The ``matches`` functions of the route classes :class:`_Table` matches itself."""
+    out = []
+    starlette = sys.modules.get("starlette.routing")
+    if starlette is not None:
+        out.append(getattr(getattr(starlette, "Route", None), "matches", None))
+    fastapi = sys.modules.get("fastapi.routing")
+    if fastapi is not None:
+        out.append(getattr(getattr(fastapi, "APIRoute", None), "matches", None))
+    return tuple(m for m in out if m is not None)
+
+
+def _match_plain(table: _Table, scope: Scope, path: str, method: Any) -> str | None:
+    """:func:`_match` for an HTTP scope without a root path, plain routes by regex alone."""
+    partial: str | None = None
+    copy: dict[str, Any] | None = None
+    for route, plain in zip(table.routes, table.plain, strict=False):
+        if plain is not None:
+            regex_match, template, methods = plain
+            if regex_match(path) is None:
+                continue
+            if methods and method not in methods:
+                if partial is None:
+                    partial = template  # the path matched, the method did not (405)
+                continue
+            return template
+        if copy is None:
+            copy = dict(scope)
+        found, full = _match_one(route, copy, path, "")
+        if full:
+            return found
+        if found is not None and partial is None:
+            partial = found
+    return partial
 
 
 def _match(routes: Any, scope: dict[str, Any], prefix: str) -> str | None:
@@ -307,23 +383,35 @@ def _match(routes: Any, scope: dict[str, Any], prefix: str) -> str | None:
     # child scope) is most of the cost on an app with many routes.
     plain = scope.get("path") if not scope.get("root_path") else None
     for route in routes:
-        matches = getattr(route, "matches", None)
-        path = getattr(route, "path", None)
-        if matches is None or not isinstance(path, str):
-            continue
-        if plain is not None:
-            regex = getattr(route, "path_regex", None)
-            if regex is not None and regex.match(plain) is None:
-                continue
-        match, child = matches(scope)
-        name = getattr(match, "name", "")
-        if name == "FULL":
-            inner = getattr(route, "routes", None)
-            if inner:  # a Mount: descend with the scope the mount would pass down
-                deeper = _match(inner, {**scope, **child}, prefix + path)
-                if deeper is not None:
-                    return deeper
-            return prefix + path
-        if name == "PARTIAL" and partial is None:
-            partial = prefix + path  # the path matched, the method did not (405)
+        found, full = _match_one(route, scope, plain, prefix)
+        if full:
+            return found
+        if found is not None and partial is None:
+            partial = found
     return partial
+
+
+def _match_one(
+    route: Any, scope: dict[str, Any], plain: Any, prefix: str
+) -> tuple[str | None, bool]:
+    """One route's template and whether it matched fully (else the method only, or None)."""
+    matches = getattr(route, "matches", None)
+    path = getattr(route, "path", None)
+    if matches is None or not isinstance(path, str):
+        return None, False
+    if plain is not None:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(plain) is None:
+            return None, False
+    match, child = matches(scope)
+    name = getattr(match, "name", "")
+    if name == "FULL":
+        inner = getattr(route, "routes", None)
+        if inner:  # a Mount: descend with the scope the mount would pass down
+            deeper = _match(inner, {**scope, **child}, prefix + path)
+            if deeper is not None:
+                return deeper, True
+        return prefix + path, True
+    if name == "PARTIAL":
+        return prefix + path, False  # the path matched, the method did not (405)
+    return None, False
