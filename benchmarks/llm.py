@@ -2,6 +2,7 @@
 LangSmith's OpenAI wrappers, against the bare client, in the same run (``make bench-llm``).
 
     python -m benchmarks.llm [--calls 2000] [--block 25] [--rounds 2] [--skip-peers]
+                             [--baseline ../other-checkout]
     python -m benchmarks.llm --method process [--calls 200] [--rounds 5]
 
 The default method (``ab``, :func:`run_ab`) runs each wrapper in its own processes next to
@@ -12,7 +13,10 @@ block it reads the CPU clock of the calling thread and of every other thread
 adjacent bare block's, median and quartiles over the pairs, split into calling thread and
 background threads. Langfuse's drop-in patches the ``openai`` classes: its bare blocks run
 with the original class attributes put back (``llm_worker.Toggle``). ``ours_nousage`` is ours
-with ``include_usage=False`` (the peers do not ask for the usage chunk).
+with ``include_usage=False`` (the peers do not ask for the usage chunk). ``--baseline DIR``
+adds ``baseline`` and ``baseline_nousage``: the same two configurations with the
+``hiveloop_async`` of another checkout (e.g. a worktree of main), run by that checkout's own
+``benchmarks.llm_worker``, interleaved with the others in the same run (before/after A/B).
 
 The older method (``--method process``) is described below; it cannot resolve costs below
 a few hundred µs on a loaded machine.
@@ -61,6 +65,8 @@ NAMES = {
     "bare": "bare client",
     "ours": "hiveloop_async",
     "ours_nousage": "ours, no usage",
+    "baseline": "baseline",
+    "baseline_nousage": "base, no usage",
     "langfuse": "Langfuse",
     "langsmith": "LangSmith",
 }
@@ -133,13 +139,22 @@ def serve_provider() -> None:
         time.sleep(3600)
 
 
-def worker(python: str, config: str, env: dict[str, str], **kwargs: Any) -> dict[str, Any]:
-    """One configuration in a fresh process: its figures, or ``{"error": ...}``."""
+#: ``--baseline`` configurations -> the configuration their worker runs.
+BASELINE = {"baseline": "ours", "baseline_nousage": "ours_nousage"}
+
+
+def worker(
+    python: str, config: str, env: dict[str, str], root: Path = ROOT, **kwargs: Any
+) -> dict[str, Any]:
+    """One configuration in a fresh process, its worker and ``hiveloop_async`` imported
+    from the checkout ``root``: its figures, or ``{"error": ...}``."""
+    if root != ROOT:
+        env = {**env, "PYTHONPATH": str(root)}
     proc = subprocess.run(
         [python, "-m", "benchmarks.llm_worker", config, json.dumps(kwargs)],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=root,
         env=env,
         timeout=600,
     )
@@ -332,10 +347,17 @@ def run_ab(
     chunks: int = 50,
     peers: bool = True,
     modes: tuple[str, ...] = ("sync", "async"),
+    baseline: Path | None = None,
 ) -> dict[str, Any]:
     """Each wrapper against the bare client in its own processes (``rounds`` of them, the
-    order of the wrappers rotating), ``calls`` wrapped calls per mode and case in all."""
-    configs = ("ours", "ours_nousage", *PEERS) if peers else ("ours", "ours_nousage")
+    order of the wrappers rotating), ``calls`` wrapped calls per mode and case in all.
+    ``baseline``: another checkout whose ``hiveloop_async`` runs as ``baseline`` and
+    ``baseline_nousage`` (see the module's docstring)."""
+    configs: tuple[str, ...] = ("ours", "ours_nousage")
+    if baseline is not None:
+        configs += tuple(BASELINE)
+    if peers:
+        configs += PEERS
     res: dict[str, Any] = {
         "method": "ab",
         "calls": calls,
@@ -344,6 +366,8 @@ def run_ab(
         "chunks": chunks,
         "configs": list(configs),
     }
+    if baseline is not None:
+        res["baseline"] = _describe_checkout(baseline)
     if peers:
         res["install"] = ensure_peers(LLM_PEERS_VENV, peer_requirements())
         python = str(LLM_PEERS_VENV / "bin" / "python")
@@ -360,11 +384,16 @@ def run_ab(
                 order = configs[r % len(configs) :] + configs[: r % len(configs)]
                 for config in order:
                     t0 = time.monotonic()
+                    root = ROOT
+                    if config in BASELINE:
+                        assert baseline is not None
+                        root = baseline
                     raw[config].append(
                         worker(
                             python,
-                            config,
+                            BASELINE.get(config, config),
                             env,
+                            root,
                             method="ab",
                             provider_url=provider.url,
                             sink_url=sink.url,
@@ -383,6 +412,16 @@ def run_ab(
     res["bad_requests"] = counts.get("bad_requests", 0)
     res["summary"] = summarize_ab(raw, configs)
     return res
+
+
+def _describe_checkout(root: Path) -> dict[str, str]:
+    """Where ``root`` is and its commit (for the record of a ``--baseline`` run)."""
+    head = subprocess.run(
+        ["git", "-C", str(root), "log", "-1", "--format=%h %s"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {"path": str(root), "commit": head[:100]}
 
 
 def _per_call(b: dict[str, Any], block: int, part: str = "total") -> float:
@@ -450,6 +489,10 @@ def summarize_ab(raw: dict[str, list[dict[str, Any]]], configs: tuple[str, ...])
                 continue
             if p["added_us"] > 0:
                 row.setdefault("ratio", {})[peer] = round(ours["added_us"] / p["added_us"], 3)
+        for mine, base in (("ours", "baseline"), ("ours_nousage", "baseline_nousage")):
+            m, b = row.get(mine), row.get(base)
+            if m and b and "error" not in m and "error" not in b:
+                row.setdefault("change", {})[mine] = round(m["added_us"] - b["added_us"], 1)
         if row:
             out[key] = row
     return out
@@ -492,7 +535,15 @@ def table_ab(res: dict[str, Any]) -> str:
                 f"{'':<13}ours / peer (+cpu): "
                 + ", ".join(f"{NAMES[k]} {v:.3f}" for k, v in ratio.items())
             )
+        change = row.get("change")
+        if change:
+            lines.append(
+                f"{'':<13}ours - baseline (+cpu µs): "
+                + ", ".join(f"{NAMES[k]} {v:+.1f}" for k, v in change.items())
+            )
         lines.append("")
+    if res.get("baseline"):
+        lines.append(f"baseline: {res['baseline']['path']} at {res['baseline']['commit']}")
     lines.append("background threads, mean µs per call (wrapped minus bare blocks):")
     for key, row in res["summary"].items():
         for config in res["configs"]:
@@ -530,6 +581,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", type=int, default=25, help="ab: calls per block")
     parser.add_argument("--chunks", type=int, default=50)
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        type=Path,
+        help="ab: also run ours from this other checkout (e.g. a worktree of main)",
+    )
     parser.add_argument("--sync-only", action="store_true")
     parser.add_argument("--serve-provider", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="do not write results/")
@@ -556,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
             chunks=args.chunks,
             peers=not args.skip_peers,
             modes=modes,
+            baseline=args.baseline.resolve() if args.baseline else None,
         )
         text = table_ab(res)
         name = "llm"
