@@ -215,7 +215,7 @@ def last_message_text(messages: object) -> str | None:
     """The text of the last message of an OpenAI/Anthropic ``messages`` list, or None."""
     if isinstance(messages, list | tuple) and messages:
         last = messages[-1]
-        if isinstance(last, Mapping):
+        if type(last) is dict or isinstance(last, Mapping):  # dict first: no ABC check
             return content_text(last.get("content"))
         return content_text(last)
     return content_text(messages)

@@ -152,7 +152,7 @@ def uninstrument(client: object) -> None:
 
 def _is_raw(kwargs: dict[str, Any]) -> bool:
     headers = kwargs.get("extra_headers")
-    return isinstance(headers, Mapping) and _RAW_HEADER in headers
+    return headers is not None and isinstance(headers, Mapping) and _RAW_HEADER in headers
 
 
 def _starter(kind: str, name: str, opts: _Options) -> Any:
@@ -238,20 +238,38 @@ def _responses_input_text(inp: object) -> str | None:
 def _usage_chat(call: Call, usage: Any) -> None:
     if usage is None:
         return
-    call.tokens_in = getattr(usage, "prompt_tokens", None)
-    call.tokens_out = getattr(usage, "completion_tokens", None)
-    cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None)
-    if cached:
-        call.meta["cached_tokens"] = cached
-    reasoning = getattr(getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None)
-    if reasoning:
-        call.meta["reasoning_tokens"] = reasoning
+    try:  # one __dict__ read instead of hooked attribute reads (see _ChatSyncStream)
+        fields = usage.__dict__
+        call.tokens_in = fields["prompt_tokens"]
+        call.tokens_out = fields["completion_tokens"]
+        prompt_details = fields["prompt_tokens_details"]
+        completion_details = fields["completion_tokens_details"]
+    except Exception:  # not shaped like openai's CompletionUsage: by attribute
+        call.tokens_in = getattr(usage, "prompt_tokens", None)
+        call.tokens_out = getattr(usage, "completion_tokens", None)
+        prompt_details = getattr(usage, "prompt_tokens_details", None)
+        completion_details = getattr(usage, "completion_tokens_details", None)
+    if prompt_details is not None:
+        cached = getattr(prompt_details, "cached_tokens", None)
+        if cached:
+            call.meta["cached_tokens"] = cached
+    if completion_details is not None:
+        reasoning = getattr(completion_details, "reasoning_tokens", None)
+        if reasoning:
+            call.meta["reasoning_tokens"] = reasoning
 
 
 def _read_chat(call: Call, resp: Any) -> None:
-    call.model = getattr(resp, "model", None) or call.model
-    _usage_chat(call, getattr(resp, "usage", None))
-    choices = getattr(resp, "choices", None)
+    try:
+        fields = resp.__dict__
+        model, usage, choices = fields["model"], fields["usage"], fields["choices"]
+    except Exception:  # not shaped like openai's ChatCompletion: by attribute
+        model = getattr(resp, "model", None)
+        usage = getattr(resp, "usage", None)
+        choices = getattr(resp, "choices", None)
+    if model:
+        call.model = model
+    _usage_chat(call, usage)
     if not choices:
         return
     choice = choices[0]
