@@ -13,7 +13,10 @@ block it reads the CPU clock of the calling thread and of every other thread
 adjacent bare block's, median and quartiles over the pairs, split into calling thread and
 background threads. Langfuse's drop-in patches the ``openai`` classes: its bare blocks run
 with the original class attributes put back (``llm_worker.Toggle``). ``ours_nousage`` is ours
-with ``include_usage=False`` (the peers do not ask for the usage chunk). ``--baseline DIR``
+with ``include_usage=False`` (the peers do not ask for the usage chunk). The
+``stream_usage`` case is the same stream with the caller's own
+``stream_options={"include_usage": True}``: the usage chunk is then in the bare client's
+figure too, and the peers read the tokens as we do (the like-for-like stream). ``--baseline DIR``
 adds ``baseline`` and ``baseline_nousage``: the same two configurations with the
 ``hiveloop_async`` of another checkout (e.g. a worktree of main), run by that checkout's own
 ``benchmarks.llm_worker``, interleaved with the others in the same run (before/after A/B).
@@ -71,7 +74,17 @@ NAMES = {
     "langsmith": "LangSmith",
 }
 RESULTS = ROOT / "benchmarks" / "results"
-KEYS = ("sync/plain", "sync/stream", "async/plain", "async/stream")
+KEYS = (
+    "sync/plain",
+    "sync/stream",
+    "sync/stream_usage",
+    "async/plain",
+    "async/stream",
+    "async/stream_usage",
+)
+#: The cases a ``--baseline`` checkout's worker is asked for (an older worker knows no
+#: ``stream_usage``, and would run it as ``stream``).
+BASELINE_CASES = ["plain", "stream"]
 
 
 def peer_requirements() -> tuple[str, ...]:
@@ -292,14 +305,14 @@ def table(res: dict[str, Any]) -> str:
         "flush; wall = median wall time of one call; +cpu IQR = quartiles of the per-round "
         "added cost (the noise)",
         "",
-        f"{'case':<13}{'configuration':<16}{'cpu µs':>9}{'+cpu µs':>10}{'+cpu IQR':>18}"
+        f"{'case':<19}{'configuration':<16}{'cpu µs':>9}{'+cpu µs':>10}{'+cpu IQR':>18}"
         f"{'wall µs':>10}{'+wall µs':>10}{'flush ms':>10}  exported",
     ]
     for key, row in res["summary"].items():
         for config in res["configs"]:
             f = row.get(config, {})
             if "error" in f:
-                lines.append(f"{key:<13}{NAMES[config]:<16}  FAILED: {f['error']}")
+                lines.append(f"{key:<19}{NAMES[config]:<16}  FAILED: {f['error']}")
                 continue
             items = f["per_call_items"]
             exp = (
@@ -313,13 +326,13 @@ def table(res: dict[str, Any]) -> str:
             iqr = "" if config == "bare" else f"{q1:+.0f}..{q3:+.0f}"
             added_w = "" if config == "bare" else f"{f['added_wall_us']:+10.1f}"
             lines.append(
-                f"{key:<13}{NAMES[config]:<16}{f['cpu_us']:9.1f}{added:>10}{iqr:>18}"
+                f"{key:<19}{NAMES[config]:<16}{f['cpu_us']:9.1f}{added:>10}{iqr:>18}"
                 f"{f['wall_us']:10.1f}{added_w:>10}{f['flush_ms']:10.2f}  {exp}"
             )
         ratio = row.get("ratio")
         if ratio:
             lines.append(
-                f"{'':<13}ours / peer (added, where both are above zero): "
+                f"{'':<19}ours / peer (added, where both are above zero): "
                 + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in ratio.items())
             )
         lines.append("")
@@ -401,6 +414,7 @@ def run_ab(
                             block=block,
                             chunks=chunks,
                             modes=list(modes),
+                            **({"cases": BASELINE_CASES} if config in BASELINE else {}),
                         )
                     )
                     log(f"  round {r + 1}/{rounds}: {config}  {time.monotonic() - t0:.1f} s")
@@ -505,11 +519,15 @@ def table_ab(res: dict[str, Any]) -> str:
         f"wrapped + {res['calls']} bare calls per case in blocks of {res['block']}, "
         f"alternated A B B A, {res['rounds']} process(es) per wrapper; fake server on "
         f"127.0.0.1, stream = {res['chunks']} chunks",
+        "stream: the caller asks for no usage (ours adds stream_options.include_usage and "
+        "hides the usage chunk; the peers do not ask for it); stream_usage: the caller passes "
+        "stream_options={'include_usage': True} (the usage chunk is in the bare client's "
+        "figure too, every wrapper can read the tokens)",
         "+cpu = (calling thread + every other thread) of a wrapped block (with the SDK's "
         "flush) minus the adjacent bare block, per call: median over the pairs, IQR = "
         "quartiles; caller / threads = the same split; wall = added wall time per call",
         "",
-        f"{'case':<13}{'configuration':<16}{'bare µs':>9}{'+cpu µs':>10}{'+cpu IQR':>16}"
+        f"{'case':<19}{'configuration':<16}{'bare µs':>9}{'+cpu µs':>10}{'+cpu IQR':>16}"
         f"{'caller':>9}{'threads':>9}{'wall':>9}  exported",
     ]
     for key, row in res["summary"].items():
@@ -518,27 +536,27 @@ def table_ab(res: dict[str, Any]) -> str:
             if f is None:
                 continue
             if "error" in f:
-                lines.append(f"{key:<13}{NAMES[config]:<16}  FAILED: {f['error']}")
+                lines.append(f"{key:<19}{NAMES[config]:<16}  FAILED: {f['error']}")
                 continue
             q1, q3 = f["added_quartiles_us"]
             exp = f"{f['per_call_items']} of {f['wrapped_calls']}" + (
                 "" if f["verified"] else "  NOT ALL EXPORTED"
             )
             lines.append(
-                f"{key:<13}{NAMES[config]:<16}{f['bare_us']:9.0f}{f['added_us']:+10.1f}"
+                f"{key:<19}{NAMES[config]:<16}{f['bare_us']:9.0f}{f['added_us']:+10.1f}"
                 f"{f'{q1:+.0f}..{q3:+.0f}':>16}{f['added_caller_us']:+9.1f}"
                 f"{f['added_threads_us']:+9.1f}{f['added_wall_us']:+9.0f}  {exp}"
             )
         ratio = row.get("ratio")
         if ratio:
             lines.append(
-                f"{'':<13}ours / peer (+cpu): "
+                f"{'':<19}ours / peer (+cpu): "
                 + ", ".join(f"{NAMES[k]} {v:.3f}" for k, v in ratio.items())
             )
         change = row.get("change")
         if change:
             lines.append(
-                f"{'':<13}ours - baseline (+cpu µs): "
+                f"{'':<19}ours - baseline (+cpu µs): "
                 + ", ".join(f"{NAMES[k]} {v:+.1f}" for k, v in change.items())
             )
         lines.append("")
@@ -549,7 +567,7 @@ def table_ab(res: dict[str, Any]) -> str:
         for config in res["configs"]:
             f = row.get(config)
             if f and "threads_mean_us" in f:
-                lines.append(f"  {key:<13}{NAMES[config]:<16}{json.dumps(f['threads_mean_us'])}")
+                lines.append(f"  {key:<19}{NAMES[config]:<16}{json.dumps(f['threads_mean_us'])}")
     if res.get("unrouted"):
         lines.append(f"requests the sink did not know: {res['unrouted']}")
     if res.get("bad_requests"):
