@@ -415,3 +415,29 @@ def test_stream_closed_after_first_token_keeps_text_so_far(
     d = one(cap)["payload"]["data"]
     assert d["response_preview"] == "w0 w1 w2 "
     assert d["metadata"]["closed_early"] is True
+
+
+async def test_async_stream_goes_through_a_replaced_aiter(
+    agent: Agent, cap: EventCapture, aclient: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """We read openai's inner async generator directly only while ``AsyncStream.__aiter__``
+    is openai's own: another instrumentation that replaced it (as Langfuse's drop-in does)
+    still sees every chunk, and the call is still recorded whole."""
+    original = openai.AsyncStream.__aiter__
+    seen: list[Any] = []
+
+    async def counting(self: Any) -> Any:
+        async for item in original(self):
+            seen.append(item)
+            yield item
+
+    monkeypatch.setattr(openai.AsyncStream, "__aiter__", counting)
+    with agent.task("t-patched"):
+        stream = await aclient.chat.completions.create(
+            model="gpt-4o-mini", messages=MSGS, stream=True, extra_body={"chunks": 10}
+        )
+        chunks = [ch async for ch in stream]
+    assert len(chunks) == 11 and len(seen) == 12  # the usage chunk: seen there, hidden here
+    d = one(cap)["payload"]["data"]
+    assert d["response_preview"] == "".join(f"w{i} " for i in range(10))
+    assert (d["tokens_in"], d["tokens_out"]) == (12, 5)

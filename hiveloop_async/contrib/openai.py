@@ -28,6 +28,7 @@ Nothing from ``openai`` is imported until :func:`instrument` is called.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
+from types import AsyncGeneratorType
 from typing import Any, TypeVar
 
 from ._llm import (
@@ -92,6 +93,9 @@ def instrument(
     """
     import openai
 
+    global _PLAIN_AITER
+    if _PLAIN_AITER is None:
+        _PLAIN_AITER = _plain_aiter(openai.AsyncStream)
     if not isinstance(client, openai.OpenAI | openai.AsyncOpenAI):
         raise TypeError("instrument() takes an openai.OpenAI or openai.AsyncOpenAI instance")
     if getattr(client, _STATE, None) is not None:
@@ -145,6 +149,31 @@ def uninstrument(client: object) -> None:
         except AttributeError:
             pass
     delattr(client, _STATE)
+
+
+#: ``openai.AsyncStream.__aiter__`` when it only re-yields the stream's ``_iterator``
+#: (False when it does more; None until the first :func:`instrument`).
+_PLAIN_AITER: Any = None
+
+
+def _plain_aiter(cls: type) -> Any:
+    """``cls.__aiter__`` if its body is ``async for item in self._iterator: yield item``
+    (the only name it uses is ``_iterator``), else False."""
+    fn = cls.__dict__.get("__aiter__")
+    code = getattr(fn, "__code__", None)
+    return fn if code is not None and code.co_names == ("_iterator",) else False
+
+
+def _source_aiter(stream: Any) -> Any:
+    """What to ``async for`` over to read ``stream``: the async generator that openai's own
+    ``AsyncStream.__aiter__`` re-yields item by item, when that method is still openai's
+    plain one (not replaced, e.g. by another instrumentation) -- one async generator fewer
+    per chunk, about 0.3 µs each -- else ``aiter(stream)``."""
+    if _PLAIN_AITER and type(stream).__aiter__ is _PLAIN_AITER:
+        inner = stream.__dict__.get("_iterator")
+        if type(inner) is AsyncGeneratorType:
+            return inner
+    return aiter(stream)
 
 
 # -- per-operation start/finish ---------------------------------------------------------------
@@ -400,7 +429,7 @@ class _ChatAsyncStream(AsyncStream):
         call, feed = self._hl_call, self._hl_feed
         hide, texts, limit = call.hide, call.text, call.limit
         try:
-            it = aiter(self._hl_stream)
+            it = _source_aiter(self._hl_stream)
             async for item in it:
                 try:
                     if feed(call, item):
