@@ -441,3 +441,28 @@ async def test_async_stream_goes_through_a_replaced_aiter(
     d = one(cap)["payload"]["data"]
     assert d["response_preview"] == "".join(f"w{i} " for i in range(10))
     assert (d["tokens_in"], d["tokens_out"]) == (12, 5)
+
+
+def test_sync_stream_goes_through_a_replaced_iter(
+    agent: Agent, cap: EventCapture, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync twin: a replaced ``Stream.__iter__`` sees every chunk."""
+    original = openai.Stream.__iter__
+    seen: list[Any] = []
+
+    def counting(self: Any) -> Any:
+        for item in original(self):
+            seen.append(item)
+            yield item
+
+    monkeypatch.setattr(openai.Stream, "__iter__", counting)
+    with agent.task("t-patched-sync"):
+        chunks = list(
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=MSGS, stream=True, extra_body={"chunks": 10}
+            )
+        )
+    assert len(chunks) == 11 and len(seen) == 12
+    d = one(cap)["payload"]["data"]
+    assert d["response_preview"] == "".join(f"w{i} " for i in range(10))
+    assert d["metadata"]["finish_reason"] == "stop"

@@ -28,7 +28,7 @@ Nothing from ``openai`` is imported until :func:`instrument` is called.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
-from types import AsyncGeneratorType
+from types import AsyncGeneratorType, GeneratorType
 from typing import Any, TypeVar
 
 from ._llm import (
@@ -93,9 +93,10 @@ def instrument(
     """
     import openai
 
-    global _PLAIN_AITER
+    global _PLAIN_ITER, _PLAIN_AITER
     if _PLAIN_AITER is None:
-        _PLAIN_AITER = _plain_aiter(openai.AsyncStream)
+        _PLAIN_ITER = _plain_loop(openai.Stream, "__iter__")
+        _PLAIN_AITER = _plain_loop(openai.AsyncStream, "__aiter__")
     if not isinstance(client, openai.OpenAI | openai.AsyncOpenAI):
         raise TypeError("instrument() takes an openai.OpenAI or openai.AsyncOpenAI instance")
     if getattr(client, _STATE, None) is not None:
@@ -151,24 +152,36 @@ def uninstrument(client: object) -> None:
     delattr(client, _STATE)
 
 
-#: ``openai.AsyncStream.__aiter__`` when it only re-yields the stream's ``_iterator``
-#: (False when it does more; None until the first :func:`instrument`).
+#: ``openai.Stream.__iter__`` / ``openai.AsyncStream.__aiter__`` when they only re-yield
+#: the stream's ``_iterator`` (False when they do more; None until the first
+#: :func:`instrument`).
+_PLAIN_ITER: Any = None
 _PLAIN_AITER: Any = None
 
 
-def _plain_aiter(cls: type) -> Any:
-    """``cls.__aiter__`` if its body is ``async for item in self._iterator: yield item``
+def _plain_loop(cls: type, name: str) -> Any:
+    """``cls.<name>`` if its body is ``[async] for item in self._iterator: yield item``
     (the only name it uses is ``_iterator``), else False."""
-    fn = cls.__dict__.get("__aiter__")
+    fn = cls.__dict__.get(name)
     code = getattr(fn, "__code__", None)
     return fn if code is not None and code.co_names == ("_iterator",) else False
 
 
+def _source_iter(stream: Any) -> Any:
+    """What to ``for`` over to read ``stream``: the generator that openai's own
+    ``Stream.__iter__`` re-yields item by item, when that method is still openai's plain
+    one (not replaced, e.g. by another instrumentation) -- one generator fewer per chunk --
+    else ``iter(stream)``."""
+    if _PLAIN_ITER and type(stream).__iter__ is _PLAIN_ITER:
+        inner = stream.__dict__.get("_iterator")
+        if type(inner) is GeneratorType:
+            return inner
+    return iter(stream)
+
+
 def _source_aiter(stream: Any) -> Any:
-    """What to ``async for`` over to read ``stream``: the async generator that openai's own
-    ``AsyncStream.__aiter__`` re-yields item by item, when that method is still openai's
-    plain one (not replaced, e.g. by another instrumentation) -- one async generator fewer
-    per chunk, about 0.3 µs each -- else ``aiter(stream)``."""
+    """The async twin of :func:`_source_iter` (an async generator fewer per chunk, about
+    0.3 µs each)."""
     if _PLAIN_AITER and type(stream).__aiter__ is _PLAIN_AITER:
         inner = stream.__dict__.get("_iterator")
         if type(inner) is AsyncGeneratorType:
@@ -369,7 +382,7 @@ class _ChatSyncStream(SyncStream):
         call, feed = self._hl_call, self._hl_feed
         hide, texts, limit = call.hide, call.text, call.limit
         try:
-            it = iter(self._hl_stream)
+            it = _source_iter(self._hl_stream)
             for item in it:
                 try:
                     if feed(call, item):
