@@ -17,6 +17,9 @@ Streams are recorded when they end, are closed early or fail. Unless the caller 
 ``stream_options={"include_usage": True}`` so the tokens are known, and the extra usage-only
 final chunk is hidden from the caller. A streamed result is a thin wrapper of the SDK's
 ``Stream``/``AsyncStream`` (iteration, ``close()``, ``with``; other attributes delegate).
+While ``Stream.__iter__`` / ``AsyncStream.__aiter__`` are openai's own (a loop re-yielding
+the stream's ``_iterator``), the wrapper iterates that ``_iterator`` itself: one generator
+fewer per chunk. A replaced one (another instrumentation) is iterated as it is.
 
 ``client.copy()`` / ``client.with_options(...)`` return instrumented copies (same settings).
 ``with_raw_response`` / ``with_streaming_response`` keep working; they record the call's
