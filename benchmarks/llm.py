@@ -2,6 +2,7 @@
 LangSmith's OpenAI wrappers, against the bare client, in the same run (``make bench-llm``).
 
     python -m benchmarks.llm [--calls 2000] [--block 25] [--rounds 2] [--skip-peers]
+                             [--baseline ../other-checkout]
     python -m benchmarks.llm --method process [--calls 200] [--rounds 5]
 
 The default method (``ab``, :func:`run_ab`) runs each wrapper in its own processes next to
@@ -12,7 +13,13 @@ block it reads the CPU clock of the calling thread and of every other thread
 adjacent bare block's, median and quartiles over the pairs, split into calling thread and
 background threads. Langfuse's drop-in patches the ``openai`` classes: its bare blocks run
 with the original class attributes put back (``llm_worker.Toggle``). ``ours_nousage`` is ours
-with ``include_usage=False`` (the peers do not ask for the usage chunk).
+with ``include_usage=False`` (the peers do not ask for the usage chunk). The
+``stream_usage`` case is the same stream with the caller's own
+``stream_options={"include_usage": True}``: the usage chunk is then in the bare client's
+figure too, and the peers read the tokens as we do (the like-for-like stream). ``--baseline DIR``
+adds ``baseline`` and ``baseline_nousage``: the same two configurations with the
+``hiveloop_async`` of another checkout (e.g. a worktree of main), run by that checkout's own
+``benchmarks.llm_worker``, interleaved with the others in the same run (before/after A/B).
 
 The older method (``--method process``) is described below; it cannot resolve costs below
 a few hundred µs on a loaded machine.
@@ -61,11 +68,23 @@ NAMES = {
     "bare": "bare client",
     "ours": "hiveloop_async",
     "ours_nousage": "ours, no usage",
+    "baseline": "baseline",
+    "baseline_nousage": "base, no usage",
     "langfuse": "Langfuse",
     "langsmith": "LangSmith",
 }
 RESULTS = ROOT / "benchmarks" / "results"
-KEYS = ("sync/plain", "sync/stream", "async/plain", "async/stream")
+KEYS = (
+    "sync/plain",
+    "sync/stream",
+    "sync/stream_usage",
+    "async/plain",
+    "async/stream",
+    "async/stream_usage",
+)
+#: The cases a ``--baseline`` checkout's worker is asked for (an older worker knows no
+#: ``stream_usage``, and would run it as ``stream``).
+BASELINE_CASES = ["plain", "stream"]
 
 
 def peer_requirements() -> tuple[str, ...]:
@@ -133,13 +152,22 @@ def serve_provider() -> None:
         time.sleep(3600)
 
 
-def worker(python: str, config: str, env: dict[str, str], **kwargs: Any) -> dict[str, Any]:
-    """One configuration in a fresh process: its figures, or ``{"error": ...}``."""
+#: ``--baseline`` configurations -> the configuration their worker runs.
+BASELINE = {"baseline": "ours", "baseline_nousage": "ours_nousage"}
+
+
+def worker(
+    python: str, config: str, env: dict[str, str], root: Path = ROOT, **kwargs: Any
+) -> dict[str, Any]:
+    """One configuration in a fresh process, its worker and ``hiveloop_async`` imported
+    from the checkout ``root``: its figures, or ``{"error": ...}``."""
+    if root != ROOT:
+        env = {**env, "PYTHONPATH": str(root)}
     proc = subprocess.run(
         [python, "-m", "benchmarks.llm_worker", config, json.dumps(kwargs)],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=root,
         env=env,
         timeout=600,
     )
@@ -277,14 +305,14 @@ def table(res: dict[str, Any]) -> str:
         "flush; wall = median wall time of one call; +cpu IQR = quartiles of the per-round "
         "added cost (the noise)",
         "",
-        f"{'case':<13}{'configuration':<16}{'cpu µs':>9}{'+cpu µs':>10}{'+cpu IQR':>18}"
+        f"{'case':<19}{'configuration':<16}{'cpu µs':>9}{'+cpu µs':>10}{'+cpu IQR':>18}"
         f"{'wall µs':>10}{'+wall µs':>10}{'flush ms':>10}  exported",
     ]
     for key, row in res["summary"].items():
         for config in res["configs"]:
             f = row.get(config, {})
             if "error" in f:
-                lines.append(f"{key:<13}{NAMES[config]:<16}  FAILED: {f['error']}")
+                lines.append(f"{key:<19}{NAMES[config]:<16}  FAILED: {f['error']}")
                 continue
             items = f["per_call_items"]
             exp = (
@@ -298,13 +326,13 @@ def table(res: dict[str, Any]) -> str:
             iqr = "" if config == "bare" else f"{q1:+.0f}..{q3:+.0f}"
             added_w = "" if config == "bare" else f"{f['added_wall_us']:+10.1f}"
             lines.append(
-                f"{key:<13}{NAMES[config]:<16}{f['cpu_us']:9.1f}{added:>10}{iqr:>18}"
+                f"{key:<19}{NAMES[config]:<16}{f['cpu_us']:9.1f}{added:>10}{iqr:>18}"
                 f"{f['wall_us']:10.1f}{added_w:>10}{f['flush_ms']:10.2f}  {exp}"
             )
         ratio = row.get("ratio")
         if ratio:
             lines.append(
-                f"{'':<13}ours / peer (added, where both are above zero): "
+                f"{'':<19}ours / peer (added, where both are above zero): "
                 + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in ratio.items())
             )
         lines.append("")
@@ -332,10 +360,17 @@ def run_ab(
     chunks: int = 50,
     peers: bool = True,
     modes: tuple[str, ...] = ("sync", "async"),
+    baseline: Path | None = None,
 ) -> dict[str, Any]:
     """Each wrapper against the bare client in its own processes (``rounds`` of them, the
-    order of the wrappers rotating), ``calls`` wrapped calls per mode and case in all."""
-    configs = ("ours", "ours_nousage", *PEERS) if peers else ("ours", "ours_nousage")
+    order of the wrappers rotating), ``calls`` wrapped calls per mode and case in all.
+    ``baseline``: another checkout whose ``hiveloop_async`` runs as ``baseline`` and
+    ``baseline_nousage`` (see the module's docstring)."""
+    configs: tuple[str, ...] = ("ours", "ours_nousage")
+    if baseline is not None:
+        configs += tuple(BASELINE)
+    if peers:
+        configs += PEERS
     res: dict[str, Any] = {
         "method": "ab",
         "calls": calls,
@@ -344,6 +379,8 @@ def run_ab(
         "chunks": chunks,
         "configs": list(configs),
     }
+    if baseline is not None:
+        res["baseline"] = _describe_checkout(baseline)
     if peers:
         res["install"] = ensure_peers(LLM_PEERS_VENV, peer_requirements())
         python = str(LLM_PEERS_VENV / "bin" / "python")
@@ -360,11 +397,16 @@ def run_ab(
                 order = configs[r % len(configs) :] + configs[: r % len(configs)]
                 for config in order:
                     t0 = time.monotonic()
+                    root = ROOT
+                    if config in BASELINE:
+                        assert baseline is not None
+                        root = baseline
                     raw[config].append(
                         worker(
                             python,
-                            config,
+                            BASELINE.get(config, config),
                             env,
+                            root,
                             method="ab",
                             provider_url=provider.url,
                             sink_url=sink.url,
@@ -372,6 +414,7 @@ def run_ab(
                             block=block,
                             chunks=chunks,
                             modes=list(modes),
+                            **({"cases": BASELINE_CASES} if config in BASELINE else {}),
                         )
                     )
                     log(f"  round {r + 1}/{rounds}: {config}  {time.monotonic() - t0:.1f} s")
@@ -383,6 +426,16 @@ def run_ab(
     res["bad_requests"] = counts.get("bad_requests", 0)
     res["summary"] = summarize_ab(raw, configs)
     return res
+
+
+def _describe_checkout(root: Path) -> dict[str, str]:
+    """Where ``root`` is and its commit (for the record of a ``--baseline`` run)."""
+    head = subprocess.run(
+        ["git", "-C", str(root), "log", "-1", "--format=%h %s"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {"path": str(root), "commit": head[:100]}
 
 
 def _per_call(b: dict[str, Any], block: int, part: str = "total") -> float:
@@ -450,6 +503,10 @@ def summarize_ab(raw: dict[str, list[dict[str, Any]]], configs: tuple[str, ...])
                 continue
             if p["added_us"] > 0:
                 row.setdefault("ratio", {})[peer] = round(ours["added_us"] / p["added_us"], 3)
+        for mine, base in (("ours", "baseline"), ("ours_nousage", "baseline_nousage")):
+            m, b = row.get(mine), row.get(base)
+            if m and b and "error" not in m and "error" not in b:
+                row.setdefault("change", {})[mine] = round(m["added_us"] - b["added_us"], 1)
         if row:
             out[key] = row
     return out
@@ -462,11 +519,15 @@ def table_ab(res: dict[str, Any]) -> str:
         f"wrapped + {res['calls']} bare calls per case in blocks of {res['block']}, "
         f"alternated A B B A, {res['rounds']} process(es) per wrapper; fake server on "
         f"127.0.0.1, stream = {res['chunks']} chunks",
+        "stream: the caller asks for no usage (ours adds stream_options.include_usage and "
+        "hides the usage chunk; the peers do not ask for it); stream_usage: the caller passes "
+        "stream_options={'include_usage': True} (the usage chunk is in the bare client's "
+        "figure too, every wrapper can read the tokens)",
         "+cpu = (calling thread + every other thread) of a wrapped block (with the SDK's "
         "flush) minus the adjacent bare block, per call: median over the pairs, IQR = "
         "quartiles; caller / threads = the same split; wall = added wall time per call",
         "",
-        f"{'case':<13}{'configuration':<16}{'bare µs':>9}{'+cpu µs':>10}{'+cpu IQR':>16}"
+        f"{'case':<19}{'configuration':<16}{'bare µs':>9}{'+cpu µs':>10}{'+cpu IQR':>16}"
         f"{'caller':>9}{'threads':>9}{'wall':>9}  exported",
     ]
     for key, row in res["summary"].items():
@@ -475,30 +536,38 @@ def table_ab(res: dict[str, Any]) -> str:
             if f is None:
                 continue
             if "error" in f:
-                lines.append(f"{key:<13}{NAMES[config]:<16}  FAILED: {f['error']}")
+                lines.append(f"{key:<19}{NAMES[config]:<16}  FAILED: {f['error']}")
                 continue
             q1, q3 = f["added_quartiles_us"]
             exp = f"{f['per_call_items']} of {f['wrapped_calls']}" + (
                 "" if f["verified"] else "  NOT ALL EXPORTED"
             )
             lines.append(
-                f"{key:<13}{NAMES[config]:<16}{f['bare_us']:9.0f}{f['added_us']:+10.1f}"
+                f"{key:<19}{NAMES[config]:<16}{f['bare_us']:9.0f}{f['added_us']:+10.1f}"
                 f"{f'{q1:+.0f}..{q3:+.0f}':>16}{f['added_caller_us']:+9.1f}"
                 f"{f['added_threads_us']:+9.1f}{f['added_wall_us']:+9.0f}  {exp}"
             )
         ratio = row.get("ratio")
         if ratio:
             lines.append(
-                f"{'':<13}ours / peer (+cpu): "
+                f"{'':<19}ours / peer (+cpu): "
                 + ", ".join(f"{NAMES[k]} {v:.3f}" for k, v in ratio.items())
             )
+        change = row.get("change")
+        if change:
+            lines.append(
+                f"{'':<19}ours - baseline (+cpu µs): "
+                + ", ".join(f"{NAMES[k]} {v:+.1f}" for k, v in change.items())
+            )
         lines.append("")
+    if res.get("baseline"):
+        lines.append(f"baseline: {res['baseline']['path']} at {res['baseline']['commit']}")
     lines.append("background threads, mean µs per call (wrapped minus bare blocks):")
     for key, row in res["summary"].items():
         for config in res["configs"]:
             f = row.get(config)
             if f and "threads_mean_us" in f:
-                lines.append(f"  {key:<13}{NAMES[config]:<16}{json.dumps(f['threads_mean_us'])}")
+                lines.append(f"  {key:<19}{NAMES[config]:<16}{json.dumps(f['threads_mean_us'])}")
     if res.get("unrouted"):
         lines.append(f"requests the sink did not know: {res['unrouted']}")
     if res.get("bad_requests"):
@@ -530,6 +599,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", type=int, default=25, help="ab: calls per block")
     parser.add_argument("--chunks", type=int, default=50)
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        type=Path,
+        help="ab: also run ours from this other checkout (e.g. a worktree of main)",
+    )
     parser.add_argument("--sync-only", action="store_true")
     parser.add_argument("--serve-provider", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="do not write results/")
@@ -556,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
             chunks=args.chunks,
             peers=not args.skip_peers,
             modes=modes,
+            baseline=args.baseline.resolve() if args.baseline else None,
         )
         text = table_ab(res)
         name = "llm"

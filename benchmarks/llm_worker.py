@@ -18,6 +18,12 @@ line. CONFIG is one of :data:`CONFIGS`:
     ``langsmith.wrappers.wrap_openai(client)`` with ``LANGSMITH_TRACING=true``, exporting
     runs to the sink (``LANGSMITH_ENDPOINT``, set by the driver).
 
+Cases (:data:`CASES`): ``plain``; ``stream`` (``chunks`` content chunks, the caller asks
+for no usage: ours adds ``stream_options.include_usage`` unless ``ours_nousage``, the peers
+do not); ``stream_usage`` (the same stream, the caller passes
+``stream_options={"include_usage": True}`` itself: every configuration, the bare client
+included, gets and parses the usage chunk, and every wrapper can read the stream's tokens).
+
 For every mode (``sync``, ``async``) and case (``plain``, ``stream`` with ``chunks``
 chunks): warm-up calls and a flush, then ``calls`` calls and the SDK's own flush inside
 the measured window: the process CPU time of that window (every thread: the peers'
@@ -53,6 +59,8 @@ PER_CALL_KEY = {
     "langsmith": "langsmith_posts",
 }
 MSGS: Any = [{"role": "user", "content": "hi"}]
+CASES = ("plain", "stream", "stream_usage")
+USAGE: Any = {"include_usage": True}
 
 
 def sink_counts(url: str) -> dict[str, Any]:
@@ -129,9 +137,10 @@ def _plain(c: Any) -> None:
     c.chat.completions.create(model="gpt-4o", messages=MSGS)
 
 
-def _stream(c: Any, chunks: int) -> None:
+def _stream(c: Any, chunks: int, usage: bool = False) -> None:
+    extra: dict[str, Any] = {"stream_options": USAGE} if usage else {}
     for _ in c.chat.completions.create(
-        model="gpt-4o", messages=MSGS, stream=True, extra_body={"chunks": chunks}
+        model="gpt-4o", messages=MSGS, stream=True, extra_body={"chunks": chunks}, **extra
     ):
         pass
 
@@ -140,11 +149,33 @@ async def _aplain(c: Any) -> None:
     await c.chat.completions.create(model="gpt-4o", messages=MSGS)
 
 
-async def _astream(c: Any, chunks: int) -> None:
+async def _astream(c: Any, chunks: int, usage: bool = False) -> None:
+    extra: dict[str, Any] = {"stream_options": USAGE} if usage else {}
     async for _ in await c.chat.completions.create(
-        model="gpt-4o", messages=MSGS, stream=True, extra_body={"chunks": chunks}
+        model="gpt-4o", messages=MSGS, stream=True, extra_body={"chunks": chunks}, **extra
     ):
         pass
+
+
+def _sync_call(c: Any, case: str, chunks: int) -> Callable[[], None]:
+    """One call of ``case`` on client ``c``."""
+    if case == "plain":
+        return lambda: _plain(c)
+    usage = _usage_of(case)
+    return lambda: _stream(c, chunks, usage)
+
+
+async def _async_call(c: Any, case: str, chunks: int) -> None:
+    if case == "plain":
+        await _aplain(c)
+    else:
+        await _astream(c, chunks, _usage_of(case))
+
+
+def _usage_of(case: str) -> bool:
+    if case not in CASES:
+        raise SystemExit(f"unknown case {case!r}")
+    return case == "stream_usage"
 
 
 def _figures(
@@ -186,9 +217,7 @@ def run_sync(
     s: Setup, sink_url: str, case: str, calls: int, warm: int, chunks: int
 ) -> dict[str, Any]:
     c = s.client
-    call: Callable[[], None] = (
-        (lambda: _plain(c)) if case == "plain" else (lambda: _stream(c, chunks))
-    )
+    call = _sync_call(c, case, chunks)
     task = s.hb.agent("bench-llm").task(f"bench-{case}") if s.hb is not None else None
     if task is not None:
         task.__enter__()
@@ -225,10 +254,7 @@ async def run_async(
     c = s.client
 
     async def call() -> None:
-        if case == "plain":
-            await _aplain(c)
-        else:
-            await _astream(c, chunks)
+        await _async_call(c, case, chunks)
 
     async def flush() -> None:
         if s.hb is not None:
@@ -274,7 +300,7 @@ def run(
     warm: int = 20,
     chunks: int = 50,
     modes: tuple[str, ...] = ("sync", "async"),
-    cases: tuple[str, ...] = ("plain", "stream"),
+    cases: tuple[str, ...] = CASES,
 ) -> dict[str, Any]:
     """Every mode and case of ``config``: ``{"sync/plain": figures, ...}``."""
     out: dict[str, Any] = {"config": config, "python": sys.version.split()[0]}
@@ -421,7 +447,7 @@ def run_ab(
     warm: int = 2,
     chunks: int = 50,
     modes: tuple[str, ...] = ("sync", "async"),
-    cases: tuple[str, ...] = ("plain", "stream"),
+    cases: tuple[str, ...] = CASES,
 ) -> dict[str, Any]:
     """``config`` (``ours``, ``langfuse``, ``langsmith``) against the bare client in this
     process, per mode and case: ``calls`` wrapped calls and as many bare ones, in blocks of
@@ -499,14 +525,10 @@ def _ab_sync(
 ) -> dict[str, Any]:
     clocks = Clocks()
     rng = range(block)
-    calls: dict[str, Callable[[], None]]
-    if case == "plain":
-        calls = {"bare": (lambda: _plain(bare.client)), "wrapped": (lambda: _plain(s.client))}
-    else:
-        calls = {
-            "bare": (lambda: _stream(bare.client, chunks)),
-            "wrapped": (lambda: _stream(s.client, chunks)),
-        }
+    calls = {
+        "bare": _sync_call(bare.client, case, chunks),
+        "wrapped": _sync_call(s.client, case, chunks),
+    }
 
     def run_block(which: str) -> dict[str, Any]:
         (toggle.bare if which == "bare" else toggle.wrapped)()
@@ -556,12 +578,8 @@ async def _ab_async(
         (toggle.bare if which == "bare" else toggle.wrapped)()
         c = clients[which]
         a = clocks.read()
-        if case == "plain":
-            for _ in rng:
-                await _aplain(c)
-        else:
-            for _ in rng:
-                await _astream(c, chunks)
+        for _ in rng:
+            await _async_call(c, case, chunks)
         if which == "wrapped":
             if s.hb is not None:
                 _check_flush(await s.hb.aflush(timeout=30))

@@ -46,3 +46,18 @@ def test_record_targets(agent: Agent, cap: EventCapture) -> None:
         "status": "failed",
         "error": {"type": "TimeoutError", "message": "t"},
     }
+
+
+def test_prefix_price_remembered_but_follows_the_table() -> None:
+    """The longest-prefix scan is remembered per table and model; a key added later, a
+    changed price and a different table with the same model are still honoured."""
+    table = {"gpt-4o": (1.0, 1.0)}
+    assert _llm.price_for("gpt-4o-2024-08-06", table) == (1.0, 1.0)
+    table["gpt-4o"] = (3.0, 3.0)
+    assert _llm.price_for("gpt-4o-2024-08-06", table) == (3.0, 3.0)
+    table["gpt-4o-2024"] = (2.0, 2.0)
+    assert _llm.price_for("gpt-4o-2024-08-06", table) == (2.0, 2.0)
+    other = {"gpt": (5.0, 5.0)}
+    assert _llm.price_for("gpt-4o-2024-08-06", other) == (5.0, 5.0)
+    assert _llm.price_for("gpt-4o-2024-08-06", {}) is None
+    assert _llm.cost_of("gpt-4o-2024-08-06", 1000, 0, table) == 2.0

@@ -327,3 +327,142 @@ def test_importing_hiveloop_async_imports_no_provider() -> None:
         "assert 'openai' not in sys.modules and 'anthropic' not in sys.modules, 'imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+WORDS_40 = "".join(f"w{i} " for i in range(40))
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_long_stream_read_after_first_token_sync(
+    provider: FakeProvider, agent: Agent, cap: EventCapture, include_usage: bool
+) -> None:
+    """Chunks after the first token (read by the inline loop, not the per-chunk feed) still
+    make the preview (cut at preview_chars), the finish reason, the served model and the
+    tokens; the caller gets every content chunk and the finish chunk, never our usage chunk."""
+    c: Any = instrument(
+        openai.OpenAI(api_key="sk-x", base_url=provider.openai_url, max_retries=0),
+        preview_chars=20,
+        include_usage=include_usage,
+    )
+    with agent.task("t-long"):
+        chunks = list(
+            c.chat.completions.create(
+                model="gpt-4o-mini", messages=MSGS, stream=True, extra_body={"chunks": 40}
+            )
+        )
+    c.close()
+    assert len(chunks) == 41 and all(ch.choices for ch in chunks)
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == WORDS_40
+    d = one(cap)["payload"]["data"]
+    assert d["response_preview"] == WORDS_40[:19] + "…"
+    assert d["model"] == "gpt-4o-mini-2024-07-18"
+    assert d["metadata"]["finish_reason"] == "stop"
+    assert isinstance(d["metadata"]["ttft_ms"], int)
+    expected = (12, 5) if include_usage else (None, None)
+    assert (d.get("tokens_in"), d.get("tokens_out")) == expected
+
+
+async def test_long_stream_read_after_first_token_async(
+    agent: Agent, cap: EventCapture, aclient: Any
+) -> None:
+    """The async twin: whole text up to the default limit, finish reason, tokens, usage
+    chunk hidden."""
+    with agent.task("t-along"):
+        stream = await aclient.chat.completions.create(
+            model="gpt-4o-mini", messages=MSGS, stream=True, extra_body={"chunks": 40}
+        )
+        chunks = [ch async for ch in stream]
+    assert len(chunks) == 41 and all(ch.choices for ch in chunks)
+    d = one(cap)["payload"]["data"]
+    assert d["response_preview"] == WORDS_40
+    assert d["metadata"]["finish_reason"] == "stop"
+    assert (d["tokens_in"], d["tokens_out"]) == (12, 5)
+    assert d["model"] == "gpt-4o-mini-2024-07-18"
+
+
+def test_chat_stream_sync_tools_after_first_token(
+    agent: Agent, cap: EventCapture, client: Any
+) -> None:
+    """The second tool call arrives after the first token (the first tool call): both are
+    recorded, with the finish reason."""
+    with agent.task("t-st"):
+        chunks = list(
+            client.chat.completions.create(model="gpt-4o-tools", messages=MSGS, stream=True)
+        )
+    assert [ch.choices[0].delta.tool_calls[0].id for ch in chunks[:2]] == ["call_1", "call_2"]
+    d = one(cap)["payload"]["data"]
+    assert d["metadata"]["tool_calls"] == [
+        {"id": "call_1", "name": "crm_search"},
+        {"id": "call_2", "name": "score_lead"},
+    ]
+    assert d["metadata"]["finish_reason"] == "tool_calls"
+    assert d["tokens_out"] == 5
+
+
+def test_stream_closed_after_first_token_keeps_text_so_far(
+    agent: Agent, cap: EventCapture, client: Any
+) -> None:
+    """``close()`` while the loop is suspended after a few chunks: the preview has the text
+    read so far and the call is marked closed early."""
+    with agent.task("t-cl"):
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", messages=MSGS, stream=True, extra_body={"chunks": 40}
+        )
+        it = iter(stream)
+        got = [next(it) for _ in range(3)]
+        stream.close()
+    assert len(got) == 3
+    d = one(cap)["payload"]["data"]
+    assert d["response_preview"] == "w0 w1 w2 "
+    assert d["metadata"]["closed_early"] is True
+
+
+async def test_async_stream_goes_through_a_replaced_aiter(
+    agent: Agent, cap: EventCapture, aclient: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """We read openai's inner async generator directly only while ``AsyncStream.__aiter__``
+    is openai's own: another instrumentation that replaced it (as Langfuse's drop-in does)
+    still sees every chunk, and the call is still recorded whole."""
+    original = openai.AsyncStream.__aiter__
+    seen: list[Any] = []
+
+    async def counting(self: Any) -> Any:
+        async for item in original(self):
+            seen.append(item)
+            yield item
+
+    monkeypatch.setattr(openai.AsyncStream, "__aiter__", counting)
+    with agent.task("t-patched"):
+        stream = await aclient.chat.completions.create(
+            model="gpt-4o-mini", messages=MSGS, stream=True, extra_body={"chunks": 10}
+        )
+        chunks = [ch async for ch in stream]
+    assert len(chunks) == 11 and len(seen) == 12  # the usage chunk: seen there, hidden here
+    d = one(cap)["payload"]["data"]
+    assert d["response_preview"] == "".join(f"w{i} " for i in range(10))
+    assert (d["tokens_in"], d["tokens_out"]) == (12, 5)
+
+
+def test_sync_stream_goes_through_a_replaced_iter(
+    agent: Agent, cap: EventCapture, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync twin: a replaced ``Stream.__iter__`` sees every chunk."""
+    original = openai.Stream.__iter__
+    seen: list[Any] = []
+
+    def counting(self: Any) -> Any:
+        for item in original(self):
+            seen.append(item)
+            yield item
+
+    monkeypatch.setattr(openai.Stream, "__iter__", counting)
+    with agent.task("t-patched-sync"):
+        chunks = list(
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=MSGS, stream=True, extra_body={"chunks": 10}
+            )
+        )
+    assert len(chunks) == 11 and len(seen) == 12
+    d = one(cap)["payload"]["data"]
+    assert d["response_preview"] == "".join(f"w{i} " for i in range(10))
+    assert d["metadata"]["finish_reason"] == "stop"

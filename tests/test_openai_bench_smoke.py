@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from benchmarks import llm
+from benchmarks.sink import ROOT
 
 
 def test_llm_ab_bench_alternates_blocks_and_counts_every_export() -> None:
@@ -21,3 +22,20 @@ def test_llm_ab_bench_alternates_blocks_and_counts_every_export() -> None:
     assert res["unrouted"] == {} and res["bad_requests"] == 0
     text = llm.table_ab(res)
     assert "hiveloop_async" in text and "NOT ALL EXPORTED" not in text
+
+
+def test_llm_ab_bench_baseline_checkout_runs_next_to_ours() -> None:
+    """``--baseline DIR`` runs ours from another checkout (here this one) as two more
+    configurations in the same run, each exporting every call, with the change per case."""
+    res = llm.run_ab(calls=4, block=2, rounds=1, chunks=3, peers=False, baseline=ROOT)
+    assert res["configs"] == ["ours", "ours_nousage", "baseline", "baseline_nousage"]
+    assert res["baseline"]["path"] == str(ROOT) and res["baseline"]["commit"]
+    for key in llm.KEYS:
+        row = res["summary"][key]
+        if key.split("/")[1] not in llm.BASELINE_CASES:  # not asked of an older worker
+            assert "baseline" not in row and "change" not in row
+            continue
+        for config in ("baseline", "baseline_nousage"):
+            assert row[config]["verified"] is True and row[config]["per_call_items"] == 8
+        assert set(row["change"]) == {"ours", "ours_nousage"}
+    assert "ours - baseline" in llm.table_ab(res)

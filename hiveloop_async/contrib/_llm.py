@@ -73,6 +73,9 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 }
 
 _logged = False
+#: ``(id(table), model) -> (table, len(table), longest matching key or None)``.
+_PREFIX_MEMO: dict[tuple[int, str], tuple[Mapping[str, tuple[float, float]], int, str | None]] = {}
+_PREFIX_MEMO_MAX = 1024
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-*]{6,}|hb_[A-Za-z0-9_\-]{6,}|Bearer\s+\S+)")
 
 
@@ -100,11 +103,22 @@ def price_for(
     hit = prices.get(model)
     if hit is not None:
         return hit
-    best: str | None = None
-    for key in prices:
-        if model.startswith(key) and (best is None or len(key) > len(best)):
-            best = key
-    return prices[best] if best is not None else None
+    # The scan over every key is remembered per (table, model): a response names the same
+    # dated model call after call. The entry holds the table (so its id cannot be reused)
+    # and its size (a key added or removed since makes us scan again).
+    memo_key = (id(prices), model)
+    entry = _PREFIX_MEMO.get(memo_key)
+    if entry is not None and entry[0] is prices and entry[1] == len(prices):
+        best = entry[2]
+    else:
+        best = None
+        for key in prices:
+            if model.startswith(key) and (best is None or len(key) > len(best)):
+                best = key
+        if len(_PREFIX_MEMO) >= _PREFIX_MEMO_MAX:
+            _PREFIX_MEMO.clear()
+        _PREFIX_MEMO[memo_key] = (prices, len(prices), best)
+    return prices.get(best) if best is not None else None
 
 
 def cost_of(
@@ -201,7 +215,7 @@ def last_message_text(messages: object) -> str | None:
     """The text of the last message of an OpenAI/Anthropic ``messages`` list, or None."""
     if isinstance(messages, list | tuple) and messages:
         last = messages[-1]
-        if isinstance(last, Mapping):
+        if type(last) is dict or isinstance(last, Mapping):  # dict first: no ABC check
             return content_text(last.get("content"))
         return content_text(last)
     return content_text(messages)

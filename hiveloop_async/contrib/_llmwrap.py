@@ -25,7 +25,6 @@ class Call:
 
     __slots__ = (
         "_t0",
-        "_text_len",
         "capture",
         "ended",
         "hide",
@@ -37,6 +36,7 @@ class Call:
         "prompt_preview",
         "target",
         "text",
+        "text_len",
         "tokens_in",
         "tokens_out",
         "ttft_ms",
@@ -59,8 +59,10 @@ class Call:
         self.limit = limit
         self.prices = prices
         self.prompt_preview = preview(prompt, limit) if capture else None
+        #: Response text pieces for the preview, and their length so far (appended to
+        #: directly by the stream readers, which stop past ``limit``).
         self.text: list[str] = []
-        self._text_len = 0
+        self.text_len = 0
         self.tokens_in: int | None = None
         self.tokens_out: int | None = None
         self.meta: dict[str, Any] = {}
@@ -72,9 +74,9 @@ class Call:
 
     def add_text(self, text: object) -> None:
         """Keep response text for the preview (only while capturing, up to ``limit`` chars)."""
-        if self.capture and isinstance(text, str) and text and self._text_len < self.limit:
+        if self.capture and isinstance(text, str) and text and self.text_len < self.limit:
             self.text.append(text)
-            self._text_len += len(text)
+            self.text_len += len(text)
 
     def restart(self) -> None:
         """Start the clock now (a request made later than the call was prepared)."""
@@ -235,28 +237,15 @@ Start = Callable[[dict[str, Any]], "tuple[Call, dict[str, Any]] | None"]
 Finish = Callable[[Call, Any], Any]
 
 
-def _start(start: Start, kwargs: dict[str, Any]) -> tuple[Call, dict[str, Any]] | None:
-    try:
-        return start(kwargs)
-    except Exception as exc:
-        log_once("start", exc)
-        return None
-
-
-def _finish(finish: Finish, call: Call, result: Any) -> Any:
-    try:
-        return finish(call, result)
-    except Exception as exc:
-        log_once("finish", exc)
-        call.end()
-        return result
-
-
 def wrap_sync(original: Callable[..., Any], start: Start, finish: Finish) -> Callable[..., Any]:
     """A recording version of the sync client method ``original`` (same signature)."""
 
     def method(*args: Any, **kwargs: Any) -> Any:
-        prep = _start(start, kwargs)
+        try:  # start and finish guarded inline: two calls fewer per LLM call
+            prep = start(kwargs)
+        except Exception as exc:
+            log_once("start", exc)
+            prep = None
         if prep is None:
             return original(*args, **kwargs)
         call, sent = prep
@@ -265,7 +254,12 @@ def wrap_sync(original: Callable[..., Any], start: Start, finish: Finish) -> Cal
         except BaseException as exc:
             call.end(exc)
             raise
-        return _finish(finish, call, result)
+        try:
+            return finish(call, result)
+        except Exception as exc:
+            log_once("finish", exc)
+            call.end()
+            return result
 
     method.__wrapped__ = original  # type: ignore[attr-defined]
     method.__doc__ = original.__doc__
@@ -278,7 +272,11 @@ def wrap_async(
     """A recording version of the async client method ``original`` (same signature)."""
 
     async def method(*args: Any, **kwargs: Any) -> Any:
-        prep = _start(start, kwargs)
+        try:  # start and finish guarded inline: two calls fewer per LLM call
+            prep = start(kwargs)
+        except Exception as exc:
+            log_once("start", exc)
+            prep = None
         if prep is None:
             return await original(*args, **kwargs)
         call, sent = prep
@@ -287,7 +285,12 @@ def wrap_async(
         except BaseException as exc:
             call.end(exc)
             raise
-        return _finish(finish, call, result)
+        try:
+            return finish(call, result)
+        except Exception as exc:
+            log_once("finish", exc)
+            call.end()
+            return result
 
     method.__wrapped__ = original  # type: ignore[attr-defined]
     method.__doc__ = original.__doc__

@@ -167,10 +167,15 @@ def _read_message(call: Call, msg: Any) -> None:
 
 def _feed(call: Call, event: Any) -> bool:
     kind = getattr(event, "type", "")
-    if kind == "content_block_delta":
-        call.first_token()
+    if kind == "content_block_delta":  # most events: no call but add_text while capturing
+        if call.ttft_ms is None:
+            call.first_token()
         delta = event.delta
-        if getattr(delta, "type", "") == "text_delta":
+        if (
+            call.capture
+            and call.text_len < call.limit
+            and getattr(delta, "type", "") == "text_delta"
+        ):
             call.add_text(delta.text)
     elif kind == "message_start":
         msg = event.message

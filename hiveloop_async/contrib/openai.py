@@ -17,6 +17,9 @@ Streams are recorded when they end, are closed early or fail. Unless the caller 
 ``stream_options={"include_usage": True}`` so the tokens are known, and the extra usage-only
 final chunk is hidden from the caller. A streamed result is a thin wrapper of the SDK's
 ``Stream``/``AsyncStream`` (iteration, ``close()``, ``with``; other attributes delegate).
+While ``Stream.__iter__`` / ``AsyncStream.__aiter__`` are openai's own (a loop re-yielding
+the stream's ``_iterator``), the wrapper iterates that ``_iterator`` itself: one generator
+fewer per chunk. A replaced one (another instrumentation) is iterated as it is.
 
 ``client.copy()`` / ``client.with_options(...)`` return instrumented copies (same settings).
 ``with_raw_response`` / ``with_streaming_response`` keep working; they record the call's
@@ -27,10 +30,17 @@ Nothing from ``openai`` is imported until :func:`instrument` is called.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from types import AsyncGeneratorType, GeneratorType
 from typing import Any, TypeVar
 
-from ._llm import DEFAULT_PREVIEW_CHARS, DEFAULT_PRICES, content_text, last_message_text
+from ._llm import (
+    DEFAULT_PREVIEW_CHARS,
+    DEFAULT_PRICES,
+    content_text,
+    last_message_text,
+    log_once,
+)
 from ._llmwrap import AsyncStream, Call, SyncStream, instrument_copies, wrap_async, wrap_sync
 
 __all__ = ["instrument", "uninstrument"]
@@ -86,6 +96,10 @@ def instrument(
     """
     import openai
 
+    global _PLAIN_ITER, _PLAIN_AITER
+    if _PLAIN_AITER is None:
+        _PLAIN_ITER = _plain_loop(openai.Stream, "__iter__")
+        _PLAIN_AITER = _plain_loop(openai.AsyncStream, "__aiter__")
     if not isinstance(client, openai.OpenAI | openai.AsyncOpenAI):
         raise TypeError("instrument() takes an openai.OpenAI or openai.AsyncOpenAI instance")
     if getattr(client, _STATE, None) is not None:
@@ -141,12 +155,49 @@ def uninstrument(client: object) -> None:
     delattr(client, _STATE)
 
 
+#: ``openai.Stream.__iter__`` / ``openai.AsyncStream.__aiter__`` when they only re-yield
+#: the stream's ``_iterator`` (False when they do more; None until the first
+#: :func:`instrument`).
+_PLAIN_ITER: Any = None
+_PLAIN_AITER: Any = None
+
+
+def _plain_loop(cls: type, name: str) -> Any:
+    """``cls.<name>`` if its body is ``[async] for item in self._iterator: yield item``
+    (the only name it uses is ``_iterator``), else False."""
+    fn = cls.__dict__.get(name)
+    code = getattr(fn, "__code__", None)
+    return fn if code is not None and code.co_names == ("_iterator",) else False
+
+
+def _source_iter(stream: Any) -> Any:
+    """What to ``for`` over to read ``stream``: the generator that openai's own
+    ``Stream.__iter__`` re-yields item by item, when that method is still openai's plain
+    one (not replaced, e.g. by another instrumentation) -- one generator fewer per chunk --
+    else ``iter(stream)``."""
+    if _PLAIN_ITER and type(stream).__iter__ is _PLAIN_ITER:
+        inner = stream.__dict__.get("_iterator")
+        if type(inner) is GeneratorType:
+            return inner
+    return iter(stream)
+
+
+def _source_aiter(stream: Any) -> Any:
+    """The async twin of :func:`_source_iter` (an async generator fewer per chunk, about
+    0.3 µs each)."""
+    if _PLAIN_AITER and type(stream).__aiter__ is _PLAIN_AITER:
+        inner = stream.__dict__.get("_iterator")
+        if type(inner) is AsyncGeneratorType:
+            return inner
+    return aiter(stream)
+
+
 # -- per-operation start/finish ---------------------------------------------------------------
 
 
 def _is_raw(kwargs: dict[str, Any]) -> bool:
     headers = kwargs.get("extra_headers")
-    return isinstance(headers, Mapping) and _RAW_HEADER in headers
+    return headers is not None and isinstance(headers, Mapping) and _RAW_HEADER in headers
 
 
 def _starter(kind: str, name: str, opts: _Options) -> Any:
@@ -196,8 +247,17 @@ def _finisher(kind: str, is_async: bool) -> Any:
             call.end()
             return result
         if call.meta.get("stream"):
-            feed = _feed_chat if kind == "chat" else _feed_responses
-            return AsyncStream(result, call, feed) if is_async else SyncStream(result, call, feed)
+            if kind == "chat":
+                return (
+                    _ChatAsyncStream(result, call, _feed_chat)
+                    if is_async
+                    else _ChatSyncStream(result, call, _feed_chat)
+                )
+            return (
+                AsyncStream(result, call, _feed_responses)
+                if is_async
+                else SyncStream(result, call, _feed_responses)
+            )
         if kind == "chat":
             _read_chat(call, result)
         elif kind == "responses":
@@ -223,20 +283,38 @@ def _responses_input_text(inp: object) -> str | None:
 def _usage_chat(call: Call, usage: Any) -> None:
     if usage is None:
         return
-    call.tokens_in = getattr(usage, "prompt_tokens", None)
-    call.tokens_out = getattr(usage, "completion_tokens", None)
-    cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None)
-    if cached:
-        call.meta["cached_tokens"] = cached
-    reasoning = getattr(getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None)
-    if reasoning:
-        call.meta["reasoning_tokens"] = reasoning
+    try:  # one __dict__ read instead of hooked attribute reads (see _ChatSyncStream)
+        fields = usage.__dict__
+        call.tokens_in = fields["prompt_tokens"]
+        call.tokens_out = fields["completion_tokens"]
+        prompt_details = fields["prompt_tokens_details"]
+        completion_details = fields["completion_tokens_details"]
+    except Exception:  # not shaped like openai's CompletionUsage: by attribute
+        call.tokens_in = getattr(usage, "prompt_tokens", None)
+        call.tokens_out = getattr(usage, "completion_tokens", None)
+        prompt_details = getattr(usage, "prompt_tokens_details", None)
+        completion_details = getattr(usage, "completion_tokens_details", None)
+    if prompt_details is not None:
+        cached = getattr(prompt_details, "cached_tokens", None)
+        if cached:
+            call.meta["cached_tokens"] = cached
+    if completion_details is not None:
+        reasoning = getattr(completion_details, "reasoning_tokens", None)
+        if reasoning:
+            call.meta["reasoning_tokens"] = reasoning
 
 
 def _read_chat(call: Call, resp: Any) -> None:
-    call.model = getattr(resp, "model", None) or call.model
-    _usage_chat(call, getattr(resp, "usage", None))
-    choices = getattr(resp, "choices", None)
+    try:
+        fields = resp.__dict__
+        model, usage, choices = fields["model"], fields["usage"], fields["choices"]
+    except Exception:  # not shaped like openai's ChatCompletion: by attribute
+        model = getattr(resp, "model", None)
+        usage = getattr(resp, "usage", None)
+        choices = getattr(resp, "choices", None)
+    if model:
+        call.model = model
+    _usage_chat(call, usage)
     if not choices:
         return
     choice = choices[0]
@@ -294,6 +372,153 @@ def _feed_chat(call: Call, chunk: Any) -> bool:
     if usage is not None:
         _usage_chat(call, usage)
     return False
+
+
+class _ChatSyncStream(SyncStream):
+    """A chat completion stream, read chunk by chunk with as little work as we can: until
+    the first token by :func:`_feed_chat`, then inline (no call per chunk but when a chunk
+    carries a tool call, a finish reason or usage). An ``openai`` model is a pydantic model
+    whose attributes go through its ``__getattr__`` hook (about 40 ns each on CPython
+    3.11); one read of its ``__dict__`` gives every field for one such hook."""
+
+    def __iter__(self) -> Iterator[Any]:
+        call, feed = self._hl_call, self._hl_feed
+        hide, texts, limit = call.hide, call.text, call.limit
+        try:
+            it = _source_iter(self._hl_stream)
+            for item in it:
+                try:
+                    if feed(call, item):
+                        continue
+                except Exception as exc:
+                    log_once("stream feed", exc)
+                yield item
+                if call.ttft_ms is not None:
+                    break
+            size = call.text_len
+            want_text = call.capture and size <= limit
+            for item in it:
+                try:
+                    fields = item.__dict__
+                    choices = fields["choices"]
+                    usage = fields["usage"]
+                    if choices:
+                        first = choices[0].__dict__
+                        delta = first["delta"]
+                        finish = first["finish_reason"]
+                        if delta is not None:
+                            d = delta.__dict__
+                            content = d["content"]
+                            tool_calls = d["tool_calls"]
+                            if content and want_text and isinstance(content, str):
+                                texts.append(content)
+                                size += len(content)
+                                want_text = size <= limit
+                            if tool_calls:
+                                _add_tool_calls(call, tool_calls)
+                        if finish:
+                            _finish_chunk(call, item, finish)
+                    if usage is not None:
+                        _usage_chunk(call, item, usage, choices)
+                        if hide and not choices:
+                            continue  # the usage-only chunk we asked for
+                except Exception:  # not shaped like openai's models: the attribute path
+                    try:
+                        if _feed_chat(call, item):
+                            continue
+                    except Exception as exc:
+                        log_once("stream feed", exc)
+                yield item
+        except GeneratorExit:
+            call.end(early=True)
+            raise
+        except BaseException as exc:
+            call.end(exc)
+            raise
+        call.end()
+
+
+class _ChatAsyncStream(AsyncStream):
+    """The async twin of :class:`_ChatSyncStream` (the same loop body)."""
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        call, feed = self._hl_call, self._hl_feed
+        hide, texts, limit = call.hide, call.text, call.limit
+        try:
+            it = _source_aiter(self._hl_stream)
+            async for item in it:
+                try:
+                    if feed(call, item):
+                        continue
+                except Exception as exc:
+                    log_once("stream feed", exc)
+                yield item
+                if call.ttft_ms is not None:
+                    break
+            size = call.text_len
+            want_text = call.capture and size <= limit
+            async for item in it:
+                try:
+                    fields = item.__dict__
+                    choices = fields["choices"]
+                    usage = fields["usage"]
+                    if choices:
+                        first = choices[0].__dict__
+                        delta = first["delta"]
+                        finish = first["finish_reason"]
+                        if delta is not None:
+                            d = delta.__dict__
+                            content = d["content"]
+                            tool_calls = d["tool_calls"]
+                            if content and want_text and isinstance(content, str):
+                                texts.append(content)
+                                size += len(content)
+                                want_text = size <= limit
+                            if tool_calls:
+                                _add_tool_calls(call, tool_calls)
+                        if finish:
+                            _finish_chunk(call, item, finish)
+                    if usage is not None:
+                        _usage_chunk(call, item, usage, choices)
+                        if hide and not choices:
+                            continue  # the usage-only chunk we asked for
+                except Exception:  # not shaped like openai's models: the attribute path
+                    try:
+                        if _feed_chat(call, item):
+                            continue
+                    except Exception as exc:
+                        log_once("stream feed", exc)
+                yield item
+        except GeneratorExit:
+            call.end(early=True)
+            raise
+        except BaseException as exc:
+            call.end(exc)
+            raise
+        call.end()
+
+
+def _add_tool_calls(call: Call, tool_calls: Any) -> None:
+    known = call.meta.setdefault("tool_calls", [])
+    for tc in tool_calls:
+        if tc.id:
+            fn = getattr(tc, "function", None)
+            known.append({"id": tc.id, "name": getattr(fn, "name", None)})
+
+
+def _finish_chunk(call: Call, chunk: Any, finish: str) -> None:
+    call.meta["finish_reason"] = finish
+    model = chunk.model
+    if model:
+        call.model = model
+
+
+def _usage_chunk(call: Call, chunk: Any, usage: Any, choices: Any) -> None:
+    _usage_chat(call, usage)
+    if not choices:
+        model = chunk.model
+        if model:
+            call.model = model
 
 
 def _read_response(call: Call, resp: Any) -> None:
