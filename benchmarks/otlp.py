@@ -88,16 +88,9 @@ def _worker_ours(url: str, mode: str, tasks: int) -> dict[str, Any]:
     hb = hl.HiveBoard(**kwargs)
     agent = hb.agent("bench", heartbeat_interval=0)
     hb.flush(timeout=5)  # the sender thread is up and agent_registered is out
-    tool = hl.tool_payload(args={"q": "acme"}, result="3 rows", tool_category="db")
     cpu0, wall0 = time.process_time(), time.monotonic()
     thread_cpu0 = time.thread_time()
-    for i in range(tasks):
-        with agent.task(f"t{i}", project="bench") as task:
-            with agent.track_context("plan") as plan:
-                with agent.track_context("search") as search:
-                    search.set_payload(tool)
-                plan.set_payload({"step": i})
-            task.llm_call("think", "gpt-4o", tokens_in=120, tokens_out=40, duration_ms=5)
+    _record(hl, agent, tasks)
     record_cpu = time.thread_time() - thread_cpu0
     result = hb.flush(timeout=300)
     wall = time.monotonic() - wall0
@@ -176,6 +169,19 @@ def _worker_otel(url: str, tasks: int) -> dict[str, Any]:
     }
 
 
+def _record(hl: Any, agent: Any, tasks: int) -> None:
+    """The workload of every ours-* configuration: ``tasks`` tasks of 4 spans / 7 events
+    (a task, a ``plan`` action holding a ``search`` tool action, an LLM call)."""
+    tool = hl.tool_payload(args={"q": "acme"}, result="3 rows", tool_category="db")
+    for i in range(tasks):
+        with agent.task(f"t{i}", project="bench") as task:
+            with agent.track_context("plan") as plan:
+                with agent.track_context("search") as search:
+                    search.set_payload(tool)
+                plan.set_payload({"step": i})
+            task.llm_call("think", "gpt-4o", tokens_in=120, tokens_out=40, duration_ms=5)
+
+
 def _worker_stages(url: str, tasks: int) -> dict[str, Any]:
     """ours-otlp with the sender's stages timed (see the module docstring)."""
     code = os.environ.get("BENCH_OTLP_CODE")
@@ -244,14 +250,7 @@ def _worker_stages(url: str, tasks: int) -> dict[str, Any]:
     spent.clear()
     calls[0] = 0
     cpu0 = time.clock_gettime(cpu_clock)
-    tool = hl.tool_payload(args={"q": "acme"}, result="3 rows", tool_category="db")
-    for i in range(tasks):
-        with agent.task(f"t{i}", project="bench") as task:
-            with agent.track_context("plan") as plan:
-                with agent.track_context("search") as search:
-                    search.set_payload(tool)
-                plan.set_payload({"step": i})
-            task.llm_call("think", "gpt-4o", tokens_in=120, tokens_out=40, duration_ms=5)
+    _record(hl, agent, tasks)
     hb.flush(timeout=300)
     sender_cpu = time.clock_gettime(cpu_clock) - cpu0
     spans = hb.stats()["otlp"]
