@@ -1,6 +1,10 @@
 """``make bench-web``: what our service integrations add per request, next to OpenTelemetry.
 
-``python -m benchmarks.web [--rounds N] [--seconds S] [--concurrency C] [--only NAME ...]``
+``python -m benchmarks.web [--rounds N] [--seconds S] [--concurrency C] [--rate R] [--only ...]``
+
+``--rate R`` (a diagnostic) paces the servers' load at R requests/s in all instead of
+back to back, so that every configuration serves the same arrivals (in the saturated
+default, a slower configuration also gets fewer requests per loop turn).
 
 Server side (the figure is the CPU time of the *server process* per request served):
 
@@ -520,23 +524,42 @@ def serve(config: str, sink: str) -> None:
 # -- the load generator ----------------------------------------------------------------------------
 
 
-def load(url: str, concurrency: int, warmup: float, seconds: float) -> None:
+def load(url: str, concurrency: int, warmup: float, seconds: float, rate: float = 0.0) -> None:
     """Warm the server up, print ``WARM``, wait for ``go`` on stdin, load it for ``seconds``.
 
-    Every connection sends requests back to back, alternating ``/ping`` and
-    ``/items/{n}``; the last line is the JSON count of answered requests and errors.
+    Every connection sends requests back to back (``rate`` 0), or paced so that all of them
+    together start ``rate`` requests per second (each connection every ``concurrency / rate``
+    seconds, the connections spread evenly; a request that is late goes at once). Requests
+    alternate ``/ping`` and ``/items/{n}``; the last line is the JSON count of answered
+    requests and errors, and for a paced load how many started more than 10 ms late.
     """
     import aiohttp
 
+    late = 0
+
     async def phase(session: aiohttp.ClientSession, seconds: float) -> tuple[int, int]:
-        deadline = time.monotonic() + seconds
+        nonlocal late
+        start = time.monotonic()
+        deadline = start + seconds
         ok = 0
         errors = 0
+        late = 0
+        every = concurrency / rate if rate > 0 else 0.0
 
         async def worker(w: int) -> None:
-            nonlocal ok, errors
+            nonlocal ok, errors, late
             i = w
+            due = start + w / rate if rate > 0 else 0.0
             while time.monotonic() < deadline:
+                if every:
+                    wait = due - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    elif wait < -0.01:
+                        late += 1
+                    due += every
+                    if due >= deadline + every:
+                        break
                 path = "/ping" if i % 2 else f"/items/{i % 1000}"
                 i += 1
                 try:
@@ -560,7 +583,9 @@ def load(url: str, concurrency: int, warmup: float, seconds: float) -> None:
             await asyncio.to_thread(sys.stdin.readline)
             t0 = time.monotonic()
             ok, errors = await phase(session, seconds)
-            _reply({"requests": ok, "errors": errors, "wall_s": time.monotonic() - t0})
+            _reply(
+                {"requests": ok, "errors": errors, "wall_s": time.monotonic() - t0, "late": late}
+            )
 
     asyncio.run(main())
 
@@ -775,9 +800,10 @@ class Server:
 
 
 def run_server(
-    config: str, sink_url: str, concurrency: int, warmup: float, seconds: float
+    config: str, sink_url: str, concurrency: int, warmup: float, seconds: float, rate: float = 0.0
 ) -> dict[str, Any]:
-    """One measured window of one server configuration (fresh server process)."""
+    """One measured window of one server configuration (fresh server process); ``rate``
+    paces the load (see :func:`load`), 0 sends back to back."""
     server = Server(config, sink_url)
     try:
         loader = _spawn(
@@ -789,6 +815,8 @@ def run_server(
             str(warmup),
             "--seconds",
             str(seconds),
+            "--rate",
+            str(rate),
         )
         try:
             _line(loader, "load generator")  # warm
@@ -811,6 +839,7 @@ def run_server(
         "cpu_s": round(float(stopped["cpu_s"]), 4),
         "us_per_request": round(float(stopped["cpu_s"]) * 1e6 / max(1, requests), 2),
         "requests_per_s": round(requests / max(1e-9, float(loaded["wall_s"]))),
+        **({"rate": rate, "late": int(loaded.get("late", 0))} if rate > 0 else {}),
         "flushed": bool(started["flushed"]) and bool(stopped["flushed"]),
         "sink": _window(before, after),
         "diag": stopped.get("diag", {}),
@@ -998,8 +1027,10 @@ def measure(
     warmup: float,
     concurrency: int,
     split_requests: int = 10_000,
+    rate: float = 0.0,
 ) -> dict[str, Any]:
     """Every configuration once per round, interleaved; sink and downstream shared.
+    ``rate`` paces the servers' load (:func:`load`); 0 loads them back to back.
 
     Then, when an ``ours`` configuration ran, :func:`breakdown` once per round
     (``split_requests`` requests each). Blocks for the whole run.
@@ -1019,7 +1050,7 @@ def measure(
                 for config in runnable:
                     try:
                         if config in SERVERS or config in DIAGNOSTICS:
-                            res = run_server(config, sink.url, concurrency, warmup, seconds)
+                            res = run_server(config, sink.url, concurrency, warmup, seconds, rate)
                         else:
                             assert downstream is not None
                             res = run_client(
@@ -1043,6 +1074,7 @@ def measure(
             "seconds": seconds,
             "warmup_s": warmup,
             "concurrency": concurrency,
+            "rate": rate,
             "figure": "process CPU time (time.process_time) of the measured process per request"
             " in the window, exporter flushed before and after (sender cost included)",
         },
@@ -1221,6 +1253,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="pace the servers' load at this many requests/s in all (0: back to back)",
+    )
+    parser.add_argument(
         "--only", nargs="*", choices=CONFIGS + DIAGNOSTICS, help="configurations to run"
     )
     parser.add_argument("--no-write", action="store_true", help="do not write results/")
@@ -1238,13 +1276,15 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.serve, args.sink)
         return 0
     if args.load:
-        load(args.load, args.concurrency, args.warmup, args.seconds)
+        load(args.load, args.concurrency, args.warmup, args.seconds, args.rate)
         return 0
     if args.call:
         call(args.call, args.target, args.sink, args.concurrency, args.warmup, args.seconds)
         return 0
     configs = tuple(args.only) if args.only else CONFIGS
-    result = measure(configs, args.rounds, args.seconds, args.warmup, args.concurrency)
+    result = measure(
+        configs, args.rounds, args.seconds, args.warmup, args.concurrency, rate=args.rate
+    )
     text = table(result["summary"], result["rounds"])
     text += breakdown_text(result["breakdown_rounds"])
     for config, why in result["not_run"].items():

@@ -95,3 +95,26 @@ def test_sink_window_and_bare_pairing() -> None:
     assert web._bare_of("fastapi-otel") == "fastapi-bare"
     names = {"GET /ping": 3, "GET /ping http send": 6, "caller-0": 1}
     assert web._primary(names) == 3
+
+
+def test_a_paced_load_serves_the_rate_asked_for() -> None:
+    # 200 requests/s over 1 s from 4 connections: each connection every 20 ms. A load sent
+    # back to back would serve thousands in that window; a pacing that never waited, or
+    # that stopped early, would miss the count by far more than the tolerance.
+    result = web.measure(
+        ("aiohttp-bare", "aiohttp-ours"),
+        rounds=1,
+        seconds=1.0,
+        warmup=0.2,
+        concurrency=4,
+        split_requests=100,
+        rate=200.0,
+    )
+    assert result["method"]["rate"] == 200.0
+    for config, r in _by_config(result).items():
+        assert "error" not in r, r
+        assert r["requests"] == r["load_requests"], r
+        assert 180 <= r["requests"] <= 204, (config, r["requests"])
+        assert r["rate"] == 200.0 and r["late"] <= 20  # started over 10 ms late: rare
+    sink = _by_config(result)["aiohttp-ours"]["sink"]
+    assert sink["type:task_completed"] == _by_config(result)["aiohttp-ours"]["requests"]
