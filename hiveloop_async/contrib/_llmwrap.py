@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from types import TracebackType
 from typing import Any
 
-from ._llm import capture_target, log_once, preview, record_llm_call
+from .._api import current_agent, current_task
+from ._llm import log_once, preview, price_for, record_llm_call
 
-__all__ = ["AsyncStream", "Call", "Feed", "SyncStream", "wrap_async", "wrap_sync"]
+__all__ = ["AsyncStream", "Call", "Feed", "SyncStream", "emit", "wrap_async", "wrap_sync"]
 
 
 class Call:
@@ -51,8 +52,10 @@ class Call:
         limit: int,
         prices: Mapping[str, tuple[float, float]],
         prompt: object = None,
+        t0: float | None = None,
     ) -> None:
-        self.target = capture_target()
+        """``t0``: when the call started (``time.perf_counter()``; default now)."""
+        self.target = current_task() or current_agent()  # capture_target(), one call fewer
         self.name = name
         self.model = model
         self.capture = capture
@@ -70,7 +73,7 @@ class Call:
         self.ended = False
         #: Hide usage-only chunks from the caller (we asked for them, they did not).
         self.hide = False
-        self._t0 = time.perf_counter()
+        self._t0 = time.perf_counter() if t0 is None else t0
 
     def add_text(self, text: object) -> None:
         """Keep response text for the preview (only while capturing, up to ``limit`` chars)."""
@@ -92,6 +95,9 @@ class Call:
         if self.ended:
             return
         self.ended = True
+        target = self.target
+        if target is None:
+            return
         try:
             duration = round((time.perf_counter() - self._t0) * 1000)
             meta = self.meta
@@ -99,8 +105,23 @@ class Call:
                 meta["ttft_ms"] = self.ttft_ms
             if early:
                 meta["closed_early"] = True
+            if error is None:
+                emit(
+                    target,
+                    self.name,
+                    self.model,
+                    self.tokens_in,
+                    self.tokens_out,
+                    duration,
+                    self.prompt_preview,
+                    self.text,
+                    self.limit,
+                    meta,
+                    self.prices,
+                )
+                return
             record_llm_call(
-                self.target,
+                target,
                 self.name,
                 self.model,
                 tokens_in=self.tokens_in,
@@ -114,6 +135,52 @@ class Call:
             )
         except Exception as exc:
             log_once("Call.end", exc)
+
+
+def emit(
+    target: Any,
+    name: str,
+    model: str | None,
+    tokens_in: int | None,
+    tokens_out: int | None,
+    duration_ms: int,
+    prompt_preview: str | None,
+    texts: list[str],
+    limit: int,
+    meta: dict[str, Any],
+    prices: Mapping[str, tuple[float, float]],
+) -> None:
+    """:func:`~._llm.record_llm_call` of a call that did not fail, written out in one
+    function (it runs right after the provider's response, when little of our code is
+    still in the CPU's caches: every call level avoided counts). ``texts``: the response
+    text pieces (strings). Raises what ``target.llm_call`` raises (nothing, normally)."""
+    if texts:
+        text = texts[0] if len(texts) == 1 else "".join(texts)
+        response = (
+            None
+            if not text or limit <= 0
+            else (text if len(text) <= limit else text[: limit - 1] + "…")
+        )
+    else:
+        response = None
+    cost = None
+    if model and (tokens_in is not None or tokens_out is not None):
+        price = prices.get(model) or price_for(model, prices)  # exact name: no call
+        if price is not None:
+            cost = round(
+                (tokens_in or 0) / 1000 * price[0] + (tokens_out or 0) / 1000 * price[1], 8
+            )
+    target.llm_call(
+        name,
+        model or "unknown",
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost=cost,
+        duration_ms=duration_ms,
+        prompt_preview=prompt_preview,
+        response_preview=response,
+        metadata=meta or None,
+    )
 
 
 #: ``feed(call, item) -> hide``: read one stream item into the call; True hides it.
