@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from types import TracebackType
 from typing import Any
 
+from .._agent import Agent
 from .._api import current_agent, current_task
+from .._task import Task
 from ._llm import log_once, preview, price_for, record_llm_call
 
 __all__ = ["AsyncStream", "Call", "Feed", "SyncStream", "emit", "wrap_async", "wrap_sync"]
@@ -53,9 +55,11 @@ class Call:
         prices: Mapping[str, tuple[float, float]],
         prompt: object = None,
         t0: float | None = None,
+        target: Task | Agent | None = None,
     ) -> None:
-        """``t0``: when the call started (``time.perf_counter()``; default now)."""
-        self.target = current_task() or current_agent()  # capture_target(), one call fewer
+        """``t0``: when the call started (``time.perf_counter()``; default now).
+        ``target``: where it is recorded (default: the current task, else agent, now)."""
+        self.target = target or current_task() or current_agent()
         self.name = name
         self.model = model
         self.capture = capture

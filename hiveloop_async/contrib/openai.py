@@ -240,7 +240,7 @@ def _chat_sync(
                 return original(*args, **kwargs)
             prompt = _prompt(kwargs.get("messages")) if opts.capture else None
             if stream is True:
-                call, sent = _start_stream(name, opts, kwargs, prompt)
+                call, sent = _start_stream(target, name, opts, kwargs, prompt)
         except Exception as exc:
             log_once("start", exc)
             return original(*args, **kwargs)
@@ -288,7 +288,7 @@ def _chat_async(
                 return await original(*args, **kwargs)
             prompt = _prompt(kwargs.get("messages")) if opts.capture else None
             if stream is True:
-                call, sent = _start_stream(name, opts, kwargs, prompt)
+                call, sent = _start_stream(target, name, opts, kwargs, prompt)
         except Exception as exc:
             log_once("start", exc)
             return await original(*args, **kwargs)
@@ -329,7 +329,7 @@ def _prompt(messages: object) -> str | None:
 
 
 def _start_stream(
-    name: str, opts: _Options, kwargs: dict[str, Any], prompt: str | None
+    target: Any, name: str, opts: _Options, kwargs: dict[str, Any], prompt: str | None
 ) -> tuple[Call, dict[str, Any]]:
     """The :class:`Call` of a chat stream, and the arguments to send (``stream_options``
     added unless the caller gave theirs, or ``include_usage=False``)."""
@@ -341,6 +341,7 @@ def _start_stream(
         limit=opts.limit,
         prices=opts.prices,
         prompt=prompt,
+        target=target,
     )
     meta = call.meta
     meta["provider"] = "openai"
@@ -440,8 +441,8 @@ def _record_chat(
             prices=opts.prices,
             prompt=prompt,
             t0=t0,
+            target=target,
         )
-        call.target = target
         call.meta["provider"] = "openai"
         _read_chat(call, resp)
         call.end()
@@ -671,26 +672,25 @@ class _ChatSyncStream(SyncStream):
                 try:
                     fields = item.__dict__
                     choices = fields["choices"]
-                    usage = fields["usage"]
-                    if choices:
+                    if choices:  # a content chunk: the common case first, fewest reads
                         first = choices[0].__dict__
                         delta = first["delta"]
-                        finish = first["finish_reason"]
                         if delta is not None:
                             d = delta.__dict__
                             content = d["content"]
-                            tool_calls = d["tool_calls"]
-                            if content and want_text and isinstance(content, str):
+                            if want_text and content and type(content) is str:
                                 texts.append(content)
                                 size += len(content)
                                 want_text = size <= limit
-                            if tool_calls:
-                                _add_tool_calls(call, tool_calls)
-                        if finish:
-                            _finish_chunk(call, item, finish)
-                    if usage is not None:
-                        _usage_chunk(call, item, usage, choices)
-                        if hide and not choices:
+                            if d["tool_calls"]:
+                                _add_tool_calls(call, d["tool_calls"])
+                        if first["finish_reason"]:
+                            _finish_chunk(call, item, first["finish_reason"])
+                        if fields["usage"] is not None:
+                            _usage_chunk(call, item, fields["usage"], choices)
+                    elif fields["usage"] is not None:
+                        _usage_chunk(call, item, fields["usage"], choices)
+                        if hide:
                             continue  # the usage-only chunk we asked for
                 except Exception:  # not shaped like openai's models: the attribute path
                     try:
@@ -731,26 +731,25 @@ class _ChatAsyncStream(AsyncStream):
                 try:
                     fields = item.__dict__
                     choices = fields["choices"]
-                    usage = fields["usage"]
-                    if choices:
+                    if choices:  # a content chunk: the common case first, fewest reads
                         first = choices[0].__dict__
                         delta = first["delta"]
-                        finish = first["finish_reason"]
                         if delta is not None:
                             d = delta.__dict__
                             content = d["content"]
-                            tool_calls = d["tool_calls"]
-                            if content and want_text and isinstance(content, str):
+                            if want_text and content and type(content) is str:
                                 texts.append(content)
                                 size += len(content)
                                 want_text = size <= limit
-                            if tool_calls:
-                                _add_tool_calls(call, tool_calls)
-                        if finish:
-                            _finish_chunk(call, item, finish)
-                    if usage is not None:
-                        _usage_chunk(call, item, usage, choices)
-                        if hide and not choices:
+                            if d["tool_calls"]:
+                                _add_tool_calls(call, d["tool_calls"])
+                        if first["finish_reason"]:
+                            _finish_chunk(call, item, first["finish_reason"])
+                        if fields["usage"] is not None:
+                            _usage_chunk(call, item, fields["usage"], choices)
+                    elif fields["usage"] is not None:
+                        _usage_chunk(call, item, fields["usage"], choices)
+                        if hide:
                             continue  # the usage-only chunk we asked for
                 except Exception:  # not shaped like openai's models: the attribute path
                     try:
