@@ -320,6 +320,22 @@ def test_no_task_records_on_agent_and_nothing_without(
     assert "task_id" not in llm_calls(cap)[0] or llm_calls(cap)[0]["task_id"] is None
 
 
+def test_outside_any_agent_a_stream_is_openais_own_and_asks_no_usage(
+    cap: EventCapture, client: Any
+) -> None:
+    # No task and no agent: nothing can be recorded, so the call goes to the bare client.
+    # The caller gets openai's own Stream (not our wrapper) and, since the integration adds
+    # stream_options only to read tokens it will record, the server sends no usage chunk.
+    stream = client.chat.completions.create(model="gpt-4o", messages=MSGS, stream=True)
+    assert type(stream) is openai.Stream
+    chunks = list(stream)
+    assert chunks and all(c.usage is None for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+    plain = client.chat.completions.create(model="gpt-4o", messages=MSGS)
+    assert plain.choices[0].message.content == ANSWER
+    assert llm_calls(cap) == []
+
+
 def test_importing_hiveloop_async_imports_no_provider() -> None:
     code = (
         "import sys, hiveloop_async, hiveloop_async.contrib.openai, "
