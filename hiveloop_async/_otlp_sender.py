@@ -50,11 +50,11 @@ from ._otlp._response import classify_response
 from ._otlp._spans import Span
 from ._resolve import ExitSafeResolver
 from ._scrub import Scrubber
-from ._serialize import RecordEncoder, default_severity, encode_payload
+from ._serialize import RecordEncoder, default_severity
 from ._task import Task
 from ._track import ActionScope
 from ._version import __version__
-from ._wire import EVENT_TYPES, MAX_ID_LEN, SEVERITIES
+from ._wire import EVENT_TYPES, MAX_ID_LEN, MAX_SUMMARY_LEN, SEVERITIES
 
 
 class OTLPSender:
@@ -233,25 +233,81 @@ class OTLPSender:
             await self._close_ev.wait()
 
 
-# -- OTLP alone: records to wire-event dicts without the event's JSON -------------------------
+# -- OTLP alone: records to wire-event dicts without JSON ---------------------------------------
 
+#: ``encode_payload`` measures (and may shrink) payloads whose JSON is longer than this.
+_EXACT_PAYLOAD_BYTES = 32_768 // 4
+_INT_MIN = -(2**63)
+_UINT_MAX = 2**64 - 1
+_INF = float("inf")
+#: Nesting below which :func:`_plain_size` looks (deeper payloads take the JSON route).
+_MAX_PLAIN_DEPTH = 32
 _MAX_CACHED = 4096
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` is valid UTF-8 text (no lone surrogates: orjson refuses those)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _utf8_safe(text: str) -> str:
     """``text`` with lone surrogates replaced by ``?`` (as the wire encoder writes it)."""
-    if text.isascii():
+    if text.isascii() or _utf8(text):
         return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _as_str(value: Any, limit: int = MAX_ID_LEN) -> str:
     text = value if type(value) is str else str(value)
     return text if len(text) <= limit else text[:limit]
+
+
+def _plain_size(value: dict[Any, Any], depth: int = 0) -> int:
+    """A bound on the length of orjson's JSON of ``value`` when decoding that JSON gives an
+    equal dict back, in the same key order (exact ``dict``/``list`` of exact ``str`` keys and
+    values, ints orjson takes, finite floats, bools, None, valid UTF-8); -1 otherwise."""
+    if depth > _MAX_PLAIN_DEPTH:
+        return -1
+    size = 2
+    for key, item in value.items():
+        if type(key) is not str or not (key.isascii() or _utf8(key)):
+            return -1
+        size += 6 * len(key) + 4
+        n = _item_size(item, depth)
+        if n < 0:
+            return -1
+        size += n
+    return size
+
+
+def _item_size(item: Any, depth: int) -> int:
+    """:func:`_plain_size` of one value (a bound on its JSON's length, -1: not plain)."""
+    t = type(item)
+    if t is str:
+        return 6 * len(item) + 2 if item.isascii() or _utf8(item) else -1
+    if t is int:
+        return 21 if _INT_MIN <= item <= _UINT_MAX else -1
+    if t is float:
+        return 25 if item == item and item != _INF and item != -_INF else -1
+    if t is bool or item is None:
+        return 5
+    if t is dict:
+        return _plain_size(item, depth + 1)
+    if t is list:
+        if depth >= _MAX_PLAIN_DEPTH:
+            return -1
+        size = 2
+        for sub in item:
+            n = _item_size(sub, depth + 1)
+            if n < 0:
+                return -1
+            size += n + 1
+        return size
+    return -1
 
 
 def _add_exception(payload: dict[str, Any], exc_type: type[BaseException], msg: str) -> None:
@@ -269,19 +325,16 @@ def _merge(payload: dict[str, Any], extra: Any) -> None:
 
 
 class RecordEvents:
-    """Queued records as wire-event dicts, for the span assembler, without the event's JSON.
+    """Queued records as wire-event dicts, for the span assembler, without JSON.
 
-    :meth:`event` gives, for one queued record, the dict ``orjson.loads`` gives of the JSON
-    ``encoder.encode(rec)`` writes (the same fields and values, payload keys in the same
-    order, its own fresh ``event_id``), scrubbed by ``scrubber`` as the JSON route scrubs the
-    decoded event (and counted the same): the fields are made directly, and only the payload
-    goes through JSON (``encode_payload``, then ``orjson.loads``: the same conversions, cuts
-    and shrinking as the wire's, at the cost of the payload alone). A payload found clean by
-    the scrubber's verdict (``clean_payload`` on the payload as decoded, ``clean_text`` on
-    the task's text fields) is not scanned again; otherwise the event is scrubbed with
-    ``scrub_event``. None for a record whose event it does not write this way (ids that are
-    not the SDK's own, an unknown event type): the caller takes the JSON route for it, and
-    the record is left as it was.
+    :meth:`event` gives, for one queued record, the dict ``orjson.loads`` would give of the
+    JSON ``encoder.encode(rec)`` writes (the same fields and values, payload keys in the same
+    order; its own fresh ``event_id``), when it can vouch for that: the payload is plain JSON
+    data that encoding leaves as it is (no value converted, no summary cut, small enough not
+    to be measured), the ids are the SDK's own. With a ``scrubber`` (which must give exact
+    verdicts: ``encoder.gives_verdicts``), also only when the scrubber's verdict is that
+    scrubbing the event would replace nothing. Otherwise None, and the record is left as it
+    was: the caller then takes the JSON route (encode, scrub, decode) for it.
 
     One per engine, used on its loop only; not thread-safe. No I/O, never blocks.
     """
@@ -289,60 +342,50 @@ class RecordEvents:
     def __init__(self, encoder: RecordEncoder, scrubber: Scrubber | None = None) -> None:
         self._encoder = encoder
         self._scrubber = scrubber
-        #: the scrubber's text fields, when its verdicts are exact (else every event is
-        #: scrubbed with scrub_event)
-        self._verdicts = scrubber is not None and scrubber.checks_text_fields is not None
-        self._text_fields = tuple(scrubber.checks_text_fields or ()) if scrubber else ()
+        self._text_fields: tuple[str, ...] = ()
+        if scrubber is not None:
+            fields = scrubber.checks_text_fields
+            if fields is None or not encoder.gives_verdicts:
+                raise ValueError("RecordEvents needs a scrubber giving exact verdicts")
+            self._text_fields = tuple(fields)
         self._ts = TimestampFormatter()
         self._offset = wall_offset_ns()
         #: a task's fields fragment (``RecordEncoder.task_fields``) -> (fields, verdict)
         self._fields: dict[str, tuple[dict[str, Any], bool]] = {}
-        #: (action name, function) -> (the action's own payload as decoded, verdict)
-        self._own: dict[Any, tuple[dict[str, Any], bool]] = {}
 
     def recalibrate(self) -> None:
         """Re-read wall minus monotonic time (as ``RecordEncoder.recalibrate``)."""
         self._offset = wall_offset_ns()
 
     def event(self, rec: Any) -> tuple[Agent, dict[str, Any]] | None:
-        """``(agent, wire event dict, scrubbed)`` of ``rec``, marking a scope or task as
-        opened as encoding does; or None: take the JSON route for this record (see the class
-        docstring). Raises what encoding the record raises (a field whose ``str()`` fails;
-        nothing counted then): the caller then takes the JSON route, which accounts for it."""
+        """``(agent, wire event dict)`` of ``rec`` (marking a scope or task as opened, as
+        encoding does), or None: take the JSON route for this record (see the class
+        docstring). Raises what reading an odd record raises (the caller then takes the
+        JSON route, which accounts for it)."""
         kind = type(rec)
         if kind is ActionScope:
             out = self._scope(rec, rec.opened)
         elif kind is Task:
             out = self._task(rec, rec.opened)
         elif kind is tuple:
-            out = self._event(rec)
+            return self._event(rec)
         else:
             return None
-        if out is None:
-            return None
-        if kind is not tuple:
+        if out is not None:
             rec.opened = True
-        agent, event, clean = out
-        event["event_id"] = new_id_str()  # last: a record let go takes no id
-        scrubber = self._scrubber
-        if scrubber is not None:
-            if clean and self._verdicts:
-                scrubber.count_clean()
-            else:
-                scrubber.scrub_event(event)
-        return agent, event
+        return out
 
     # -- parts -------------------------------------------------------------------------------
 
-    def _task_fields(self, task: Task) -> tuple[dict[str, Any], bool]:
-        """The task's fields as a dict, and the scrubber's verdict on them (True: clean)."""
+    def _task_fields(self, task: Task) -> tuple[dict[str, Any], bool] | None:
+        """The task's fields as a dict and the scrubber's verdict on them (True without one)."""
         fragment = self._encoder.task_fields(task)
         known = self._fields.get(fragment)
         if known is None:
             fields: dict[str, Any] = orjson.loads(f"{{{fragment[:-1]}}}") if fragment else {}
             scrubber = self._scrubber
-            verdict = not self._verdicts or all(
-                scrubber is not None and scrubber.clean_text(value)
+            verdict = scrubber is None or all(
+                scrubber.clean_text(value)
                 for name in self._text_fields
                 if type(value := fields.get(name)) is str
             )
@@ -356,86 +399,70 @@ class RecordEvents:
         ts = self._ts
         return ts.text if ts.lo <= t < ts.hi else ts(t)
 
-    def _payload(self, payload: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """``payload`` as the wire's JSON decodes, and whether the scrubber finds it clean."""
-        decoded: dict[str, Any] = orjson.loads(encode_payload(payload))
+    def _payload_ok(self, payload: dict[str, Any]) -> bool:
+        """Whether ``payload`` goes out as it is and the scrubber finds nothing in it."""
+        summary = payload.get("summary")
+        if summary is not None and (type(summary) is not str or len(summary) > MAX_SUMMARY_LEN):
+            return False
+        size = _plain_size(payload)
+        if size < 0 or size > _EXACT_PAYLOAD_BYTES:
+            return False
         scrubber = self._scrubber
-        return decoded, not self._verdicts or (
-            scrubber is not None and scrubber.clean_payload(decoded)
-        )
+        return scrubber is None or scrubber.clean_payload(payload)
 
-    def _own_payload(self, s: ActionScope) -> tuple[dict[str, Any], bool]:
-        """An action's own payload (name, function) as decoded, and its verdict; cached for
-        exact ``str`` names (a cache tells keys apart by equality, and 1 == 1.0 == True)."""
-        name, function = s.name, s.function
-        own: dict[str, Any] = {"action_name": name}
-        if function is not None:
-            own["function"] = function
-        if type(name) is not str or (function is not None and type(function) is not str):
-            return self._payload(own)
-        key: Any = name if function is None else (name, function)
-        known = self._own.get(key)
-        if known is None:
-            if len(self._own) >= _MAX_CACHED:
-                self._own.clear()
-            known = self._own[key] = self._payload(own)
-        return known
-
-    def _scope(self, s: ActionScope, ended: bool) -> tuple[Agent, dict[str, Any], bool] | None:
+    def _scope(self, s: ActionScope, ended: bool) -> tuple[Agent, dict[str, Any]] | None:
         action_id = s.action_id
-        parent = s.parent
-        if type(action_id) is not int or (parent is not None and type(parent.action_id) is not int):
+        if type(action_id) is not int:
             return None
         task = s.task
-        clean = True
-        failed = False  # (exc_type is set only once the scope has ended)
-        if not ended:
-            event: dict[str, Any] = {
-                "timestamp": self._stamp(s.t0),
-                "event_type": "action_started",
-                "severity": "info",
-            }
-        elif s.exc_type is None:
-            event = {
-                "timestamp": self._stamp(s.t1),
-                "event_type": "action_completed",
-                "severity": "info",
-            }
+        if task is None:
+            fields: dict[str, Any] = {}
         else:
-            failed = True
-            event = {
-                "timestamp": self._stamp(s.t1),
-                "event_type": "action_failed",
-                "severity": "error",
-            }
-        if task is not None:
-            fields, clean = self._task_fields(task)
-            event.update(fields)
+            known = self._task_fields(task)
+            if known is None or not known[1]:
+                return None
+            fields = known[0]
+        event: dict[str, Any] = {
+            "timestamp": self._stamp(s.t1 if ended else s.t0),
+        }
+        payload: dict[str, Any] = {"action_name": s.name}
+        if s.function is not None:
+            payload["function"] = s.function
+        if not ended:
+            event["event_type"] = "action_started"
+            event["severity"] = "info"
+        elif s.exc_type is None:
+            event["event_type"] = "action_completed"
+            event["severity"] = "info"
+        else:
+            event["event_type"] = "action_failed"
+            event["severity"] = "error"
+            _add_exception(payload, s.exc_type, s.exc_msg)
+        event.update(fields)
         event["action_id"] = format_id(action_id)
+        parent = s.parent
         if parent is not None:
-            event["parent_action_id"] = format_id(parent.action_id)
-        extra = None
+            parent_id = parent.action_id
+            if type(parent_id) is not int:
+                return None
+            event["parent_action_id"] = format_id(parent_id)
         if ended:
-            event["status"] = "failure" if failed else "success"
+            event["status"] = "success" if s.exc_type is None else "failure"
             event["duration_ms"] = (s.t1 - s.t0) // 1_000_000
             extra = s.payload
-        if not failed and not extra:
-            payload, verdict = self._own_payload(s)  # shared: the assembler only reads it
-        else:
-            whole: dict[str, Any] = {"action_name": s.name}
-            if s.function is not None:
-                whole["function"] = s.function
-            if failed:
-                assert s.exc_type is not None
-                _add_exception(whole, s.exc_type, s.exc_msg)
             if extra:
-                _merge(whole, extra)
-            payload, verdict = self._payload(whole)
+                _merge(payload, extra)
+        if not self._payload_ok(payload):
+            return None
         event["payload"] = payload
-        return s.agent, event, clean and verdict
+        event["event_id"] = new_id_str()  # last: a record let go takes no id
+        return s.agent, event
 
-    def _task(self, t: Task, ended: bool) -> tuple[Agent, dict[str, Any], bool]:
-        fields, clean = self._task_fields(t)
+    def _task(self, t: Task, ended: bool) -> tuple[Agent, dict[str, Any]] | None:
+        known = self._task_fields(t)
+        if known is None or not known[1]:
+            return None
+        fields = known[0]
         if ended:
             if not t.failed:
                 event: dict[str, Any] = {
@@ -468,33 +495,39 @@ class RecordEvents:
             if t.start_payload:
                 _merge(payload, t.start_payload)
             event.update(fields)
-        event["payload"], verdict = self._payload(payload)
-        return t.agent, event, clean and verdict
+        if not self._payload_ok(payload):
+            return None
+        event["payload"] = payload
+        event["event_id"] = new_id_str()
+        return t.agent, event
 
-    def _event(self, rec: tuple[Any, ...]) -> tuple[Agent, dict[str, Any], bool] | None:
+    def _event(self, rec: tuple[Any, ...]) -> tuple[Agent, dict[str, Any]] | None:
         agent, t_ns, event_type, task, action_id, payload, severity, parent = rec
         if type(event_type) is not str or event_type not in EVENT_TYPES:
-            return None
-        if action_id is not None and type(action_id) is not int:
             return None
         if payload is not None and type(payload) is not dict:
             payload = dict(payload) if isinstance(payload, Mapping) else {"value": payload}
         if severity not in SEVERITIES:
             severity = default_severity(event_type, payload)
+        if action_id is not None and type(action_id) is not int:
+            return None
         event: dict[str, Any] = {
             "timestamp": self._stamp(t_ns),
             "event_type": event_type,
             "severity": severity,
         }
-        clean = True
         if task is not None:
-            fields, clean = self._task_fields(task)
-            event.update(fields)
+            known = self._task_fields(task)
+            if known is None or not known[1]:
+                return None
+            event.update(known[0])
         if action_id is not None:
             event["action_id"] = format_id(action_id)
         if parent is not None:
             event["parent_event_id"] = _utf8_safe(_as_str(parent))
         if payload is not None:
-            event["payload"], verdict = self._payload(payload)
-            clean = clean and verdict
-        return agent, event, clean
+            if not self._payload_ok(payload):
+                return None
+            event["payload"] = payload
+        event["event_id"] = new_id_str()
+        return agent, event

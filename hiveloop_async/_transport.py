@@ -459,7 +459,14 @@ class Engine:
         # event as a dict made from the record, no HiveBoard JSON written and decoded back;
         # a record it cannot vouch for takes the JSON route below (see RecordEvents).
         records = self._otlp_records
-        if records is None and otlp is not None and not ingest and hook is None and sampler is None:
+        if (
+            records is None
+            and otlp is not None
+            and not ingest
+            and hook is None
+            and sampler is None
+            and (scrubber is None or encoder.gives_verdicts)
+        ):
             records = self._otlp_records = RecordEvents(encoder, scrubber)
         elif records is not None and (ingest or hook is not None or sampler is not None):
             records = None
@@ -500,7 +507,9 @@ class Engine:
                             fed = record_event(rec)
                         except Exception:
                             fed = None  # the JSON route below accounts for it
-                        if fed is not None:  # scrubbed and counted as the JSON route does
+                        if fed is not None:
+                            if scrubber is not None:
+                                scrubber.count_clean()
                             try:
                                 if otlp.feed_event(fed[0].envelope, fed[1]) >= otlp_full:
                                     otlp_wake_full()
