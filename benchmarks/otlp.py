@@ -29,10 +29,8 @@ the sink's last counted request). Standard library only at import time (the OTel
 runs in the peers' venv).
 
 ``python -m benchmarks.otlp --stages``: where ours-otlp's sender CPU goes, per span: the
-same burst with the sender's stages wrapped (the HiveBoard wire event of each record:
-``wire_json``, its JSON, or with OTLP alone the dict ``RecordEvents`` makes of the record
-without JSON; scrubbing or the scrubber's verdicts; span assembly with the pipeline's lock;
-OTLP encoding), each timed with ``time.thread_time`` on the
+same burst with the sender's stages wrapped (HiveBoard wire JSON, scrubbing, span assembly
+with the pipeline's lock, OTLP encoding), each timed with ``time.thread_time`` on the
 sender thread, against the sender thread's own CPU clock; the wrappers' own cost is
 measured and shown. With ``BENCH_OTLP_BASELINE`` the baseline's package runs too,
 alternated process by process (``BENCH_OTLP_ROUNDS`` rounds, medians).
@@ -218,8 +216,6 @@ def _worker_stages(url: str, tasks: int) -> dict[str, Any]:
         setattr(owner, name, timed)
 
     wrap(_serialize.RecordEncoder, "encode", "wire_json")
-    if hasattr(_otlp_sender, "RecordEvents"):  # since otlp4: OTLP alone, the event as a dict
-        wrap(_otlp_sender.RecordEvents, "event", "wire_json")
     wrap(_scrub.Scrubber, "scrub_decoding", "scrub")
     for verdict in ("clean_payload", "clean_text"):
         if hasattr(_scrub.Scrubber, verdict):  # since core3: verdicts asked while encoding

@@ -167,13 +167,6 @@ class RecordEncoder:
             return self._event(rec)
         return None
 
-    def task_fields(self, task: Task) -> str:
-        """The task's fields as its events carry them: members of a JSON object
-        (``"task_id":"t1",...,``, each followed by a comma; ``""`` for none), computed once
-        per task and cached on it. Pure CPU; raises what ``str()`` of a field raises."""
-        cached = task._fields
-        return cached if cached is not None else self._task_fields(task)
-
     @property
     def gives_verdicts(self) -> bool:
         """True when :meth:`encode_checked` can find events clean (a scrubber with exact

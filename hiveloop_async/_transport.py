@@ -44,7 +44,7 @@ from ._delivery import NETWORK_ERROR, Batcher, classify, retry_delay
 from ._hooks import BeforeSend
 from ._internal import internal_error, logger, warn_once
 from ._otlp._pipeline import SpanPipeline
-from ._otlp_sender import OTLPSender, RecordEvents
+from ._otlp_sender import OTLPSender
 from ._payloads import queue_snapshot_payload
 from ._queue import EventQueue, FlushMarker
 from ._resolve import ExitSafeResolver
@@ -125,8 +125,6 @@ class Engine:
                 retry_deadline=settings.retry_deadline,
             )
         )
-        #: OTLP alone: records fed to the span assembler without JSON (see _drain)
-        self._otlp_records: RecordEvents | None = None
         self.settings = settings
         self._agents = agents
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -455,25 +453,6 @@ class Engine:
         sampler = self._sampler
         scrubber = self._scrubber
         hook = self._hook
-        # -- OTLP alone (no ingest, hook or sampler): the span assembler reads each record's
-        # event as a dict made from the record, no HiveBoard JSON written and decoded back;
-        # a record it cannot vouch for takes the JSON route below (see RecordEvents).
-        records = self._otlp_records
-        if (
-            records is None
-            and otlp is not None
-            and not ingest
-            and hook is None
-            and sampler is None
-            and (scrubber is None or encoder.gives_verdicts)
-        ):
-            records = self._otlp_records = RecordEvents(encoder, scrubber)
-        elif records is not None and (ingest or hook is not None or sampler is not None):
-            records = None
-        if records is not None:
-            records.recalibrate()
-        record_event = records.event if records is not None else None
-        # -- end of OTLP alone
         closing = False
         chunk: list[Any] = []
         i = end = 0  # chunk[i:end] is taken and not handled yet
@@ -501,26 +480,6 @@ class Engine:
                         self._add_flush_waiter(rec)
                         marker = None
                         continue
-                    if record_event is not None:  # OTLP alone: no JSON when it can be
-                        assert otlp is not None
-                        try:
-                            fed = record_event(rec)
-                        except Exception:
-                            fed = None  # the JSON route below accounts for it
-                        if fed is not None:
-                            if scrubber is not None:
-                                scrubber.count_clean()
-                            try:
-                                if otlp.feed_event(fed[0].envelope, fed[1]) >= otlp_full:
-                                    otlp_wake_full()
-                            except Exception:
-                                internal_error("otlp feed")
-                            settle(1, None)
-                            n += 1
-                            if not n & 15 and clock() >= slice_end:
-                                await asyncio.sleep(0)
-                                slice_end = clock() + ENCODE_SLICE_S
-                            continue
                     if sampler is not None:
                         closing = type(rec) is not tuple and rec.opened
                     try:
