@@ -47,6 +47,7 @@ import tarfile
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -266,14 +267,17 @@ def _worker_stages(url: str, tasks: int) -> dict[str, Any]:
     return out
 
 
-def _stages_main() -> None:
-    sys.path.insert(0, str(ROOT))
+def _interleaved(
+    kinds: list[str],
+    rounds: int,
+    base_ref: str | None,
+    run_one: Callable[[str, str, str | None], dict[str, Any]],
+) -> dict[str, list[dict[str, Any]]]:
+    """Every kind once per round, in order, against one sink reset before each run:
+    ``run_one(kind, sink_url, baseline_code)`` (the code of ``base_ref`` for ``base-*``
+    kinds, else None). Returns each kind's figures by round; logs every run on stderr."""
     from benchmarks.sink import Sink
 
-    tasks = int(os.environ.get("BENCH_OTLP_TASKS", TASKS))
-    rounds = max(1, int(os.environ.get("BENCH_OTLP_ROUNDS", "3")))
-    base_ref = os.environ.get("BENCH_OTLP_BASELINE") or None
-    kinds = (["base-stages"] if base_ref else []) + ["ours-stages"]
     per_kind: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp, Sink("ok") as sink:
         base_code = _baseline(base_ref, tmp) if base_ref else None
@@ -281,9 +285,25 @@ def _stages_main() -> None:
             for kind in kinds:
                 sink.reset()
                 code = base_code if kind.startswith("base-") else None
-                fig = _run(sys.executable, kind, sink.url, tasks, code)
+                fig = run_one(kind, sink.url, code)
                 per_kind[kind].append(fig)
                 sys.stderr.write(f"round {rnd + 1}/{rounds} {kind} " + json.dumps(fig) + "\n")
+    return per_kind
+
+
+def _stages_main() -> None:
+    sys.path.insert(0, str(ROOT))
+
+    tasks = int(os.environ.get("BENCH_OTLP_TASKS", TASKS))
+    rounds = max(1, int(os.environ.get("BENCH_OTLP_ROUNDS", "3")))
+    base_ref = os.environ.get("BENCH_OTLP_BASELINE") or None
+    kinds = (["base-stages"] if base_ref else []) + ["ours-stages"]
+    per_kind = _interleaved(
+        kinds,
+        rounds,
+        base_ref,
+        lambda kind, url, code: _run(sys.executable, kind, url, tasks, code),
+    )
     cols = ("wire_json", "scrub", "assembly", "otlp_encoding", "wrappers", "rest", "sender_thread")
     title = f"sender CPU µs/span by stage, {tasks:,} tasks, {rounds} round(s), medians"
     lines = [title + (f"; base = {base_ref}" if base_ref else ""), ""]
@@ -401,7 +421,6 @@ def main() -> None:
         return
     sys.path.insert(0, str(ROOT))
     from benchmarks.run import ensure_peers, peers_python
-    from benchmarks.sink import Sink
 
     tasks = int(os.environ.get("BENCH_OTLP_TASKS", TASKS))
     rounds = max(1, int(os.environ.get("BENCH_OTLP_ROUNDS", "3")))
@@ -410,18 +429,12 @@ def main() -> None:
     kinds = ["ours-ingest", "ours-otlp", "ours-both", "otel"]
     if base_ref:
         kinds[0:0] = ["base-ingest", "base-otlp"]
-    per_kind: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
-    with tempfile.TemporaryDirectory() as tmp, Sink("ok") as sink:
-        base_code = _baseline(base_ref, tmp) if base_ref else None
-        for rnd in range(rounds):
-            for kind in kinds:
-                sink.reset()
-                python = str(peers_python()) if kind == "otel" else sys.executable
-                code = base_code if kind.startswith("base-") else None
-                raw = _run(python, kind, sink.url, tasks, code)
-                fig = _figures(kind, raw, tasks)
-                per_kind[kind].append(fig)
-                sys.stderr.write(f"round {rnd + 1}/{rounds} " + json.dumps(fig) + "\n")
+
+    def one(kind: str, url: str, code: str | None) -> dict[str, Any]:
+        python = str(peers_python()) if kind == "otel" else sys.executable
+        return _figures(kind, _run(python, kind, url, tasks, code), tasks)
+
+    per_kind = _interleaved(kinds, rounds, base_ref, one)
     results = [_median(per_kind[k]) for k in kinds]
     otel = next(f for f in results if f["config"] == "otel")
     ours = next(f for f in results if f["config"] == "ours-otlp")
