@@ -136,5 +136,8 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $@
 
+# Every row with a server process per configuration, then the server rows with --method ab:
+# one server process per family, blocks of requests alternated between its apps.
 bench-web: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.web
+	$(BIN)/python -m benchmarks.web --method ab

@@ -1,6 +1,7 @@
 """``make bench-web``: what our service integrations add per request, next to OpenTelemetry.
 
 ``python -m benchmarks.web [--rounds N] [--seconds S] [--concurrency C] [--rate R] [--only ...]``
+``python -m benchmarks.web --method ab [--block N] [--rounds N] [--only ...]``
 
 ``--rate R`` (a diagnostic) paces the servers' load at R requests/s in all instead of
 back to back, so that every configuration serves the same arrivals (in the saturated
@@ -41,6 +42,19 @@ an open HiveLoop task (ours) or span (OTel) so that propagation happens:
 * ``httpx-client-*``: ``AsyncClient`` ``bare``; ``ours`` (``AsyncTransport()``);
   ``ours-track`` (``AsyncTransport(track_requests=True)``); ``otel``
   (``HTTPXClientInstrumentor``).
+
+``--method ab [--block N] [--rounds R]`` (server rows only) puts a family's configurations
+side by side in *one* server process instead: FastAPI's apps behind a pure ASGI dispatcher
+(``/bare/...``, ``/ours/...``, ``/otel/...``, ``/ours-nosend/...``) on one uvicorn server,
+aiohttp's as sub-apps of one ``web.Application``. One load generator sends blocks of N
+requests to one app at a time, in mirrored order (``a b c c b a``, reversed every other
+round); between blocks it asks ``GET /__mark``, which flushes every exporter and answers the
+process's CPU time, so each block's figure holds its sender's work. A configuration's
+figure in a round is its two blocks together; "added" is the median over rounds of
+(configuration - the same round's bare blocks). Adjacent blocks share the machine's
+moment, which the process method's windows, seconds apart, do not; OpenTelemetry's global
+tracer provider is left unset there (FastAPI 0.165+ would otherwise trace the other apps
+too). Results go to ``results/web.ab.json`` and ``web.ab.txt``.
 
 Every round runs every configuration once, in the same order (interleaved: a noisy moment
 spoils one round of each); the table shows medians over rounds of µs/request and of the
@@ -159,7 +173,10 @@ def _window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
 class _Otel:
     """``TracerProvider`` + ``BatchSpanProcessor`` (defaults) + OTLP/HTTP protobuf exporter."""
 
-    def __init__(self, sink: str) -> None:
+    def __init__(self, sink: str, *, global_provider: bool = True) -> None:
+        """``global_provider=False`` leaves OpenTelemetry's global tracer provider unset:
+        FastAPI (0.165+) traces every app by itself once a global provider is configured,
+        which must not happen to the other apps of an A/B server process."""
         from opentelemetry import trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
@@ -170,7 +187,8 @@ class _Otel:
         self.provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=sink + "/v1/traces"))
         )
-        trace.set_tracer_provider(self.provider)
+        if global_provider:
+            trace.set_tracer_provider(self.provider)
 
     async def flush(self) -> bool:
         # force_flush blocks until the export thread has posted what is queued
@@ -200,7 +218,11 @@ class _Served:
     n = 0
 
 
-def _fastapi_app(config: str, sink: str) -> tuple[Any, Callable[[], Coroutine[Any, Any, bool]]]:
+def _fastapi_app(
+    config: str, sink: str, prefix: str = "", *, global_provider: bool = True
+) -> tuple[Any, Callable[[], Coroutine[Any, Any, bool]]]:
+    """The FastAPI app of ``config`` (routes under ``prefix``) and its exporter's flush;
+    ``global_provider``: see :class:`_Otel`."""
     from fastapi import FastAPI
 
     flush: Callable[[], Coroutine[Any, Any, bool]] = _no_flush
@@ -218,12 +240,12 @@ def _fastapi_app(config: str, sink: str) -> tuple[Any, Callable[[], Coroutine[An
     else:
         app = FastAPI()
 
-    @app.get("/ping")
+    @app.get(prefix + "/ping")
     async def ping() -> dict[str, bool]:
         _Served.n += 1
         return {"ok": True}
 
-    @app.get("/items/{item_id}")
+    @app.get(prefix + "/items/{item_id}")
     async def item(item_id: int) -> dict[str, int]:
         _Served.n += 1
         return {"id": item_id}
@@ -231,7 +253,7 @@ def _fastapi_app(config: str, sink: str) -> tuple[Any, Callable[[], Coroutine[An
     if config == "fastapi-otel":
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        otel = _Otel(sink)
+        otel = _Otel(sink, global_provider=global_provider)
         FastAPIInstrumentor.instrument_app(app, tracer_provider=otel.provider)
         flush = otel.flush
     return app, flush
@@ -241,14 +263,18 @@ async def _no_flush() -> bool:
     return True
 
 
-def _aiohttp_app(config: str, sink: str) -> tuple[Any, Callable[[], Coroutine[Any, Any, bool]]]:
+def _aiohttp_app(
+    config: str, sink: str, *, global_provider: bool = True
+) -> tuple[Any, Callable[[], Coroutine[Any, Any, bool]]]:
+    """The aiohttp app of ``config`` and its exporter's flush; ``global_provider``: see
+    :class:`_Otel`."""
     from aiohttp import web
 
     flush: Callable[[], Coroutine[Any, Any, bool]] = _no_flush
     if config == "aiohttp-otel":
         from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 
-        otel = _Otel(sink)
+        otel = _Otel(sink, global_provider=global_provider)
         # patches web.Application: call before the app is created, as its documentation says
         AioHttpServerInstrumentor().instrument(tracer_provider=otel.provider)
         flush = otel.flush
@@ -588,6 +614,369 @@ def load(url: str, concurrency: int, warmup: float, seconds: float, rate: float 
             )
 
     asyncio.run(main())
+
+
+# -- one server process, blocks alternated (``--method ab``) --------------------------------------
+
+#: The configurations of one family that ``--method ab`` can put side by side in one process.
+AB_NAMES = ("bare", "ours", "otel", "ours-nosend")
+#: The path of the A/B server's mark (flush every exporter, then read the process's CPU).
+MARK = "/__mark"
+
+
+def _ab_apps(
+    family: str, names: tuple[str, ...], sink: str
+) -> tuple[dict[str, Any], list[Callable[[], Coroutine[Any, Any, bool]]]]:
+    """The sub-apps of ``family`` for ``names`` (each under ``/{name}``) and their flushes.
+
+    aiohttp's OpenTelemetry instrumentor patches ``web.Application`` for every app created
+    after it, so the ``otel`` app is made last and the class restored right after.
+    """
+    apps: dict[str, Any] = {}
+    flushes: list[Callable[[], Coroutine[Any, Any, bool]]] = []
+    for name in sorted(names, key=lambda n: n == "otel"):
+        config = f"{family}-{name}"
+        if family == "fastapi":
+            app, flush = _fastapi_app(config, sink, prefix=f"/{name}", global_provider=False)
+        else:
+            app, flush = _aiohttp_app(config, sink, global_provider=False)
+            if name == "otel":
+                from opentelemetry.instrumentation.aiohttp_server import (
+                    AioHttpServerInstrumentor,
+                )
+
+                AioHttpServerInstrumentor().uninstrument()
+        apps[name] = app
+        flushes.append(flush)
+    return apps, flushes
+
+
+async def _mark(flushes: list[Callable[[], Coroutine[Any, Any, bool]]]) -> dict[str, Any]:
+    """Flush every exporter (the block's sender work lands in the block), then read the CPU."""
+    ok = True
+    for flush in flushes:
+        ok = await flush() and ok
+    return {"cpu_s": time.process_time(), "served": _Served.n, "flushed": ok}
+
+
+def _asgi_dispatcher(
+    apps: dict[str, Any], flushes: list[Callable[[], Coroutine[Any, Any, bool]]]
+) -> Callable[..., Coroutine[Any, Any, None]]:
+    """One ASGI app: ``/{name}/...`` goes to ``apps[name]`` unchanged (its routes carry the
+    prefix), ``GET /__mark`` answers :func:`_mark`; the lifespan runs every app's own."""
+
+    async def lifespan(receive: Any, send: Any) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            await receive()  # lifespan.startup
+            for app in apps.values():
+                await stack.enter_async_context(app.router.lifespan_context(app))
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def dispatch(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        if path == MARK:
+            body = json.dumps(await _mark(flushes)).encode()
+            headers = [(b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await apps[path.split("/", 2)[1]](scope, receive, send)
+
+    return dispatch
+
+
+def serve_ab(family: str, names: tuple[str, ...], sink: str) -> None:
+    """Serve ``names`` of ``family`` side by side in this process until ``quit`` on stdin.
+
+    Prints ``{"port": N}`` when ready. FastAPI: one uvicorn server, a pure ASGI dispatcher
+    in front of the apps; aiohttp: one ``web.Application`` with each app as a sub-app (no
+    middleware of its own). ``GET /__mark`` flushes every exporter and answers the process's
+    CPU time and the requests served so far.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def quit_on_stdin() -> None:
+            for line in sys.stdin:
+                if line.strip() == "quit":
+                    break
+            loop.call_soon_threadsafe(done.set)
+
+        apps, flushes = _ab_apps(family, names, sink)
+        if family == "fastapi":
+            import uvicorn
+
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    _asgi_dispatcher(apps, flushes),
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="on",
+                    loop="asyncio",
+                    backlog=1024,
+                )
+            )
+            serving = asyncio.create_task(server.serve(sockets=[sock]))
+            while not server.started:
+                if serving.done():
+                    serving.result()
+                await asyncio.sleep(0.01)
+            _reply({"port": port})
+            threading.Thread(target=quit_on_stdin, daemon=True).start()
+            await done.wait()
+            server.should_exit = True
+            await serving
+        else:
+            from aiohttp import web
+
+            async def mark(request: web.Request) -> web.Response:
+                return web.json_response(await _mark(flushes))
+
+            root = web.Application()
+            root.router.add_get(MARK, mark)
+            for name, app in apps.items():
+                root.add_subapp(f"/{name}", app)
+            runner = web.AppRunner(root, access_log=None)
+            await runner.setup()
+            sock.listen(1024)
+            await web.SockSite(runner, sock).start()
+            _reply({"port": port})
+            threading.Thread(target=quit_on_stdin, daemon=True).start()
+            await done.wait()
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def load_ab(
+    url: str, names: tuple[str, ...], concurrency: int, warmup: float, block: int, rounds: int
+) -> None:
+    """Load the A/B server in blocks of ``block`` requests, one name at a time.
+
+    Warms every name up for ``warmup`` seconds in all, prints ``WARM``, waits for ``go``,
+    then runs ``rounds`` rounds of blocks in mirrored order (``a b c c b a``, the order
+    itself reversed every other round), a mark between blocks. Prints one JSON line: the
+    blocks, each with the CPU and the requests the server counted between its two marks.
+    """
+    import aiohttp
+
+    async def run_block(session: aiohttp.ClientSession, name: str, n: int) -> tuple[int, int]:
+        left = n
+        ok = errors = 0
+
+        async def worker() -> None:
+            nonlocal left, ok, errors
+            while left > 0:
+                left -= 1
+                path = f"/{name}/ping" if left % 2 else f"/{name}/items/{left % 1000}"
+                try:
+                    async with session.get(url + path) as resp:
+                        await resp.read()
+                        if resp.status == 200:
+                            ok += 1
+                        else:
+                            errors += 1
+                except aiohttp.ClientError:
+                    errors += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return ok, errors
+
+    async def mark(session: aiohttp.ClientSession) -> dict[str, Any]:
+        async with session.get(url + MARK) as resp:
+            data: dict[str, Any] = await resp.json()
+            return data
+
+    async def main() -> None:
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            end = time.monotonic() + warmup
+            while time.monotonic() < end:
+                for name in names:
+                    await run_block(session, name, max(concurrency, block // 4))
+            await mark(session)
+            _reply({"warm": True})
+            await asyncio.to_thread(sys.stdin.readline)
+            blocks: list[dict[str, Any]] = []
+            before = await mark(session)
+            t0 = time.monotonic()
+            for k in range(rounds):
+                order = list(names) if k % 2 == 0 else list(reversed(names))
+                for name in order + order[::-1]:
+                    b0 = time.monotonic()
+                    ok, errors = await run_block(session, name, block)
+                    wall = time.monotonic() - b0
+                    after = await mark(session)
+                    blocks.append(
+                        {
+                            "round": k,
+                            "name": name,
+                            "requests": ok,
+                            "errors": errors,
+                            "served": after["served"] - before["served"],
+                            "cpu_s": after["cpu_s"] - before["cpu_s"],
+                            "wall_s": wall,
+                            "flushed": after["flushed"],
+                        }
+                    )
+                    before = after
+            _reply({"blocks": blocks, "wall_s": time.monotonic() - t0})
+
+    asyncio.run(main())
+
+
+def ab_rounds(family: str, blocks: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The blocks of an A/B run as rounds of per-configuration results (for :func:`summarize`):
+    each configuration's CPU and requests over its two blocks of the round."""
+    by_round: dict[int, dict[str, dict[str, Any]]] = {}
+    for b in blocks:
+        res = by_round.setdefault(b["round"], {}).setdefault(
+            b["name"],
+            {
+                "config": f"{family}-{b['name']}",
+                "requests": 0,
+                "load_requests": 0,
+                "load_errors": 0,
+                "cpu_s": 0.0,
+                "wall_s": 0.0,
+                "flushed": True,
+            },
+        )
+        res["requests"] += b["served"]
+        res["load_requests"] += b["requests"]
+        res["load_errors"] += b["errors"]
+        res["cpu_s"] += b["cpu_s"]
+        res["wall_s"] += b["wall_s"]
+        res["flushed"] = res["flushed"] and bool(b["flushed"])
+    rounds: list[list[dict[str, Any]]] = []
+    for k in sorted(by_round):
+        results = []
+        for res in by_round[k].values():
+            n = max(1, res["requests"])
+            res["us_per_request"] = round(res["cpu_s"] * 1e6 / n, 2)
+            res["requests_per_s"] = round(n / max(1e-9, res.pop("wall_s")))
+            res["cpu_s"] = round(res["cpu_s"], 4)
+            results.append(res)
+        rounds.append(results)
+    return rounds
+
+
+def run_ab(
+    family: str,
+    names: tuple[str, ...],
+    sink: Any,
+    concurrency: int,
+    warmup: float,
+    block: int,
+    rounds: int,
+) -> list[list[dict[str, Any]]]:
+    """One A/B run of ``family`` (one server process, one load generator); its rounds.
+
+    Delivery is checked over the whole run (the sink cannot tell the blocks apart): every
+    round's result carries the same run-wide share, events or spans per request of the
+    configuration that sends them.
+    """
+    server = _spawn("--serve-ab", family, "--names", *names, "--sink", sink.url)
+    try:
+        url = f"http://127.0.0.1:{int(_line(server, family + ' A/B server')['port'])}"
+        loader = _spawn(
+            "--load-ab",
+            url,
+            "--names",
+            *names,
+            "--concurrency",
+            str(concurrency),
+            "--warmup",
+            str(warmup),
+            "--block",
+            str(block),
+            "--rounds",
+            str(rounds),
+        )
+        try:
+            _line(loader, "A/B load generator")  # warm
+            before = sink_counts(sink.url)
+            _send(loader, "go")
+            out = _line(loader, "A/B load generator")
+            after = sink_counts(sink.url)
+        finally:
+            _end(loader, quit=False)
+    finally:
+        _end(server)
+    for b in out["blocks"]:
+        log(f"A/B {family} block {json.dumps(b)}")
+    all_rounds = ab_rounds(family, out["blocks"])
+    window = _window(before, after)
+    totals: dict[str, int] = {}
+    for rnd in all_rounds:
+        for res in rnd:
+            totals[res["config"]] = totals.get(res["config"], 0) + res["requests"]
+    for rnd in all_rounds:
+        for res in rnd:
+            # what the sink got in the run, against this configuration's requests in the run
+            whole = {**res, "requests": totals[res["config"]], "sink": window}
+            res["delivery"] = check_delivery(whole)
+    return all_rounds
+
+
+def measure_ab(
+    families: dict[str, tuple[str, ...]],
+    rounds: int,
+    block: int,
+    warmup: float,
+    concurrency: int,
+) -> dict[str, Any]:
+    """``--method ab``: each family's configurations side by side in one server process,
+    blocks of requests alternated (see the module's docstring). Blocks for the whole run."""
+    from .sink import Sink
+
+    all_rounds: list[list[dict[str, Any]]] = [[] for _ in range(rounds)]
+    skipped: dict[str, str] = {}
+    configs: list[str] = []
+    with Sink("ok") as sink:
+        for family, wanted in families.items():
+            names = tuple(n for n in wanted if otel_available(f"{family}-{n}"))
+            skipped.update(
+                {
+                    f"{family}-{n}": "OpenTelemetry packages not installed (bench extra)"
+                    for n in wanted
+                    if n not in names
+                }
+            )
+            configs += [f"{family}-{n}" for n in names]
+            for k, rnd in enumerate(
+                run_ab(family, names, sink, concurrency, warmup, block, rounds)
+            ):
+                all_rounds[k] += rnd
+                log(f"A/B {family} round {k + 1}/{rounds} {json.dumps(rnd)}")
+    return {
+        "method": {
+            "method": "ab",
+            "rounds": rounds,
+            "block": block,
+            "warmup_s": warmup,
+            "concurrency": concurrency,
+            "figure": "process CPU time (time.process_time) of the one server process per"
+            " request, between marks that flush every exporter (sender cost included);"
+            " blocks of one configuration at a time, in mirrored order (a b c c b a)",
+        },
+        "not_run": skipped,
+        "versions": _versions(),
+        "summary": summarize(all_rounds, tuple(configs)),
+        "rounds": all_rounds,
+    }
 
 
 # -- the calling side ------------------------------------------------------------------------------
@@ -1248,7 +1637,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--call", help=argparse.SUPPRESS)
     parser.add_argument("--sink", help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--serve-ab", help=argparse.SUPPRESS)
+    parser.add_argument("--load-ab", help=argparse.SUPPRESS)
+    parser.add_argument("--names", nargs="*", choices=AB_NAMES, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--method",
+        choices=("process", "ab"),
+        default="process",
+        help="process: a server process per configuration and window; ab: a family's"
+        " configurations in one server process, blocks of requests alternated",
+    )
+    parser.add_argument("--block", type=int, default=100, help="--method ab: requests per block")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds (default: 3; --method ab: 60)"
+    )
     parser.add_argument("--seconds", type=float, default=4.0, help="measured window per run")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -1269,6 +1671,8 @@ def main(argv: list[str] | None = None) -> int:
         help="compare two BENCH_WEB_PROFILE profiles per request and exit",
     )
     args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 60 if args.method == "ab" else 3
     if args.profile_diff:
         print(profile_diff(*args.profile_diff))
         return 0
@@ -1281,6 +1685,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.call:
         call(args.call, args.target, args.sink, args.concurrency, args.warmup, args.seconds)
         return 0
+    if args.serve_ab:
+        serve_ab(args.serve_ab, tuple(args.names), args.sink)
+        return 0
+    if args.load_ab:
+        load_ab(
+            args.load_ab, tuple(args.names), args.concurrency, args.warmup, args.block, args.rounds
+        )
+        return 0
+    if args.method == "ab":
+        return main_ab(args)
     configs = tuple(args.only) if args.only else CONFIGS
     result = measure(
         configs, args.rounds, args.seconds, args.warmup, args.concurrency, rate=args.rate
@@ -1294,6 +1708,42 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "web.json").write_text(json.dumps(result, indent=2) + "\n")
         (RESULTS / "web.txt").write_text(text + "\n")
+    return 0
+
+
+def ab_families(only: list[str] | None) -> dict[str, tuple[str, ...]]:
+    """The server configurations named (default: every family's bare, ours and otel), by
+    family, for ``--method ab``; client configurations are not part of it."""
+    wanted = only or [f"{f}-{n}" for f in ("fastapi", "aiohttp") for n in AB_NAMES[:3]]
+    families: dict[str, list[str]] = {}
+    for config in wanted:
+        family, _, name = config.partition("-")
+        if name in AB_NAMES and config in SERVERS + DIAGNOSTICS:
+            families.setdefault(family, [])
+            if name not in families[family]:
+                families[family].append(name)
+    for names in families.values():
+        if "bare" not in names:
+            names.insert(0, "bare")  # the added cost is against the same run's bare blocks
+    return {f: tuple(n) for f, n in families.items()}
+
+
+def main_ab(args: argparse.Namespace) -> int:
+    """``--method ab``: measure, print the table, write ``results/web.ab.*``."""
+    families = ab_families(args.only)
+    if not families:
+        log("--method ab: no server configuration among --only")
+        return 2
+    result = measure_ab(families, args.rounds, args.block, args.warmup, args.concurrency)
+    text = f"method ab: blocks of {args.block} requests, {args.rounds} rounds of mirrored blocks\n"
+    text += table(result["summary"], result["rounds"])
+    for config, why in result["not_run"].items():
+        text += f"\nnot run: {config}: {why}"
+    print(text)
+    if not args.no_write:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "web.ab.json").write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS / "web.ab.txt").write_text(text + "\n")
     return 0
 
 

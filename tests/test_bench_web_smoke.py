@@ -118,3 +118,81 @@ def test_a_paced_load_serves_the_rate_asked_for() -> None:
         assert r["rate"] == 200.0 and r["late"] <= 20  # started over 10 ms late: rare
     sink = _by_config(result)["aiohttp-ours"]["sink"]
     assert sink["type:task_completed"] == _by_config(result)["aiohttp-ours"]["requests"]
+
+
+def _ab(families: dict[str, tuple[str, ...]], rounds: int = 2, block: int = 40) -> dict[str, Any]:
+    return web.measure_ab(families, rounds=rounds, block=block, warmup=0.2, concurrency=4)
+
+
+def test_ab_serves_each_configuration_its_blocks_in_one_process() -> None:
+    # Two rounds of mirrored blocks (a b c c b a): every configuration gets two blocks of 40
+    # requests per round, counted by the server between marks, and only ours sends events:
+    # 2 per request of ours, none from the bare app or from ours with the sender off.
+    names = ("bare", "ours", "ours-nosend")
+    result = _ab({"fastapi": names, "aiohttp": names})
+    assert result["method"]["method"] == "ab" and result["method"]["block"] == 40
+    assert len(result["rounds"]) == 2
+    for rnd in result["rounds"]:
+        by = {r["config"]: r for r in rnd}
+        assert set(by) == {f"{f}-{n}" for f in ("fastapi", "aiohttp") for n in names}
+        for r in rnd:
+            assert r["requests"] == r["load_requests"] == 80, r
+            assert r["load_errors"] == 0 and r["flushed"] and r["cpu_s"] > 0
+        for family in ("fastapi", "aiohttp"):
+            delivery = by[f"{family}-ours"]["delivery"]
+            assert delivery["events_per_request"] == 2.0, delivery  # nothing from the others
+            assert delivery["delivered_share"] == 1.0
+    summary = result["summary"]["configs"]
+    for config in ("fastapi-ours", "fastapi-ours-nosend", "aiohttp-ours", "aiohttp-ours-nosend"):
+        assert len(summary[config]["added_us_rounds"]) == 2
+    assert "fastapi-ours" in web.table(result["summary"], result["rounds"])
+
+
+@pytest.mark.skipif(
+    not web.otel_available("fastapi-otel"),
+    reason="OpenTelemetry instrumentations not installed (pip install -e '.[bench]')",
+)
+def test_ab_traces_only_the_opentelemetry_app() -> None:
+    # FastAPI 0.165+ traces every app by itself once a global tracer provider is set, and
+    # aiohttp's instrumentor patches every Application made after it: in one process, the
+    # bare app and ours must stay untraced, so every span is one of the otel app's.
+    result = _ab({"fastapi": ("bare", "ours", "otel"), "aiohttp": ("bare", "ours", "otel")}, 1)
+    assert result["not_run"] == {}
+    by = {r["config"]: r for r in result["rounds"][0]}
+    for family in ("fastapi", "aiohttp"):
+        delivery = by[f"{family}-otel"]["delivery"]
+        assert delivery["delivered_share"] == 1.0, delivery
+        assert all(name.startswith("GET /otel/") for name in delivery["span_names"]), delivery
+        assert by[f"{family}-ours"]["delivery"]["events_per_request"] == 2.0
+
+
+def test_ab_rounds_and_families() -> None:
+    blocks = [
+        {
+            "round": 0,
+            "name": n,
+            "requests": 10,
+            "errors": 0,
+            "served": 10,
+            "cpu_s": c,
+            "wall_s": 0.1,
+            "flushed": True,
+        }
+        for n, c in (("bare", 0.001), ("ours", 0.002), ("ours", 0.004), ("bare", 0.003))
+    ]
+    [rnd] = web.ab_rounds("fastapi", blocks)
+    by = {r["config"]: r for r in rnd}
+    assert by["fastapi-bare"]["us_per_request"] == 200.0  # (1 + 3) ms over 20 requests
+    assert by["fastapi-ours"]["us_per_request"] == 300.0
+    assert by["fastapi-ours"]["requests_per_s"] == 100
+    assert (
+        web.summarize([rnd], ("fastapi-bare", "fastapi-ours"))["configs"]["fastapi-ours"][
+            "added_us"
+        ]
+        == 100.0
+    )
+    assert web.ab_families(["aiohttp-ours", "fastapi-otel", "httpx-client-ours"]) == {
+        "aiohttp": ("bare", "ours"),
+        "fastapi": ("bare", "otel"),
+    }
+    assert web.ab_families(None)["fastapi"] == ("bare", "ours", "otel")
