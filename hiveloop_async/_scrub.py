@@ -311,6 +311,19 @@ class Scrubber:
             return True
         return self._clean_string(value)
 
+    def trigger_free(self, value: str) -> bool:
+        """True when ``value`` holds none of the literals every built-in pattern's match
+        contains (``"://"`` counted even without ``"@"``). No built-in match spans a space
+        and none of those literals does, so a string made of ``value`` and space-separated
+        words holding none of them (``"Task {id} started"``) has nothing to replace either.
+        Exact only when :attr:`checks_text_fields` is not None. Does not block; never raises.
+        """
+        low = value.lower()
+        for trigger in _VALUE_TRIGGERS:  # noqa: SIM110 (a loop: no generator per call)
+            if trigger in low:
+                return False
+        return True
+
     def count_clean(self) -> None:
         """Count one event found clean by :meth:`clean_payload` and :meth:`clean_text`
         without being passed to :meth:`scrub_event` (``stats()["events"]``)."""

@@ -116,6 +116,9 @@ class RecordEncoder:
         #: The verdict of the event being encoded (see :meth:`encode_checked`).
         self._clean = False
         self._fields_clean: dict[str, bool] = {}
+        #: Task ids holding no scrubber trigger (see ``Scrubber.trigger_free``): the task's
+        #: summaries ("Task {id} started") need no scan of their own.
+        self._ids_free: set[str] = set()
         self._prefix_clean: dict[Any, bool] = {}
 
     def recalibrate(self) -> None:
@@ -137,11 +140,21 @@ class RecordEncoder:
                 text = _as_str(value)
                 parts.append(f'"{key}":{_jstr(text)},')
                 if check is not None and verdict and key in text_fields:
-                    verdict = check.clean_text(_utf8_safe(text))  # as sent (see _jstr)
+                    sent = _utf8_safe(text)  # as sent (see _jstr)
+                    if key == "task_id" and check.trigger_free(sent):
+                        self._remember_free(sent)  # clean, and so are its summaries
+                    else:
+                        verdict = check.clean_text(sent)
             fields = task._fields = "".join(parts)
             if check is not None:
                 self._remember_fields(fields, verdict)
         return fields
+
+    def _remember_free(self, task_id: str) -> None:
+        free = self._ids_free
+        if len(free) >= _MAX_VERDICTS:
+            free.clear()
+        free.add(task_id)
 
     def _remember_fields(self, fields: str, verdict: bool) -> None:
         if len(self._fields_clean) >= _MAX_VERDICTS:
@@ -346,6 +359,7 @@ class RecordEncoder:
         if self._clean:
             self._clean = self._task_clean(t, fields)
         if ended:
+            extra = t.payload
             if not t.failed:
                 head = '","event_type":"task_completed","severity":"info",'
                 payload: dict[str, Any] = {"summary": f"Task {t.task_id} completed"}
@@ -354,6 +368,7 @@ class RecordEncoder:
                 payload = {"summary": f"Task {t.task_id} failed"}
                 if t.exc_type is not None:
                     _add_exception(payload, t.exc_type, t.exc_msg)
+                    extra = _NOT_PLAIN  # the exception's message: the whole payload is walked
             if t.payload:
                 _merge(payload, t.payload)
             text = (
@@ -362,14 +377,34 @@ class RecordEncoder:
                 f'"duration_ms":{(t.t1 - t.t0) // 1_000_000},'
             )
         else:
+            extra = t.start_payload
             payload = {"summary": f"Task {t.task_id} started"}
-            if t.start_payload:
-                _merge(payload, t.start_payload)
+            if extra:
+                _merge(payload, extra)
             text = (
                 f'{{"event_id":"{new_id_str()}","timestamp":"{self._ts(t.t0 + self._offset)}'
                 f'","event_type":"task_started","severity":"info",{fields}'
             )
-        return t.agent, b'%s"payload":%s}' % (text.encode(), self._payload_json(payload))
+        if self._clean and t.task_id in self._ids_free:
+            data = self._task_payload_json(payload, extra)
+        else:
+            data = self._payload_json(payload)
+        return t.agent, b'%s"payload":%s}' % (text.encode(), data)
+
+    def _task_payload_json(self, payload: dict[str, Any], extra: Any) -> bytes:
+        """``encode_payload`` of a task event's payload, for a task whose id holds no
+        scrubber trigger: its summary is clean without a scan (``Scrubber.trigger_free``),
+        so the verdict is the one on what was merged into it (``extra``, the task's own
+        payload, which may replace the summary). Anything but a plain ``dict`` (or None) is
+        walked whole, merged."""
+        data, exact = _encode_payload(payload)
+        check = self._check
+        assert check is not None
+        if not exact:
+            self._clean = False
+        elif extra:
+            self._clean = check.clean_payload(extra if type(extra) is dict else payload)
+        return data
 
     def _event(self, rec: tuple[Any, ...]) -> tuple[Agent, bytes]:
         agent, t_ns, event_type, task, action_id, payload, severity, parent = rec
@@ -442,6 +477,10 @@ def _json_rest(extra: dict[str, Any]) -> bytes | None:
     if len(data) + _MAX_PREFIX_BYTES > _SIZE_CHECKED_ABOVE:
         return None
     return data[1:]
+
+
+#: Stands for a merged payload that must be walked whole (see ``_task_payload_json``).
+_NOT_PLAIN: Any = ("not plain",)
 
 
 def _merge(payload: dict[str, Any], extra: Any) -> None:

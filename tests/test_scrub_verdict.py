@@ -159,7 +159,19 @@ def _record_all(agent: Agent, rng: random.Random) -> None:
         except RuntimeError:
             pass
 
-    ids: list[Any] = ["t-1", "a-request-id-0123456789abcdef", OPENAI, 42, "task " + BEARER]
+    # Ids with and without a scrubber trigger: a trigger-free id's summaries get their
+    # verdict from the id; with one ("bearer", "://"), they are scanned.
+    ids: list[Any] = [
+        "t-1",
+        "a-request-id-0123456789abcdef",
+        OPENAI,
+        42,
+        "task " + BEARER,
+        "Bearer",
+        "x bearer",
+        "postgresql://app:pw",
+        "\ud800 lone surrogate id",
+    ]
     for i in range(120):
         payload = rng.choice(SPECIAL_PAYLOADS) if i % 5 == 0 else _payload(rng)
         tid = rng.choice(ids)
@@ -168,7 +180,7 @@ def _record_all(agent: Agent, rng: random.Random) -> None:
             project=rng.choice([None, "proj", URL_PW]),
             type=rng.choice([None, "POST /items/{id}", "lead"]),
             correlation_id=rng.choice([None, "corr-0123456789abcdef", f"c {AWS}"]),
-            payload=rng.choice([None, _payload(rng)]),
+            payload=rng.choice([None, _payload(rng), {"summary": BEARER}, ["not", "a dict"]]),
         ) as t:
             t.event(rng.choice(["custom", "escalated", "not_a_type"]), payload)
             t.llm_call(
