@@ -45,6 +45,10 @@ def test_servers_count_every_request_and_deliver_every_event() -> None:
     assert "added_us" in summary["fastapi-ours"] and "added_us" in summary["aiohttp-ours"]
     split = result["breakdown_rounds"][0]
     assert split["requests"] == 300 and split["events_at_sink"] == 4 * 300
+    full = split["full_stack"]
+    assert full["events_at_sink"] == full["requests"] > 0  # ours' requests, each delivered
+    assert full["ours_us"] > 0 and full["bare_us"] > 0
+    assert "FastAPI through ASGI" in web.breakdown_text(result["breakdown_rounds"])
     assert "middleware bookkeeping" in web.breakdown_text(result["breakdown_rounds"])
     assert "fastapi-ours" in web.table(result["summary"], result["rounds"])
 
