@@ -474,6 +474,33 @@ def _reply(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _bound_socket() -> tuple[socket.socket, int]:
+    """A TCP socket bound to a free port of 127.0.0.1 (not listening yet) and its port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock, int(sock.getsockname()[1])
+
+
+async def _uvicorn(app: Any, sock: socket.socket) -> tuple[Any, asyncio.Task[None]]:
+    """Serve ``app`` with uvicorn on ``sock`` (h11, asyncio loop, lifespan on); return the
+    server and its task once it has started (its startup error raised, if any)."""
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="on", loop="asyncio", backlog=1024
+        )
+    )
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if serving.done():
+            serving.result()
+        await asyncio.sleep(0.01)
+    return server, serving
+
+
 def serve(config: str, sink: str) -> None:
     """Run one server configuration until ``quit`` on stdin. Prints ``{"port": N}`` first.
 
@@ -490,35 +517,15 @@ def serve(config: str, sink: str) -> None:
         import cProfile
 
         prof = cProfile.Profile()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    sock, port = _bound_socket()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         _Diag.install(loop)
         done = asyncio.Event()
         if config.startswith("fastapi"):
-            import uvicorn
-
             app, flush = _fastapi_app(config, sink)
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    app,
-                    log_level="warning",
-                    access_log=False,
-                    lifespan="on",
-                    loop="asyncio",
-                    backlog=1024,
-                )
-            )
-            serving = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started:
-                if serving.done():
-                    serving.result()
-                await asyncio.sleep(0.01)
+            server, serving = await _uvicorn(app, sock)
 
             def stop() -> None:
                 server.should_exit = True
@@ -698,11 +705,7 @@ def serve_ab(family: str, names: tuple[str, ...], sink: str) -> None:
     middleware of its own). ``GET /__mark`` flushes every exporter and answers the process's
     CPU time and the requests served so far.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    sock, port = _bound_socket()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -716,23 +719,7 @@ def serve_ab(family: str, names: tuple[str, ...], sink: str) -> None:
 
         apps, flushes = _ab_apps(family, names, sink)
         if family == "fastapi":
-            import uvicorn
-
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    _asgi_dispatcher(apps, flushes),
-                    log_level="warning",
-                    access_log=False,
-                    lifespan="on",
-                    loop="asyncio",
-                    backlog=1024,
-                )
-            )
-            serving = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started:
-                if serving.done():
-                    serving.result()
-                await asyncio.sleep(0.01)
+            server, serving = await _uvicorn(_asgi_dispatcher(apps, flushes), sock)
             _reply({"port": port})
             threading.Thread(target=quit_on_stdin, daemon=True).start()
             await done.wait()
