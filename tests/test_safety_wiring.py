@@ -291,3 +291,45 @@ async def test_queue_overflow_during_an_outage_goes_to_the_spool(tmp_path: Path)
     probes = sorted(e["payload"]["i"] for e in srv.events if e["payload"].get("kind") == "probe")
     assert probes == list(range(2000))
     assert len({e["event_id"] for e in srv.events}) == len(srv.events)
+
+
+async def test_a_spool_costs_no_replay_scan_per_batch_while_the_server_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the server up, the replay looks at the spool once (at start), not after every
+    delivered batch; after an outage it looks again when a batch gets through."""
+    from hiveloop_async._spool import Spool
+
+    claims: list[str | None] = []
+    real_claim = Spool.claim_next
+
+    def counting_claim(self: Spool, destination: str | None = None) -> Any:
+        claims.append(destination)
+        return real_claim(self, destination)
+
+    monkeypatch.setattr(Spool, "claim_next", counting_claim)
+    outage = _Outage()
+    outage.up = True
+    with FaultServer(outage) as srv:
+        async with _client(srv.url, batch_size=5, retry_deadline=0.3, spool_dir=tmp_path) as hb:
+            agent = hb.agent("no-scan", heartbeat_interval=0)
+            for round_ in range(20):
+                for i in range(5):
+                    agent.event("custom", {"kind": "probe", "i": round_ * 5 + i})
+                assert await hb.aflush(10)
+            assert hb.stats()["batches"] >= 20
+            assert len(claims) == 1  # the replay at start
+            outage.up = False
+            agent.event("custom", {"kind": "probe", "i": 100})
+            assert await hb.aflush(10)
+            assert hb.stats()["spooled"] == 1
+            outage.up = True
+            agent.event("custom", {"kind": "probe", "i": 101})
+            assert await hb.aflush(10)
+            for _ in range(200):
+                if hb.stats()["replayed"] == 1:
+                    break
+                await _sleep()
+            assert hb.stats()["replayed"] == 1
+    probes = sorted(e["payload"]["i"] for e in srv.events if e["payload"].get("kind") == "probe")
+    assert probes == list(range(102))
