@@ -2,6 +2,16 @@
 
 ``python -m benchmarks.hot_path [--blocks N] [--peer-blocks N] [--skip-peers] [--json PATH]``
 
+``python -m benchmarks.hot_path --safety [--before REF] [--rounds N]``: the production-safety
+features' cost on the recording path instead. Every shape, sink answering and drained, with
+those features off (``scrub=False``), at the defaults (scrubbing on), and all on (scrubbing,
+a ``before_send`` copying every event, a sampler deciding every root task, gzip, a spool
+directory), and with ``--before REF`` the same defaults on the package as it was at git
+``REF`` (checked out in a temporary worktree): each configuration in its own process, the
+configurations alternated over the rounds (mirrored order), medians. Absolute µs compare
+here since every process runs on the same machine in the same minutes; each process's own
+floor is in the table too.
+
 After our shapes, the same ``with`` block is measured for each peer (hiveloop 0.2.0,
 OpenTelemetry, Sentry; installed into ``benchmarks/.peers-venv`` on first use) in the same
 run, each against the floor measured in its own process: ratios to the floor compare across
@@ -33,14 +43,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import _harness as h
 from . import sdk_ours
 from .run import NAMES, PEERS, ensure_peers, figure
-from .sink import Sink
+from .sink import ROOT, Sink
 
 GOALS = {"with": 2.0, "async with": 2.5, "sync decorator": 2.5, "async decorator": 2.5}
 DEFAULT_BLOCKS = 200_000
@@ -81,6 +93,86 @@ def run(
                 _add_ratios(res)
             out["peers"][peer] = res
     return out
+
+
+SAFETY_CONFIGS = ("features off", "defaults", "features on")
+SAFETY_OPTIONS = {"features off": "off", "defaults": "defaults", "features on": "on"}
+
+
+def safety_run(blocks: int, rounds: int = 3, before: str | None = None) -> dict[str, Any]:
+    """Every shape with the safety features off, at the defaults and on (and at ``before``),
+    each configuration in its own process per round, alternated; medians of the rounds."""
+    out: dict[str, Any] = {"blocks": blocks, "machine": h.machine(), "loadavg": os.getloadavg()}
+    configs = list(SAFETY_CONFIGS)
+    with tempfile.TemporaryDirectory() as tmp, Sink("ok") as ok:
+        base: str | None = None
+        if before is not None:
+            base = os.path.join(tmp, "before")
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", base, before],
+                check=True,
+            )
+            commit = subprocess.run(
+                ["git", "-C", base, "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            configs.insert(0, f"before ({commit})")
+        try:
+            per_round: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
+            per = max(1, blocks // rounds)
+            for r in range(rounds):
+                for config in configs if r % 2 == 0 else reversed(configs):
+                    features = SAFETY_OPTIONS.get(config, "defaults")
+                    res = figure(
+                        "ours",
+                        "caller_cost_features",
+                        sdk_path=base if config.startswith("before") else None,
+                        endpoint=ok.url,
+                        blocks=per,
+                        features=features,
+                    )
+                    if "error" in res:
+                        raise RuntimeError(f"{config}: {res['error']}")
+                    per_round[config].append(res)
+        finally:
+            if base is not None:
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", base], check=False
+                )
+        out["configs"] = {}
+        for config, results in per_round.items():
+            merged = h.merge_rounds(results)
+            merged["rounds"] = rounds
+            _add_ratios(merged)
+            out["configs"][config] = merged
+    return out
+
+
+def safety_table(result: dict[str, Any]) -> str:
+    """:func:`safety_run`'s figures: µs per block by shape and configuration."""
+    configs = result["configs"]
+    first = next(iter(configs.values()))
+    lines = [
+        f"[safety] sink up, drained after every 1,000-block burst; {first['blocks']:,} blocks "
+        f"per shape and configuration over {first['rounds']} alternated rounds; µs per block",
+        f"{'shape':<16} {'configuration':<22} {'median':>7} {'p99':>7} {'× floor':>8} "
+        f"{'loop':>7} {'floor here':>10}",
+    ]
+    for shape in first["shapes"]:
+        for config, res in configs.items():
+            fig = res["shapes"][shape]
+            lines.append(
+                f"{shape:<16} {config:<22} {fig['gc_on']['median_us']:>7.3f} "
+                f"{fig['gc_on']['p99_us']:>7.3f} {fig['ratio']:>7.2f}× "
+                f"{fig['loop_us_gc_on']:>7.3f} {res['floor']['gc_on']['median_us']:>10.3f}"
+            )
+    lines.append(
+        "features on: scrubbing, before_send copying each event, a sampler deciding every "
+        "root task, gzip, a spool directory"
+    )
+    return "\n".join(lines) + "\n"
 
 
 def _add_ratios(res: dict[str, Any]) -> None:
@@ -166,9 +258,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peer-blocks", type=int, default=DEFAULT_PEER_BLOCKS)
     parser.add_argument("--skip-peers", action="store_true", help="only our SDK")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--safety", action="store_true", help="the safety features off, default and on"
+    )
+    parser.add_argument("--before", default=None, help="with --safety: also this git ref")
+    parser.add_argument("--rounds", type=int, default=3, help="with --safety")
     args = parser.parse_args(argv)
-    result = run(args.blocks, peers=() if args.skip_peers else PEERS, peer_blocks=args.peer_blocks)
-    sys.stdout.write(table(result) + "\n")
+    if args.safety:
+        result = safety_run(args.blocks, args.rounds, args.before)
+        sys.stdout.write(safety_table(result))
+    else:
+        result = run(
+            args.blocks, peers=() if args.skip_peers else PEERS, peer_blocks=args.peer_blocks
+        )
+        sys.stdout.write(table(result) + "\n")
     m = result["machine"]
     sys.stdout.write(
         f"SDK at {m['commit']}; machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}; "

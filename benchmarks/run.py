@@ -107,11 +107,23 @@ def ensure_peers(
 # -- running one figure ----------------------------------------------------------------------
 
 
-def figure(sdk: str, name: str, timeout: float = 300, **kwargs: Any) -> dict[str, Any]:
-    """Run one figure of one SDK in a fresh subprocess; its result, or ``{"error": ...}``."""
+def figure(
+    sdk: str,
+    name: str,
+    timeout: float = 300,
+    sdk_path: str | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Run one figure of one SDK in a fresh subprocess; its result, or ``{"error": ...}``.
+
+    ``sdk_path``: for ``ours``, import the package from that checkout instead (a baseline).
+    """
     python = sys.executable if sdk == "ours" else str(peers_python())
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT)
+    env.pop("HIVELOOP_BENCH_SDK_PATH", None)
+    if sdk_path is not None:
+        env["HIVELOOP_BENCH_SDK_PATH"] = sdk_path
     t0 = time.monotonic()
     try:
         proc = subprocess.run(

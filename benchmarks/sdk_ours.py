@@ -163,14 +163,20 @@ def async_loop(agent: hl.Agent, shape: str) -> Callable[[int], Awaitable[None]]:
 
 
 def _sync_shape(
-    endpoint: str, shape: str, n: int, overhead: float, drained: bool, size: int | None
+    endpoint: str,
+    shape: str,
+    n: int,
+    overhead: float,
+    drained: bool,
+    size: int | None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per-block figures and loop totals of one sync shape, gc on and off, fresh clients."""
     out: dict[str, Any] = {}
     for gc_on in (True, False):
         key = "gc_on" if gc_on else "gc_off"
         for per_block in (True, False):
-            hb = client(endpoint, max_queue_size=size)
+            hb = client(endpoint, max_queue_size=size, **(options or {}))
             agent = hb.agent("bench", heartbeat_interval=0)
 
             def between(hb: HiveBoard = hb) -> None:
@@ -218,14 +224,20 @@ def _sync_shape(
 
 
 def _async_shape(
-    endpoint: str, shape: str, n: int, overhead: float, drained: bool, size: int | None
+    endpoint: str,
+    shape: str,
+    n: int,
+    overhead: float,
+    drained: bool,
+    size: int | None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         out: dict[str, Any] = {}
         for gc_on in (True, False):
             key = "gc_on" if gc_on else "gc_off"
             for per_block in (True, False):
-                hb = client(endpoint, max_queue_size=size)
+                hb = client(endpoint, max_queue_size=size, **(options or {}))
                 await hb.start()
                 agent = hb.agent("bench", heartbeat_interval=0)
 
@@ -298,6 +310,7 @@ def caller_cost(
     shapes: tuple[str, ...] = SHAPES,
     rounds: int | None = None,
     full_queue: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per-block caller cost of each shape against the floor, all measured here.
 
@@ -308,13 +321,14 @@ def caller_cost(
     records per block, in one round; with ``full_queue`` the queue holds 10,000 records
     instead, so it is full after the first 10,000 records and every record drops the oldest
     (the overflow path a user hits when the server has been down for a while).
+    ``options``: more ``HiveBoard`` keyword arguments for every client measured.
     """
     rounds = rounds or (3 if drained else 1)
     if rounds > 1:
         per = max(1, blocks // rounds)
         merged = h.merge_rounds(
             [
-                caller_cost(endpoint, per, drained, shapes, rounds=1, full_queue=full_queue)
+                caller_cost(endpoint, per, drained, shapes, 1, full_queue, options)
                 for _ in range(rounds)
             ]
         )
@@ -335,12 +349,50 @@ def caller_cost(
     }
     for shape in shapes:
         if shape in SYNC_SHAPES:
-            fig = _sync_shape(endpoint, shape, blocks, overhead, drained, size)
+            fig = _sync_shape(endpoint, shape, blocks, overhead, drained, size, options)
             fig["sender"] = "thread"
         else:
-            fig = _async_shape(endpoint, shape, blocks, overhead, drained, size)
+            fig = _async_shape(endpoint, shape, blocks, overhead, drained, size, options)
             fig["sender"] = "loop"
         result["shapes"][shape] = fig
+    return result
+
+
+#: The client options of :func:`caller_cost_features`, by name.
+FEATURES = ("defaults", "off", "on")
+
+
+def feature_options(features: str, spool_dir: str) -> dict[str, Any]:
+    """``HiveBoard`` options for ``features``: ``"defaults"`` (none given: scrubbing on),
+    ``"off"`` (every production-safety feature off: ``scrub=False``) or ``"on"`` (every one
+    on: scrubbing, a ``before_send`` copying each event, a sampler deciding every root task,
+    gzip bodies and a spool directory)."""
+    if features == "defaults":
+        return {}
+    if features == "off":
+        return {"scrub": False}
+    if features == "on":
+        return {
+            "before_send": lambda event: {**event},
+            "sampler": lambda info: True,  # decides every root task, keeps all: most work
+            "compression": "gzip",
+            "spool_dir": spool_dir,
+        }
+    raise ValueError(f"features must be one of {FEATURES}")
+
+
+def caller_cost_features(
+    endpoint: str, blocks: int, features: str = "defaults", rounds: int = 1
+) -> dict[str, Any]:
+    """:func:`caller_cost` (sink answering, drained) with the options of ``features``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as spool_dir:
+        options = feature_options(features, spool_dir)
+        result = caller_cost(endpoint, blocks, rounds=rounds, options=options)
+    result["features"] = features
+    result["options"] = sorted(options)
+    result["sdk_file"] = hl.__file__  # which checkout's package was measured
     return result
 
 

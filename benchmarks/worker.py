@@ -1,10 +1,11 @@
 """Run one figure for one SDK in this process and print its result.
 
 ``python -m benchmarks.worker SDK FIGURE [JSON_KWARGS]`` where SDK is ``ours``,
-``hiveloop``, ``otel`` or ``sentry``. The result is printed as ``RESULT {json}`` on the last
-line; the process then ends at once with ``os._exit`` (so no SDK's exit hook can hang on a
-dead sink). Peers run this with the peers' interpreter: only the standard library and the
-peer's package are imported.
+``hiveloop``, ``otel`` or ``sentry`` (``ours`` imports the package from
+``HIVELOOP_BENCH_SDK_PATH`` when that is set: a baseline checkout). The result is printed
+as ``RESULT {json}`` on the last line; the process then ends at once with ``os._exit``
+(so no SDK's exit hook can hang on a dead sink). Peers run this with the peers'
+interpreter: only the standard library and the peer's package are imported.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from . import _harness as h
 
 def run(sdk: str, figure: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     if sdk == "ours":
+        code = os.environ.get("HIVELOOP_BENCH_SDK_PATH")
+        if code:  # another checkout's package (a baseline), ahead of this one's
+            sys.path.insert(0, code)
         mod = importlib.import_module("benchmarks.sdk_ours")
         result: dict[str, Any] = getattr(mod, figure)(**kwargs)
         return result

@@ -13,7 +13,7 @@ import pytest
 
 # ``benchmarks`` is a top-level folder of the repository (on pytest's pythonpath).
 from benchmarks import _harness, hot_path, http_ceiling, llm, sdk_ours
-from benchmarks.sink import Sink, count_otlp_protobuf, count_sentry_envelope
+from benchmarks.sink import ROOT, Sink, count_otlp_protobuf, count_sentry_envelope
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,31 @@ def test_hot_path_runs_every_shape_in_every_variant() -> None:
     assert result["undrained"]["shapes"]["with"]["stats"]["sent"] == 0
     assert result["full"]["max_queue_size"] == 10_000  # benchmarks.sdk_ours.FULL_QUEUE_SIZE
     assert "floor" in hot_path.table(result)
+
+
+def test_hot_path_safety_measures_each_configuration_and_the_baseline_checkout() -> None:
+    result = hot_path.safety_run(60, rounds=1, before="HEAD")
+    configs = result["configs"]
+    names = list(configs)
+    assert names[1:] == ["features off", "defaults", "features on"]
+    assert names[0].startswith("before (")
+    assert configs["features off"]["options"] == ["scrub"]
+    assert configs["defaults"]["options"] == []
+    assert configs["features on"]["options"] == [
+        "before_send",
+        "compression",
+        "sampler",
+        "spool_dir",
+    ]
+    here = str(ROOT / "hiveloop_async")
+    assert not configs[names[0]]["sdk_file"].startswith(here)  # the worktree's package
+    assert configs["defaults"]["sdk_file"].startswith(here)
+    for res in configs.values():
+        assert set(res["shapes"]) == {"with", "async with", "sync decorator", "async decorator"}
+        for fig in res["shapes"].values():
+            assert fig["gc_on"]["n"] == 60
+            assert fig["stats"]["dropped_total"] == 0  # everything recorded was delivered
+    assert "features on" in hot_path.safety_table(result)
 
 
 @pytest.mark.parametrize(
