@@ -146,6 +146,9 @@ def safety_run(blocks: int, rounds: int = 3, before: str | None = None) -> dict[
             merged = h.merge_rounds(results)
             merged["rounds"] = rounds
             _add_ratios(merged)
+            for shape, fig in merged["shapes"].items():  # how far the rounds' medians spread
+                meds = [r["shapes"][shape]["gc_on"]["median_us"] for r in results]
+                fig["round_medians_us"] = sorted(meds)
             out["configs"][config] = merged
     return out
 
@@ -157,20 +160,23 @@ def safety_table(result: dict[str, Any]) -> str:
     lines = [
         f"[safety] sink up, drained after every 1,000-block burst; {first['blocks']:,} blocks "
         f"per shape and configuration over {first['rounds']} alternated rounds; µs per block",
-        f"{'shape':<16} {'configuration':<22} {'median':>7} {'p99':>7} {'× floor':>8} "
-        f"{'loop':>7} {'floor here':>10}",
+        f"{'shape':<16} {'configuration':<22} {'median':>7} {'rounds min-max':>15} {'p99':>7} "
+        f"{'× floor':>8} {'loop':>7} {'floor here':>10}",
     ]
     for shape in first["shapes"]:
         for config, res in configs.items():
             fig = res["shapes"][shape]
+            meds = fig.get("round_medians_us") or [0.0]
+            spread = f"{meds[0]:.2f}-{meds[-1]:.2f}"
             lines.append(
-                f"{shape:<16} {config:<22} {fig['gc_on']['median_us']:>7.3f} "
+                f"{shape:<16} {config:<22} {fig['gc_on']['median_us']:>7.3f} {spread:>15} "
                 f"{fig['gc_on']['p99_us']:>7.3f} {fig['ratio']:>7.2f}× "
                 f"{fig['loop_us_gc_on']:>7.3f} {res['floor']['gc_on']['median_us']:>10.3f}"
             )
     lines.append(
         "features on: scrubbing, before_send copying each event, a sampler deciding every "
-        "root task, gzip, a spool directory"
+        "root task, gzip, a spool directory. rounds min-max: the spread of the per-process "
+        "medians, the noise between processes running the same recording code"
     )
     return "\n".join(lines) + "\n"
 
