@@ -302,3 +302,16 @@ def test_llm_summary_subtracts_the_same_rounds_bare_client() -> None:
     assert row["langfuse"]["verified"] is False
     assert row["langsmith"] == {"error": "boom"}
     assert row["ratio"] == {"langfuse_cpu": 0.1, "langfuse_wall": 0.06}
+
+
+def test_flush_cost_measures_each_flush_size_and_each_wake_condition() -> None:
+    from benchmarks import flush_cost
+
+    flushes = flush_cost.flush_cost(rounds=2)
+    assert set(flushes) == {"scrub on", "scrub off"}
+    for by_size in flushes.values():
+        assert sorted(by_size) == [2, 27, 100]
+        assert all(v > 0 for v in by_size.values())
+    wake = flush_cost.run(rounds=4, pause=0.001)
+    assert set(wake) == set(flush_cost.CONDITIONS)
+    assert all(v > 0 for v in wake.values())
