@@ -13,6 +13,12 @@ Then the SDK itself against the same sink with ``compression=None`` and ``"gzip"
 (``--sdk-events N``, rounds interleaved): events/s from the first record to the end of
 ``flush()``, process CPU per event (recording + sender, every thread; the recording is the
 same in both, so the difference is the cost of gzip) and bytes per event on the wire.
+
+Last (``--floor-rounds R``), what replacing aiohttp could save at most: one keep-alive
+connection, the same body posted by ``aiohttp.ClientSession.post`` and by a minimal HTTP/1.1
+exchange on asyncio streams (request head written by hand, ``Content-Length`` answers only:
+no TLS, proxies, redirects, chunked bodies, timeouts or connection pool), alternated in
+blocks; CPU of the posting thread per request, medians over the blocks.
 """
 
 from __future__ import annotations
@@ -155,11 +161,73 @@ def run_compression(events: int = 40_000, rounds: int = 3) -> list[dict[str, Any
     ]
 
 
+async def _floor(port: int, body: bytes, rounds: int, block: int) -> dict[str, list[float]]:
+    """Thread CPU µs per POST of ``body``: aiohttp against a hand-written exchange."""
+    url = URL(f"http://127.0.0.1:{port}/v1/ingest")
+    headers = {"Authorization": "Bearer hb_bench", "Content-Type": "application/json"}
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = (
+        b"POST /v1/ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer hb_bench\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    ) + body
+
+    async def minimal() -> None:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 2"):
+            raise RuntimeError(f"the sink answered {head[:40]!r}")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await reader.readexactly(length)
+
+    times: dict[str, list[float]] = {"aiohttp": [], "minimal": []}
+    try:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1), headers=headers
+        ) as session:
+
+            async def with_aiohttp() -> None:
+                async with session.post(url, data=body) as resp:
+                    await resp.read()
+
+            ways = [("aiohttp", with_aiohttp), ("minimal", minimal)]
+            for r in range(rounds + 1):
+                for name, post in ways if r % 2 else ways[::-1]:
+                    t0 = time.thread_time_ns()
+                    for _ in range(block):
+                        await post()
+                    if r:  # round 0 warms both up
+                        times[name].append((time.thread_time_ns() - t0) / block / 1000)
+    finally:
+        writer.close()
+    return times
+
+
+def run_floor(rounds: int = 12, block: int = 200, events_per_request: int = 25) -> dict[str, float]:
+    """Median thread CPU µs per POST: ``aiohttp``, ``minimal`` and their ``ratio``."""
+    body = (
+        b'{"envelope":{"agent_id":"bench"},"events":['
+        + b",".join([EVENT] * events_per_request)
+        + b"]}"
+    )
+    with Sink("ok") as sink:
+        times = asyncio.run(_floor(sink.port, body, rounds, block))
+        counted = sink.counts().get("hiveboard_events", 0)
+        expected = 2 * (rounds + 1) * block * events_per_request
+        if counted != expected:  # every POST of both ways really arrived
+            raise RuntimeError(f"the sink counted {counted} events of {expected}")
+    a, m = statistics.median(times["aiohttp"]), statistics.median(times["minimal"])
+    return {"aiohttp": round(a, 1), "minimal": round(m, 1), "ratio": round(a / m, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1500)
     parser.add_argument("--events-per-request", type=int, default=100)
     parser.add_argument("--sdk-events", type=int, default=40_000)
+    parser.add_argument("--floor-rounds", type=int, default=12)
     args = parser.parse_args()
     print(f"aiohttp {aiohttp.__version__}, {args.events_per_request} events per request")
     print(f"{'concurrent':>10} {'events/s':>12} {'client CPU µs/request':>22}")
@@ -180,6 +248,14 @@ def main() -> None:
             f"{r['compression']:>11} {r['events_per_s']:>10,} {r['cpu_us_per_event']:>13} "
             f"{r['wire_bytes_per_event']:>13} {r['json_bytes_per_event']:>13}"
         )
+
+    print()
+    floor = run_floor(args.floor_rounds)
+    print(
+        "one POST of 25 events, thread CPU µs (medians of alternated blocks of 200): "
+        f"aiohttp {floor['aiohttp']}, minimal HTTP/1.1 on asyncio streams {floor['minimal']} "
+        f"(aiohttp {floor['ratio']}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -177,6 +177,14 @@ def test_http_compression_rows_count_the_gzip_bodies_on_the_wire() -> None:
     assert abs(gz["json_bytes_per_event"] / none["json_bytes_per_event"] - 1) < 0.1
 
 
+def test_http_floor_posts_every_body_both_ways() -> None:
+    # run_floor() raises unless the sink counted every event of both ways' POSTs, and the
+    # hand-written exchange raises on any answer but a 2xx.
+    floor = http_ceiling.run_floor(rounds=2, block=3, events_per_request=2)
+    assert floor["aiohttp"] > 0 and floor["minimal"] > 0
+    assert floor["ratio"] > 0
+
+
 # -- make bench-llm ---------------------------------------------------------------------------
 
 
