@@ -52,6 +52,11 @@ EVENT = orjson.dumps(
 )
 
 
+def _body(events: int) -> bytes:
+    """A HiveBoard batch body of ``events`` copies of :data:`EVENT`."""
+    return b'{"envelope":{"agent_id":"bench"},"events":[' + b",".join([EVENT] * events) + b"]}"
+
+
 async def _post_all(url: URL, body: bytes, requests: int, concurrency: int) -> tuple[float, float]:
     """Wall seconds and client CPU seconds for ``requests`` POSTs, ``concurrency`` at a time."""
     headers = {"Authorization": "Bearer hb_bench", "Content-Type": "application/json"}
@@ -73,11 +78,7 @@ async def _post_all(url: URL, body: bytes, requests: int, concurrency: int) -> t
 
 def run(requests: int = 1500, events_per_request: int = 100) -> list[dict[str, int]]:
     """Return one row per concurrency: events/s and client CPU µs per request (medians)."""
-    body = (
-        b'{"envelope":{"agent_id":"bench"},"events":['
-        + b",".join([EVENT] * events_per_request)
-        + b"]}"
-    )
+    body = _body(events_per_request)
     rows = []
     with Sink("ok") as sink:
         url = URL(f"http://127.0.0.1:{sink.port}/v1/ingest")
@@ -207,11 +208,7 @@ async def _floor(port: int, body: bytes, rounds: int, block: int) -> dict[str, l
 
 def run_floor(rounds: int = 12, block: int = 200, events_per_request: int = 25) -> dict[str, float]:
     """Median thread CPU µs per POST: ``aiohttp``, ``minimal`` and their ``ratio``."""
-    body = (
-        b'{"envelope":{"agent_id":"bench"},"events":['
-        + b",".join([EVENT] * events_per_request)
-        + b"]}"
-    )
+    body = _body(events_per_request)
     with Sink("ok") as sink:
         times = asyncio.run(_floor(sink.port, body, rounds, block))
         counted = sink.counts().get("hiveboard_events", 0)
